@@ -1,0 +1,1 @@
+"""beta_lasso: learning convolutions from scratch with beta-LASSO (JAX/Flax)."""
