@@ -7,6 +7,5 @@ _SHARED_TFDS = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'tfds'
 # Machines without internet read the shipped copy; elsewhere TFDS downloads by name.
 if 'TFDS_DATA_DIR' not in os.environ and _SHARED_TFDS.is_dir():
   os.environ['TFDS_DATA_DIR'] = str(_SHARED_TFDS)
-# Keep TensorFlow off any accelerator and quiet: JAX owns the devices.
+# TensorFlow only reads data here; keep its logging quiet.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-os.environ.setdefault('CUDA_VISIBLE_DEVICES_FOR_TF', '')
