@@ -1,0 +1,480 @@
+"""Input pipeline: splits held in host memory; batches and augmentation by step.
+
+The datasets of the paper (CIFAR-10, CIFAR-100, SVHN) hold at most ~100k images
+of 32x32x3, so each process reads a split once through TFDS into a uint8 numpy
+array (~150 MB) and never touches tf.data again. Everything random is a pure
+function of (seed, step):
+
+- `train_indices` picks which examples form a step's batch, from a permutation
+  seeded by (seed, epoch);
+- `augment` (random crop, horizontal flip, Cutout) runs on the accelerator
+  inside the jitted train step, keyed by a PRNG key the caller derives from
+  (seed, step), e.g. `jax.random.fold_in(jax.random.key(seed), step)`.
+
+So a run resumed from a checkpoint at step t sees bit-identical batches to one
+that never stopped, with no iterator state to save.
+
+Typical use::
+
+  info = input_pipeline.DATASETS['cifar10']
+  images, labels = input_pipeline.load_split('cifar10', 'train')
+  aug = input_pipeline.augment_fn('crop_flip_cutout', info)
+  # host side, every step:
+  idx = input_pipeline.train_indices(len(labels), 512, seed, step,
+                                     jax.process_index(), jax.process_count())
+  batch = input_pipeline.train_batch(images, labels, idx)
+  # inside the jitted step:
+  x = input_pipeline.normalize(aug(batch['image'], rng), info)
+"""
+
+import functools
+import os
+from typing import Callable, Iterator, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+
+class DatasetInfo(NamedTuple):
+  """What the pipeline and the models need to know about a dataset.
+
+  Attributes:
+    tfds_name: TFDS builder name (optionally with ':version').
+    num_classes: number of labels.
+    image_shape: (height, width, channels).
+    flip: whether horizontal flips preserve the label (not for digits).
+    cutout: Cutout side in pixels used by the paper's recipe.
+    mean: per-channel mean of the training images, 0-255 scale.
+    std: per-channel standard deviation over all training pixels, 0-255 scale.
+    train_split: TFDS split to train on.
+    test_split: TFDS split to evaluate on.
+  """
+  tfds_name: str
+  num_classes: int
+  image_shape: tuple[int, int, int]
+  flip: bool
+  cutout: int
+  mean: tuple[float, float, float]
+  std: tuple[float, float, float]
+  train_split: str = 'train'
+  test_split: str = 'test'
+
+
+# CIFAR statistics are over every pixel of the original training sets (std is
+# the population std of all pixels, not the mean of per-image stds that the
+# widespread (0.2023, 0.1994, 0.2010) CIFAR-10 values come from). The JPEG'd
+# CIFAR-10 copy in ../shared/tfds is within 0.5 grey levels of these. SVHN's
+# are the widely used (0.4377, 0.4438, 0.4728) / (0.198, 0.201, 0.197) x 255,
+# not re-measured here (no SVHN copy offline).
+# Flip and Cutout sizes follow the paper's appendix A.2: no flip for SVHN's
+# digits, Cutout 16 on CIFAR and 20 on SVHN.
+DATASETS = {
+    'cifar10': DatasetInfo(
+        tfds_name='cifar10',
+        num_classes=10,
+        image_shape=(32, 32, 3),
+        flip=True,
+        cutout=16,
+        mean=(125.307, 122.950, 113.865),
+        std=(62.993, 62.089, 66.705),
+    ),
+    'cifar100': DatasetInfo(
+        tfds_name='cifar100',
+        num_classes=100,
+        image_shape=(32, 32, 3),
+        flip=True,
+        cutout=16,
+        mean=(129.304, 124.070, 112.434),
+        std=(68.170, 65.392, 70.418),
+    ),
+    'svhn_cropped': DatasetInfo(
+        tfds_name='svhn_cropped',
+        num_classes=10,
+        image_shape=(32, 32, 3),
+        flip=False,
+        cutout=20,
+        mean=(111.61, 113.17, 120.56),
+        std=(50.49, 51.26, 50.24),
+    ),
+}
+
+AUGMENTATIONS = ('none', 'crop_flip', 'crop_flip_cutout')
+
+
+class DatasetNotFoundError(ValueError):
+  """A dataset is neither prepared in the data dir nor downloadable."""
+
+
+# ----------------------------------------------------------------------------
+# Loading.
+# ----------------------------------------------------------------------------
+
+
+def _dataset_info(name: str) -> DatasetInfo:
+  if name not in DATASETS:
+    raise ValueError(
+        f'Unknown dataset {name!r}; valid names: {", ".join(DATASETS)}.')
+  return DATASETS[name]
+
+
+def _resolve_data_dir(data_dir: Optional[str]) -> str:
+  # TFDS reads TFDS_DATA_DIR once, at import; resolving it here, per call,
+  # lets tests and launchers set it late and gives error messages a real path.
+  if data_dir:
+    return os.fspath(data_dir)
+  default = os.path.join(os.path.expanduser('~'), 'tensorflow_datasets')
+  return os.environ.get('TFDS_DATA_DIR', default)
+
+
+def _builder(name: str, data_dir: Optional[str]) -> tfds.core.DatasetBuilder:
+  # Constructing a builder only reads dataset_info.json when present; it writes
+  # nothing into data_dir (GCS look-ups are off by default in TFDS).
+  return tfds.builder(
+      _dataset_info(name).tfds_name, data_dir=_resolve_data_dir(data_dir))
+
+
+def _not_found_message(name: str, builder: tfds.core.DatasetBuilder) -> str:
+  return (
+      f'Dataset {name!r} (TFDS {builder.info.full_name}) is not prepared in '
+      f'data dir {builder.data_dir_root} (looked for {builder.data_dir}); '
+      'set --config.data_dir or TFDS_DATA_DIR to a TFDS data dir holding it, '
+      'or set --config.download=True on a machine with internet.')
+
+
+def check_dataset(name: str,
+                  data_dir: Optional[str] = None,
+                  download: bool = True) -> DatasetInfo:
+  """Fails fast, before any compute, if `name` cannot be loaded.
+
+  Cheap (well under a second): reads at most the dataset's metadata.
+
+  Args:
+    name: a key of `DATASETS`.
+    data_dir: TFDS data dir; None means `TFDS_DATA_DIR`, else
+      `~/tensorflow_datasets`, as TFDS does.
+    download: whether `load_split` may download and prepare the dataset. When
+      False, the dataset must already be prepared in `data_dir`.
+
+  Returns:
+    The dataset's `DatasetInfo`.
+
+  Raises:
+    ValueError: `name` is not in `DATASETS`.
+    DatasetNotFoundError: `download` is False and the dataset is not prepared
+      in the data dir.
+  """
+  info = _dataset_info(name)
+  if not download:
+    builder = _builder(name, data_dir)
+    if not builder.is_prepared():
+      raise DatasetNotFoundError(_not_found_message(name, builder))
+  return info
+
+
+def _hide_gpus_from_tf() -> None:
+  # TF only decodes records here; left alone, a GPU build of TF would reserve
+  # most of the accelerator memory that JAX needs.
+  try:
+    tf.config.set_visible_devices([], 'GPU')
+  except RuntimeError:
+    # TF already initialised its devices (e.g. main.py hid them earlier).
+    pass
+
+
+def load_split(name: str,
+               split: str,
+               data_dir: Optional[str] = None,
+               download: bool = True) -> tuple[np.ndarray, np.ndarray]:
+  """Reads a whole split into host memory.
+
+  The order is TFDS's file order, which is fixed, so indices into the returned
+  arrays mean the same examples on every run and every process.
+
+  Args:
+    name: a key of `DATASETS`.
+    split: a TFDS split, e.g. 'train', 'test', or a slice such as 'train[:90%]'.
+    data_dir: TFDS data dir; None means `TFDS_DATA_DIR`, else
+      `~/tensorflow_datasets`.
+    download: whether to download and prepare the dataset when it is missing.
+
+  Returns:
+    (images, labels): uint8 [N, H, W, C] and int32 [N] numpy arrays.
+
+  Raises:
+    ValueError: unknown `name`.
+    DatasetNotFoundError: the dataset is missing and `download` is False, or
+      downloading or preparing it failed.
+  """
+  check_dataset(name, data_dir, download)
+  _hide_gpus_from_tf()
+  builder = _builder(name, data_dir)
+  if not builder.is_prepared():
+    try:
+      builder.download_and_prepare()
+    except Exception as e:  # pylint: disable=broad-except
+      # Any failure here (no network, disk full, checksum) means the same to
+      # the caller: the data is not there. Keep the message to one line.
+      cause = str(e).strip().splitlines()[0] if str(e).strip() else ''
+      raise DatasetNotFoundError(
+          f'Could not download and prepare dataset {name!r} into data dir '
+          f'{builder.data_dir_root} ({type(e).__name__}: {cause}); set '
+          '--config.data_dir or TFDS_DATA_DIR to a TFDS data dir holding it.'
+      ) from e
+  return _read_split(name, split, builder.data_dir)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_split(name: str, split: str,
+                data_dir: str) -> tuple[np.ndarray, np.ndarray]:
+  """Decodes a prepared split once per process; the arrays are read-only."""
+  del name  # Part of the cache key only.
+  builder = tfds.builder_from_directory(data_dir)
+  # batch_size=-1 decodes the split into one tensor: 4-7 s for CIFAR-10 train
+  # on 2 cores, all of it PNG decoding.
+  data = tfds.as_numpy(
+      builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
+  images = np.asarray(data['image'], dtype=np.uint8)
+  labels = np.asarray(data['label'], dtype=np.int32)
+  images.flags.writeable = False
+  labels.flags.writeable = False
+  return images, labels
+
+
+# ----------------------------------------------------------------------------
+# Batches (host side, numpy).
+# ----------------------------------------------------------------------------
+
+
+def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
+  """Full batches per epoch; the remainder of each epoch is dropped."""
+  return num_examples // global_batch_size
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+  # Every step of an epoch needs the same permutation; caching it keeps a
+  # step's host work to one slice instead of a fresh 50k-element shuffle.
+  perm = np.random.default_rng([seed, epoch]).permutation(num_examples)
+  perm.setflags(write=False)
+  return perm
+
+
+def train_indices(num_examples: int,
+                  global_batch_size: int,
+                  seed: int,
+                  step: int,
+                  process_index: int = 0,
+                  process_count: int = 1) -> np.ndarray:
+  """Indices of this process's share of the training batch for `step`.
+
+  Each epoch visits a fresh permutation of the examples, drawn from
+  `np.random.default_rng([seed, epoch])`, so the result depends only on the
+  arguments: a resumed run gets the same batches as an uninterrupted one.
+
+  Args:
+    num_examples: size of the training split.
+    global_batch_size: batch size summed over all processes.
+    seed: non-negative data seed.
+    step: non-negative global step (0-based).
+    process_index: this process, in [0, process_count).
+    process_count: number of processes sharing the global batch.
+
+  Returns:
+    int64 [global_batch_size // process_count]: process `p` gets the `p`-th
+    contiguous part of the global batch.
+
+  Raises:
+    ValueError: the batch does not split evenly over processes, exceeds the
+      dataset, or an argument is out of range.
+  """
+  if global_batch_size % process_count:
+    raise ValueError(
+        f'global_batch_size {global_batch_size} is not divisible by '
+        f'process_count {process_count}.')
+  if not 0 <= process_index < process_count:
+    raise ValueError(
+        f'process_index {process_index} is not in [0, {process_count}).')
+  if seed < 0 or step < 0:
+    raise ValueError(f'seed ({seed}) and step ({step}) must be non-negative.')
+  spe = steps_per_epoch(num_examples, global_batch_size)
+  if spe == 0:
+    raise ValueError(
+        f'global_batch_size {global_batch_size} exceeds the {num_examples} '
+        'training examples.')
+  epoch, step_in_epoch = divmod(step, spe)
+  local = global_batch_size // process_count
+  start = step_in_epoch * global_batch_size + process_index * local
+  perm = _epoch_permutation(num_examples, seed, epoch)
+  return perm[start:start + local].astype(np.int64)
+
+
+def train_batch(images: np.ndarray, labels: np.ndarray,
+                indices: np.ndarray) -> dict[str, np.ndarray]:
+  """Gathers the examples at `indices` into {'image', 'label'}."""
+  return {'image': images[indices], 'label': labels[indices]}
+
+
+def eval_batches(images: np.ndarray,
+                 labels: np.ndarray,
+                 global_batch_size: int,
+                 process_index: int = 0,
+                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+  """Yields the whole split in order, in batches of one fixed shape.
+
+  A single shape means the jitted eval step compiles once; the last batch is
+  padded with zero images whose `mask` is False, so metrics must be weighted
+  by `mask`.
+
+  Args:
+    images: uint8 [N, H, W, C].
+    labels: int [N].
+    global_batch_size: batch size summed over all processes.
+    process_index: this process, in [0, process_count).
+    process_count: number of processes sharing each global batch.
+
+  Yields:
+    {'image': uint8 [b, H, W, C], 'label': int32 [b], 'mask': bool [b]} with
+    b = global_batch_size // process_count; process `p` gets the `p`-th
+    contiguous part of each global batch.
+
+  Raises:
+    ValueError: `global_batch_size` is not divisible by `process_count`.
+  """
+  if global_batch_size % process_count:
+    raise ValueError(
+        f'global_batch_size {global_batch_size} is not divisible by '
+        f'process_count {process_count}.')
+  num_examples = len(labels)
+  local = global_batch_size // process_count
+  for start in range(0, num_examples, global_batch_size):
+    idx = start + process_index * local + np.arange(local)
+    mask = idx < num_examples
+    idx = np.where(mask, idx, 0)
+    image = images[idx]
+    image[~mask] = 0
+    label = np.where(mask, labels[idx], 0).astype(np.int32)
+    yield {'image': image, 'label': label, 'mask': mask}
+
+
+# ----------------------------------------------------------------------------
+# Augmentation and normalization (device side, jax, jittable).
+# ----------------------------------------------------------------------------
+
+
+def _augment_one(padded: jax.Array, key: jax.Array, *, height: int,
+                 width: int, crop_padding: int, flip: bool, cutout: int,
+                 cutout_fill: jax.Array) -> jax.Array:
+  """Crop, flip and Cutout for one zero-padded image [H+2p, W+2p, C]."""
+  # Always three keys, so a given key crops the same way whatever flip/cutout.
+  crop_key, flip_key, cutout_key = jax.random.split(key, 3)
+  top, left = jax.random.randint(crop_key, (2,), 0, 2 * crop_padding + 1)
+  image = jax.lax.dynamic_slice(
+      padded, (top, left, 0), (height, width, padded.shape[-1]))
+  if flip:
+    image = jnp.where(jax.random.bernoulli(flip_key), image[:, ::-1], image)
+  if cutout > 0:
+    # DeVries & Taylor: centre anywhere in the image, square clipped at the
+    # borders, so near edges less than cutout x cutout pixels are erased.
+    cy, cx = jax.random.randint(
+        cutout_key, (2,), 0, jnp.array([height, width]))
+    y0, x0 = cy - cutout // 2, cx - cutout // 2
+    rows = jnp.arange(height)[:, None]
+    cols = jnp.arange(width)[None, :]
+    inside = ((rows >= y0) & (rows < y0 + cutout) &
+              (cols >= x0) & (cols < x0 + cutout))
+    image = jnp.where(inside[:, :, None], cutout_fill, image)
+  return image
+
+
+# Jitted so that eager callers (tests, notebooks) compile once per shape instead
+# of dispatching op by op; inside a jitted train step it simply inlines.
+@functools.partial(
+    jax.jit, static_argnames=('crop_padding', 'flip', 'cutout'))
+def augment(images: jax.Array,
+            rng: jax.Array,
+            *,
+            crop_padding: int = 4,
+            flip: bool = True,
+            cutout: int = 0,
+            cutout_fill=0) -> jax.Array:
+  """Random crop, horizontal flip and Cutout, independently per example.
+
+  Matches torchvision's `RandomCrop(size, padding=crop_padding)` (zero padding,
+  offsets uniform in [0, 2 * crop_padding] per axis), then
+  `RandomHorizontalFlip()` (p = 0.5), then Cutout (DeVries & Taylor, 2017).
+
+  Args:
+    images: [B, H, W, C], uint8 or float.
+    rng: a PRNG key; example i uses `jax.random.split(rng, B)[i]`.
+    crop_padding: zero padding on each side before cropping back to H x W;
+      0 disables the crop.
+    flip: whether to flip horizontally with probability 1/2.
+    cutout: side of the erased square; 0 disables Cutout.
+    cutout_fill: value written into the erased square, a scalar or a
+      per-channel [C] array. DeVries & Taylor erase after normalization, i.e.
+      to the mean; on uint8 images pass the rounded per-channel mean for that
+      (`augment_fn` does).
+
+  Returns:
+    Images of the same shape and dtype as `images`.
+  """
+  batch, height, width, _ = images.shape
+  pad = ((0, 0), (crop_padding, crop_padding), (crop_padding, crop_padding),
+         (0, 0))
+  padded = jnp.pad(images, pad)
+  keys = jax.random.split(rng, batch)
+  one = functools.partial(
+      _augment_one,
+      height=height,
+      width=width,
+      crop_padding=crop_padding,
+      flip=flip,
+      cutout=cutout,
+      cutout_fill=jnp.asarray(cutout_fill, images.dtype))
+  return jax.vmap(one)(padded, keys)
+
+
+def augment_fn(
+    name: str, info: DatasetInfo
+) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """The augmentation `name` (one of `AUGMENTATIONS`) for a dataset.
+
+  Args:
+    name: 'none' (identity), 'crop_flip' (4-pixel crop, flip where
+      `info.flip`), or 'crop_flip_cutout' (also Cutout of `info.cutout`).
+    info: the dataset's `DatasetInfo`.
+
+  Returns:
+    `fn(images, rng) -> images` on uint8 [B, H, W, C], jittable. Cutout fills
+    with the rounded dataset mean, which `normalize` maps to ~0 as in the
+    paper's (normalize-then-Cutout) recipe.
+
+  Raises:
+    ValueError: unknown `name`.
+  """
+  if name not in AUGMENTATIONS:
+    raise ValueError(
+        f'Unknown augmentation {name!r}; valid names: '
+        f'{", ".join(AUGMENTATIONS)}.')
+  if name == 'none':
+    return lambda images, rng: images
+  cutout = info.cutout if name == 'crop_flip_cutout' else 0
+  return functools.partial(
+      augment,
+      crop_padding=4,
+      flip=info.flip,
+      cutout=cutout,
+      cutout_fill=np.round(info.mean).astype(np.uint8))
+
+
+def normalize(images: jax.Array,
+              info: DatasetInfo,
+              dtype: jnp.dtype = jnp.float32) -> jax.Array:
+  """Maps uint8 images to (x - mean) / std per channel, in `dtype`."""
+  # Arithmetic in float32 whatever `dtype`: bf16 would round 0-255 values.
+  mean = jnp.asarray(info.mean, jnp.float32)
+  std = jnp.asarray(info.std, jnp.float32)
+  return ((images.astype(jnp.float32) - mean) / std).astype(dtype)

@@ -1,0 +1,342 @@
+"""Training and evaluation: the loop that `main.py` and the tests call.
+
+Reads top to bottom: setup, input, model and optimizer, sharding, the update
+step, checkpoint restore, evaluation, the loop. Everything random (data order,
+augmentation, dropout) is a function of (seed, step), so a run that is killed
+and started again ends bit for bit where an uninterrupted one would.
+"""
+import functools
+import json
+import time
+from typing import Any
+
+from absl import logging
+from clu import metric_writers
+from clu import periodic_actions
+from etils import epath
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from beta_lasso import checkpointing
+from beta_lasso import input_pipeline
+from beta_lasso import models
+from beta_lasso import optim
+from beta_lasso import validation
+from beta_lasso import workdir as workdir_lib
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+class DivergenceError(RuntimeError):
+  """A loss, gradient or parameter turned non-finite."""
+
+
+def epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:
+  """The one place where durations in epochs become steps (at least 1)."""
+  return max(1, int(round(epochs * steps_per_epoch)))
+
+
+# ----------------------------------------------------------------------------
+# Optimizer.
+# ----------------------------------------------------------------------------
+def create_optimizer(config: ml_collections.ConfigDict, params,
+                     num_train_steps: int, steps_per_epoch: int):
+  """Builds the optimizer of `config` with a per-step cosine schedule.
+
+  Args:
+    config: the run's config (optimizer, learning_rate, momentum, ...).
+    params: the model parameters (or their shapes), to build masks and lambdas.
+    num_train_steps: length of the schedule.
+    steps_per_epoch: to turn `warmup_epochs` into steps.
+
+  Returns:
+    (optax.GradientTransformation, learning-rate schedule).
+  """
+  warmup = (epochs_to_steps(config.warmup_epochs, steps_per_epoch)
+            if config.warmup_epochs > 0 else 0)
+  if warmup:
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, config.learning_rate, warmup, num_train_steps)
+  else:
+    schedule = optax.cosine_decay_schedule(config.learning_rate, num_train_steps)
+  mask = optim.kernel_mask if config.regularize == 'kernels' else None
+  if config.regularize == 'all':
+    mask = lambda p: jax.tree.map(lambda _: True, p)
+  if config.optimizer == 'sgd':
+    tx = optax.chain(
+        optax.add_decayed_weights(config.weight_decay, mask=mask),
+        optax.sgd(schedule, momentum=config.momentum or None))
+  elif config.optimizer == 'beta_lasso':
+    l1 = optim.per_layer_l1(params, default=config.l1,
+                            overrides=[(models.CONV_KERNEL_REGEX, config.l1_conv)])
+    tx = optim.beta_lasso(schedule, l1, config.beta, mask=mask)
+  else:  # validation.validate_config rejects this earlier.
+    raise ValueError(f'unknown optimizer {config.optimizer!r}')
+  return tx, schedule
+
+
+# ----------------------------------------------------------------------------
+# Update and eval steps.
+# ----------------------------------------------------------------------------
+def train_step(state: TrainState, batch, *, model, tx, augment, normalize, key):
+  """One SGD / beta-LASSO step; returns the new state and step metrics."""
+  step_key = jax.random.fold_in(key, state.step)
+  aug_key, dropout_key = jax.random.split(step_key)
+  images = normalize(augment(batch['image'], aug_key))
+
+  def loss_fn(params):
+    logits, new_vars = model.apply(
+        {'params': params, 'batch_stats': state.batch_stats}, images,
+        train=True, mutable=['batch_stats'], rngs={'dropout': dropout_key})
+    logits = logits.astype(jnp.float32)
+    loss = optax.softmax_cross_entropy_with_integer_labels(
+        logits, batch['label']).mean()
+    return loss, (logits, new_vars['batch_stats'])
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {
+      'loss': loss,
+      'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
+      'grad_norm': optax.global_norm(grads),
+      'param_norm': optax.global_norm(params),
+      'update_norm': optax.global_norm(updates),
+  }
+  new_state = state.replace(step=state.step + 1, params=params,
+                            batch_stats=batch_stats, opt_state=opt_state)
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch, *, model, normalize):
+  """Sums of correct predictions, loss and examples over a masked batch."""
+  logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
+                       normalize(batch['image']), train=False)
+  logits = logits.astype(jnp.float32)
+  mask = batch['mask']
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
+  correct = jnp.argmax(logits, -1) == batch['label']
+  return {'correct': jnp.sum(correct * mask), 'loss': jnp.sum(loss * mask),
+          'count': jnp.sum(mask)}
+
+
+_FINITE_CHECKS = ('loss', 'grad_norm', 'param_norm')
+
+
+def _check_finite(step_metrics, first_step: int, workdir: str):
+  """Raises DivergenceError naming the first non-finite step and quantity."""
+  values = jax.device_get(step_metrics)
+  for i, metrics in enumerate(values):
+    for name in _FINITE_CHECKS:
+      if not np.isfinite(metrics[name]):
+        raise DivergenceError(
+            f'non-finite {name} ({metrics[name]}) at step {first_step + i + 1}; '
+            f'the last good checkpoint in {workdir} is kept')
+
+
+# ----------------------------------------------------------------------------
+# The whole run.
+# ----------------------------------------------------------------------------
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       allow_config_change: bool = False) -> dict:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint.
+
+  Args:
+    config: the run's config (see configs/default.py).
+    workdir: where checkpoints, TensorBoard events and results.json go.
+    allow_config_change: resume a workdir whose saved config differs.
+
+  Returns:
+    The results written to `workdir/results.json`, or, when the run was
+    preempted, a dict with 'preempted': True and the step it stopped at.
+
+  Raises:
+    validation.ConfigError: a bad config value, before anything is computed.
+    workdir_lib.ConfigMismatchError: the workdir belongs to another experiment.
+    DivergenceError: a non-finite loss, gradient or parameter norm.
+  """
+  start_time = time.time()
+  # Everything that can be wrong with the input is caught before any compute
+  # and before the workdir is touched.
+  validation.validate_config(config)
+  workdir_lib.check_config(workdir, config, allow_change=allow_config_change)
+  info = input_pipeline.DATASETS[config.dataset]
+
+  # --- Mesh: one data axis over every device of every process. ---
+  mesh = jax.make_mesh((jax.device_count(),), ('data',),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  replicated = jax.NamedSharding(mesh, jax.P())
+  data_sharding = jax.NamedSharding(mesh, jax.P('data'))
+  logging.info('Process %d of %d, %d local / %d global devices',
+               jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count())
+
+  # --- Input. ---
+  train_images, train_labels = input_pipeline.load_split(
+      config.dataset, info.train_split, config.data_dir, config.download)
+  test_images, test_labels = input_pipeline.load_split(
+      config.dataset, info.test_split, config.data_dir, config.download)
+  steps_per_epoch = input_pipeline.steps_per_epoch(len(train_labels),
+                                                   config.batch_size)
+  num_train_steps = epochs_to_steps(config.num_epochs, steps_per_epoch)
+  eval_every = epochs_to_steps(config.eval_every_epochs, steps_per_epoch)
+  checkpoint_every = epochs_to_steps(config.checkpoint_every_epochs,
+                                     steps_per_epoch)
+  dtype = jnp.bfloat16 if config.half_precision else jnp.float32
+  augment = input_pipeline.augment_fn(config.augment, info)
+  normalize = functools.partial(input_pipeline.normalize, info=info, dtype=dtype)
+
+  # --- Model and optimizer, created already sharded. ---
+  model = models.create_model(
+      config.model, num_classes=info.num_classes, alpha=config.alpha,
+      dropout_rate=config.dropout_rate, dtype=dtype, **config.model_kwargs)
+  key = jax.random.key(config.seed)
+  init_key, train_key = jax.random.split(key)
+  dummy = jnp.zeros((1, *train_images.shape[1:]), dtype)
+
+  def init(rng):
+    variables = model.init(rng, dummy, train=False)
+    return variables['params'], variables.get('batch_stats', {})
+
+  param_shapes, _ = jax.eval_shape(init, init_key)
+  tx, schedule = create_optimizer(config, param_shapes, num_train_steps,
+                                  steps_per_epoch)
+
+  def init_state(rng):
+    params, batch_stats = init(rng)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=batch_stats, opt_state=tx.init(params))
+
+  state = jax.jit(init_state, out_shardings=replicated)(init_key)
+  weights = optim.count_weights(state.params)
+  logging.info('Model %s, alpha %s: %s kernel weights %s', config.model,
+               config.alpha, f'{sum(weights.values()):,}', weights)
+
+  # --- Checkpoints: resume from the latest complete one. ---
+  checkpoints = checkpointing.Checkpointer(
+      epath.Path(workdir) / 'checkpoints', config.max_checkpoints_to_keep)
+  state, history = checkpoints.restore_latest(state)
+  initial_step = int(state.step)
+  if initial_step:
+    logging.info('Resumed from step %d of %d', initial_step, num_train_steps)
+
+  # --- Compiled steps. The state is donated: only one copy lives on device. ---
+  p_train_step = jax.jit(
+      functools.partial(train_step, model=model, tx=tx, augment=augment,
+                        normalize=normalize, key=train_key),
+      in_shardings=(replicated, data_sharding),
+      out_shardings=(replicated, replicated), donate_argnums=0)
+  p_eval_step = jax.jit(
+      functools.partial(eval_step, model=model, normalize=normalize),
+      in_shardings=(replicated, data_sharding), out_shardings=replicated)
+  # Counted on device: only one number per leaf comes back to the host.
+  p_nonzeros = jax.jit(lambda p: jax.tree.map(jnp.count_nonzero, p),
+                       out_shardings=replicated)
+
+  def global_batch(local):
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(data_sharding, x),
+        local)
+
+  def evaluate(state):
+    totals = None
+    for batch in input_pipeline.eval_batches(
+        test_images, test_labels, config.batch_size,
+        jax.process_index(), jax.process_count()):
+      out = p_eval_step(state, global_batch(batch))
+      totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+    totals = jax.device_get(totals)
+    nnz = optim.sum_per_layer(jax.device_get(p_nonzeros(state.params)), int)
+    return {'test_accuracy': float(totals['correct'] / totals['count']),
+            'test_loss': float(totals['loss'] / totals['count']),
+            'nnz': nnz}
+
+  # --- Metrics and progress. ---
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0)
+  if initial_step == 0:
+    writer.write_hparams(workdir_lib.flatten(config))
+  report_progress = periodic_actions.ReportProgress(
+      num_train_steps=num_train_steps, writer=writer)
+
+  # --- The loop. ---
+  logging.info('Training %d steps (%d per epoch) from step %d',
+               num_train_steps, steps_per_epoch, initial_step)
+  pending = []  # Step metrics not yet checked for finiteness.
+  last_eval = None
+  with checkpointing.PreemptionGuard() as guard:
+    for step in range(initial_step, num_train_steps):
+      indices = input_pipeline.train_indices(
+          len(train_labels), config.batch_size, config.seed, step,
+          jax.process_index(), jax.process_count())
+      batch = input_pipeline.train_batch(train_images, train_labels, indices)
+      state, metrics = p_train_step(state, global_batch(batch))
+      pending.append(metrics)
+      done = step + 1
+      report_progress(done)
+
+      is_last = done == num_train_steps
+      log_now = done % config.log_every_steps == 0 or is_last
+      eval_now = done % eval_every == 0 or is_last
+      save_now = done % checkpoint_every == 0 or is_last
+      preempted = guard.triggered or checkpoints.reached_preemption(done)
+      if log_now or eval_now or save_now or preempted:
+        # Nothing is written until every step since the last check was finite.
+        _check_finite(pending, done - len(pending), workdir)
+        summary = jax.device_get(jax.tree.map(lambda *x: jnp.mean(jnp.stack(x)),
+                                              *pending))
+        pending = []
+        summary = {f'train_{k}': float(v) for k, v in summary.items()}
+        summary['learning_rate'] = float(schedule(done - 1))
+        writer.write_scalars(done, summary)
+      if eval_now:
+        with report_progress.timed('eval'):
+          last_eval = evaluate(state)
+        writer.write_scalars(done, {
+            'test_accuracy': last_eval['test_accuracy'],
+            'test_loss': last_eval['test_loss'],
+            **{f'nnz/{k}': v for k, v in last_eval['nnz'].items()}})
+        history.append({'step': done, **last_eval})
+        logging.info('Step %d: test accuracy %.4f, non-zeros %s', done,
+                     last_eval['test_accuracy'], last_eval['nnz'])
+      if save_now or preempted:
+        with report_progress.timed('checkpoint'):
+          checkpoints.save(done, state, history)
+      if preempted and not is_last:
+        checkpoints.wait()
+        writer.flush()
+        logging.warning('Preempted at step %d of %d: checkpoint saved in %s; '
+                        'run the same command to resume.', done,
+                        num_train_steps, workdir)
+        return {'preempted': True, 'step': done}
+
+  checkpoints.wait()
+  writer.flush()
+  if last_eval is None:  # Resumed after the final step: evaluate once more.
+    last_eval = evaluate(state)
+  results = {
+      'test_accuracy': last_eval['test_accuracy'],
+      'test_loss': last_eval['test_loss'],
+      'nnz': last_eval['nnz'],
+      'weights': weights,
+      'steps': int(state.step),
+      'epochs': int(state.step) / steps_per_epoch,
+      'wall_seconds': time.time() - start_time,
+      'history': history,
+      'config': json.loads(config.to_json_best_effort()),
+  }
+  workdir_lib.write_results(workdir, results)
+  logging.info('Test accuracy %.4f after %d steps; non-zeros / weights: %s',
+               results['test_accuracy'], results['steps'],
+               {k: f'{results["nnz"][k]:,} / {weights[k]:,}' for k in weights})
+  return results

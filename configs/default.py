@@ -1,0 +1,69 @@
+"""The paper's training recipe (appendix A.2), shared by every config.
+
+Each config in this folder imports this one and overrides the model and the
+optimizer. Durations are in epochs (fractions allowed) and are turned into steps
+in one place, `beta_lasso.train.epochs_to_steps`.
+"""
+import ml_collections
+
+
+def get_config():
+  """Returns the defaults: S-CONV at the paper's size, SGD, 400 epochs."""
+  config = ml_collections.ConfigDict()
+
+  # Model.
+  config.model = 'sconv'  # A name in beta_lasso.models.MODELS.
+  config.alpha = 150  # Base channels: 150 for the S family, 15 for the D family.
+  config.model_kwargs = ml_collections.ConfigDict()  # E.g. width (3fc), kernel_size (resnet18).
+  config.dropout_rate = 0.0  # On the inputs of the last two FC layers; 0 = none.
+  config.half_precision = False  # bf16 compute; weights and BatchNorm stay fp32.
+
+  # Data.
+  config.dataset = 'cifar10'  # cifar10, cifar100 or svhn_cropped.
+  config.data_dir = ml_collections.config_dict.placeholder(str)  # None: TFDS_DATA_DIR or the TFDS default.
+  config.download = True  # Let TFDS download and prepare a missing dataset.
+  config.augment = 'crop_flip'  # none, crop_flip or crop_flip_cutout.
+
+  # Optimization.
+  config.optimizer = 'sgd'  # sgd or beta_lasso.
+  config.batch_size = 512  # Global batch, split over all devices.
+  config.num_epochs = 400.0
+  config.learning_rate = 0.1  # Peak of the cosine schedule, stepped per batch.
+  config.warmup_epochs = 0.0  # Linear warmup before the cosine (the paper has none).
+  config.momentum = 0.9  # SGD only; beta-LASSO has no momentum.
+  config.weight_decay = 5e-4  # SGD only, on kernels.
+  config.l1 = 5e-6  # beta-LASSO lambda for the FC layers.
+  config.l1_conv = 2e-5  # beta-LASSO lambda for the layers that stand for convolutions (layer1..).
+  config.beta = 50.0  # beta-LASSO threshold is beta * lambda (not scaled by the lr).
+  config.regularize = 'kernels'  # What L1 / weight decay touch: kernels or all.
+
+  # Loop.
+  config.seed = 0
+  config.log_every_steps = 100
+  config.eval_every_epochs = 10.0
+  config.checkpoint_every_epochs = 10.0
+  config.max_checkpoints_to_keep = 2
+  return config
+
+
+VARIANTS = ('cpu',)
+
+
+def apply_variant(config: ml_collections.ConfigDict, arg, cpu: dict):
+  """Applies `file.py:ARG`: '' or None keeps the paper's values.
+
+  Args:
+    config: the paper-sized config.
+    arg: the argument after the colon in --config=file.py:arg.
+    cpu: overrides that make the run fit a 2-core laptop in minutes.
+
+  Returns:
+    The config, overridden in place.
+  """
+  if not arg:
+    return config
+  if arg not in VARIANTS:
+    raise ValueError(f'config argument {arg!r} is not valid; choose one of: '
+                     f'{", ".join(VARIANTS)} (or none for the paper values)')
+  config.update(cpu)
+  return config

@@ -1,0 +1,20 @@
+r"""S-FC trained with SGD (Table 1, row S-FC; Table 2, row SGD).
+
+  python -m beta_lasso.main --config=configs/sfc.py --workdir=/tmp/sfc
+
+Paper (CIFAR-10, 400 / 4000 epochs): 72.77 / 78.63 test accuracy, 256.24M
+weights at alpha 150.
+
+`configs/sfc.py:cpu` is a laptop-sized run (alpha 8, 8 epochs, batch 256):
+about 5 minutes on 2 CPU cores, ~50% test accuracy on CIFAR-10.
+"""
+from configs import default
+
+
+def get_config(arg=None):
+  config = default.get_config()
+  config.model = 'sfc'
+  config.alpha = 150
+  return default.apply_variant(config, arg, cpu=dict(
+      alpha=8, batch_size=256, num_epochs=8.0, eval_every_epochs=2.0,
+      checkpoint_every_epochs=2.0, log_every_steps=50))
