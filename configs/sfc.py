@@ -15,6 +15,6 @@ def get_config(arg=None):
   config = default.get_config()
   config.model = 'sfc'
   config.alpha = 150
-  return default.apply_variant(config, arg, cpu=dict(
-      alpha=8, batch_size=256, num_epochs=8.0, eval_every_epochs=2.0,
-      checkpoint_every_epochs=2.0, log_every_steps=50))
+  if 'cpu' in default.parse_arg(arg):
+    default.cpu_sized(config, num_epochs=8.0, alpha=8)
+  return config

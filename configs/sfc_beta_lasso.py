@@ -29,6 +29,6 @@ def get_config(arg=None):
   config.l1 = 5e-6
   config.l1_conv = 2e-5
   config.beta = 50.0
-  return default.apply_variant(config, arg, cpu=dict(
-      alpha=8, batch_size=256, num_epochs=8.0, eval_every_epochs=2.0,
-      checkpoint_every_epochs=2.0, log_every_steps=50, l1=5e-5, l1_conv=2e-4))
+  if 'cpu' in default.parse_arg(arg):
+    default.cpu_sized(config, num_epochs=8.0, alpha=8, l1=5e-5, l1_conv=2e-4)
+  return config

@@ -1,0 +1,19 @@
+r"""D-CONV trained with SGD (Table 1, row D-CONV).
+
+  python -m beta_lasso.main --config=configs/dconv.py --workdir=/tmp/dconv
+
+Paper (CIFAR-10, 400 / 4000 epochs): 88.84 / 89.79 test accuracy; 1,445,955
+weights at alpha 15 (the paper prints 1.45M).
+
+`configs/dconv.py:cpu`: alpha 4, 3 epochs, batch 256 on 2 CPU cores.
+"""
+from configs import default
+
+
+def get_config(arg=None):
+  config = default.get_config()
+  config.model = 'dconv'
+  config.alpha = 15
+  if 'cpu' in default.parse_arg(arg):
+    default.cpu_sized(config, num_epochs=3.0, alpha=4)
+  return config
