@@ -1,0 +1,1 @@
+"""Launching many runs: the sweep runner and the Cloud TPU VM script."""

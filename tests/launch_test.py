@@ -1,0 +1,305 @@
+"""Tests of the sweep runner and sweep files; nothing here trains."""
+import csv
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from launch import sweep as sweep_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SWEEPS = REPO / 'launch' / 'sweeps'
+# Sweep file -> runs it adds.
+EXPECTED_RUNS = {'sgd_grid': 10, 'table2': 3, 'lambda_grid': 25,
+                 'resnet_kernels': 8}
+
+
+def _sweep(name):
+  return sweep_lib.load_sweep(str(SWEEPS / f'{name}.py'))
+
+
+def _cli(*args, cwd=REPO):
+  return subprocess.run([sys.executable, '-m', 'launch.sweep', *args], cwd=cwd,
+                        capture_output=True, text=True, timeout=60, check=False)
+
+
+def _write_sweep(tmp_path, body):
+  path = tmp_path / 'sweep_file.py'
+  path.write_text(
+      f'CONFIG = "configs/sfc.py:cpu"\n\n\ndef sweep(add):\n{body}\n')
+  return str(path)
+
+
+def test_every_sweep_file_is_tested():
+  assert sorted(p.stem for p in SWEEPS.glob('*.py')) == sorted(EXPECTED_RUNS)
+
+
+@pytest.mark.parametrize('name', sorted(EXPECTED_RUNS))
+def test_expand_counts_runs(name):
+  assert len(sweep_lib.expand(_sweep(name).sweep)) == EXPECTED_RUNS[name]
+
+
+@pytest.mark.parametrize('name', sorted(EXPECTED_RUNS))
+@pytest.mark.parametrize('suffix', ['', ':cpu'])
+def test_overrides_are_fields_of_the_sweeps_config(name, suffix):
+  module = _sweep(name)
+  config = sweep_lib.load_config(module.CONFIG + suffix)
+  fields = set(sweep_lib.config_fields(config))
+  for overrides in sweep_lib.expand(module.sweep):
+    assert set(overrides) <= fields
+  # plan() also checks the value types against the config.
+  assert len(sweep_lib.plan(sweep_lib.expand(module.sweep), config, '/r')) == (
+      EXPECTED_RUNS[name])
+
+
+@pytest.mark.parametrize('name', sorted(EXPECTED_RUNS))
+def test_workdir_names_are_unique_and_safe(name):
+  module = _sweep(name)
+  runs = sweep_lib.plan(sweep_lib.expand(module.sweep),
+                        sweep_lib.load_config(module.CONFIG), '/r/')
+  names = [run.name for run in runs]
+  assert len(set(names)) == len(names)
+  for run in runs:
+    assert re.fullmatch(r'[A-Za-z0-9._,=+-]+', run.name)
+    assert run.workdir == f'/r/{run.name}'
+
+
+def test_grids_are_the_papers():
+  assert {(o['momentum'], o['weight_decay'])
+          for o in sweep_lib.expand(_sweep('sgd_grid').sweep)} == {
+              (m, wd) for m in (0.0, 0.9)
+              for wd in (0.0, 1e-4, 2e-4, 5e-4, 1e-3)}
+  lambdas = (1e-6, 2e-6, 5e-6, 1e-5, 2e-5)
+  assert {(o['l1_conv'], o['l1'])
+          for o in sweep_lib.expand(_sweep('lambda_grid').sweep)} == {
+              (a, b) for a in lambdas for b in lambdas}
+  assert [o['beta'] for o in sweep_lib.expand(_sweep('table2').sweep)] == [
+      0.0, 1.0, 50.0]
+
+
+def test_resnet_beta_lasso_runs_match_the_config_argument():
+  # The sweep cannot pass `:beta_lasso` per run, so it repeats its fields.
+  module = _sweep('resnet_kernels')
+  for suffix in ('', 'cpu'):
+    sgd = sweep_lib.load_config(f'configs/resnet18.py:{suffix}')
+    bl = sweep_lib.load_config(f'configs/resnet18.py:beta_lasso,{suffix}')
+    changed = {k for k in sweep_lib.config_fields(sgd)
+               if _get(sgd, k) != _get(bl, k)}
+    assert changed <= set(module.BETA_LASSO)
+    for key, value in module.BETA_LASSO.items():
+      assert _get(bl, key) == value, key
+  sizes = [o['model_kwargs.kernel_size']
+           for o in sweep_lib.expand(module.sweep)]
+  assert sorted(set(sizes)) == [3, 7, 11, 15]
+
+
+def _get(config, dotted):
+  for part in dotted.split('.'):
+    config = config[part]
+  return config
+
+
+def test_run_name_and_command():
+  overrides = {'l1': 5e-6, 'l1_conv': 2e-5}
+  assert sweep_lib.run_name(overrides) == 'l1=5e-06,l1_conv=2e-05'
+  assert sweep_lib.run_name({}) == 'default'
+  assert sweep_lib.run_name({'data_dir': '/a b'}) == 'data_dir=_a_b'
+  assert sweep_lib.command('configs/x.py:cpu', '/r/n', overrides,
+                           ['--jax_distributed']) == [
+      'python', '-m', 'beta_lasso.main', '--config=configs/x.py:cpu',
+      '--workdir=/r/n', '--config.l1=5e-06', '--config.l1_conv=2e-05',
+      '--jax_distributed']
+
+
+def test_values_are_cast_to_the_field_type():
+  config = sweep_lib.load_config('configs/sfc_beta_lasso.py')
+  [run] = sweep_lib.plan([{'beta': 50}], config, '/r')
+  assert run.name == 'beta=50.0' and isinstance(run.overrides['beta'], float)
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'bogus': 1}, "unknown config field 'bogus'"),
+    ({'model_kwargs.kernel_size': 7}, "unknown config field 'model_kwargs"),
+    ({'alpha': 'wide'}, 'alpha='),
+    ({'momentum': None}, 'momentum=None'),
+])
+def test_bad_overrides_fail(overrides, message):
+  config = sweep_lib.load_config('configs/sfc.py')
+  with pytest.raises(sweep_lib.SweepError, match=re.escape(message)):
+    sweep_lib.plan([{'alpha': 8}, overrides], config, '/r')
+
+
+def test_duplicate_runs_fail():
+  config = sweep_lib.load_config('configs/sfc.py')
+  with pytest.raises(sweep_lib.SweepError, match='same workdir name'):
+    sweep_lib.plan([{'alpha': 8}, {'alpha': 8}], config, '/r')
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--config.bogus=1'], "unknown config field 'bogus'"),
+    (['--workdir=/x'], 'sets --workdir'),
+    (['--config.momentum=0.5'], 'varies'),
+])
+def test_extra_args_are_checked(extra, message):
+  config = sweep_lib.load_config('configs/sfc.py')
+  with pytest.raises(sweep_lib.SweepError, match=re.escape(message)):
+    sweep_lib.check_extra_args(config, extra, {'momentum'})
+  sweep_lib.check_extra_args(config, ['--config.dataset=svhn_cropped',
+                                      '--jax_distributed'], {'momentum'})
+
+
+def test_dry_run_prints_the_commands(tmp_path):
+  root = tmp_path / 'table2'
+  result = _cli('--sweep=launch/sweeps/table2.py',
+                '--config=configs/sfc_beta_lasso.py:cpu',
+                f'--workdir_root={root}', '--dry_run', '--',
+                '--config.dataset=cifar100')
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.splitlines() == [
+      f'python -m beta_lasso.main --config=configs/sfc_beta_lasso.py:cpu '
+      f'--workdir={root}/beta={b} --config.beta={b} --config.dataset=cifar100'
+      for b in ('0.0', '1.0', '50.0')]
+  assert not root.exists()
+
+
+def test_unknown_field_fails_in_one_line_creating_nothing(tmp_path):
+  root = tmp_path / 'root'
+  sweep_file = _write_sweep(tmp_path, '  add(alpha=4)\n  add(bogus=1)')
+  result = _cli(f'--sweep={sweep_file}', f'--workdir_root={root}')
+  assert result.returncode != 0
+  assert result.stdout == ''
+  [line] = result.stderr.strip().splitlines()
+  assert "unknown config field 'bogus'" in line
+  assert 'valid fields: alpha, augment' in line
+  assert not root.exists()
+
+
+def _fake_results(workdir, accuracy, nnz):
+  workdir.mkdir(parents=True)
+  (workdir / 'results.json').write_text(json.dumps({
+      'test_accuracy': accuracy, 'nnz': {'layer1': nnz, 'head': 10},
+      'weights': {'layer1': 1000, 'head': 10}, 'epochs': 8.0,
+      'wall_seconds': 12.5}))
+
+
+def test_summary_reads_finished_and_missing_results(tmp_path):
+  config = sweep_lib.load_config('configs/sfc_beta_lasso.py')
+  runs = sweep_lib.plan([{'beta': 0.0}, {'beta': 1.0}, {'beta': 50.0},
+                         {'l1': 1e-6}], config, str(tmp_path))
+  _fake_results(tmp_path / 'beta=0.0', 0.8245, 990)
+  _fake_results(tmp_path / 'beta=50.0', 0.8519, 90)
+  (tmp_path / 'l1=1e-06').mkdir()
+  (tmp_path / 'l1=1e-06' / 'results.json').write_text('{not json')
+  rows = sweep_lib.summarize(runs, {'beta=1.0': 'failed (exit 1)'})
+  assert [(r['status'], r['test_accuracy'], r['nonzero_weights'], r['weights'])
+          for r in rows] == [
+              ('finished', 0.8245, 1000, 1010),
+              ('failed (exit 1)', None, None, None),
+              ('finished', 0.8519, 100, 1010),
+              ('unreadable results.json', None, None, None)]
+  assert sweep_lib.summarize(runs[1:2])[0]['status'] == 'missing'
+  table = sweep_lib.format_table(rows)
+  assert '0.8519' in table and '1,010' in table
+  path = sweep_lib.write_summary(rows, str(tmp_path))
+  with open(path) as f:
+    written = list(csv.DictReader(f))
+  assert list(written[0])[:4] == ['name', 'beta', 'l1', 'status']
+  assert [r['name'] for r in written] == [r.name for r in runs]
+  assert written[2]['test_accuracy'] == '0.8519'
+  assert written[1]['test_accuracy'] == ''
+
+
+def test_finished_sweep_is_skipped_and_summarized(tmp_path):
+  sweep_file = _write_sweep(tmp_path, '  add(alpha=4)\n  add(alpha=8)')
+  root = tmp_path / 'root'
+  _fake_results(root / 'alpha=4', 0.5, 900)
+  result = _cli(f'--sweep={sweep_file}', f'--workdir_root={root}',
+                '--summary_only')
+  assert result.returncode == 0, result.stderr
+  assert 'missing' in result.stdout and '0.5000' in result.stdout
+  _fake_results(root / 'alpha=8', 0.6, 800)
+  result = _cli(f'--sweep={sweep_file}', f'--workdir_root={root}')
+  assert result.returncode == 0, result.stderr
+  assert '[1/2] alpha=4: finished before, skipped' in result.stdout
+  assert '[2/2] alpha=8: finished before, skipped' in result.stdout
+  assert (root / 'summary.csv').read_text().count(',finished,') == 2
+
+
+# A stand-in for beta_lasso.main: its workdir name says how it ends.
+_FAKE_MAIN = '''
+import json, pathlib, sys
+workdir = pathlib.Path(sys.argv[1])
+if 'alpha=2' in workdir.name:
+  sys.exit('error: boom')
+workdir.mkdir(parents=True, exist_ok=True)
+if 'alpha=3' not in workdir.name:  # alpha=3 exits cleanly without results.
+  (workdir / 'results.json').write_text(json.dumps(
+      {'test_accuracy': 0.5, 'nnz': {'a': 1}, 'weights': {'a': 2}}))
+'''
+
+
+@pytest.mark.parametrize('parallel', [1, 2])
+def test_execute_reports_each_run_and_goes_on(tmp_path, monkeypatch, capsys,
+                                              parallel):
+  monkeypatch.setattr(
+      sweep_lib, 'command',
+      lambda config_arg, workdir, *args, **kwargs: [
+          sys.executable, '-c', _FAKE_MAIN, workdir])
+  config = sweep_lib.load_config('configs/sfc.py')
+  runs = sweep_lib.plan([{'alpha': a} for a in (1, 2, 3, 4)], config,
+                        str(tmp_path))
+  _fake_results(tmp_path / 'alpha=4', 0.9, 1)
+  statuses = sweep_lib.execute(runs, 'configs/sfc.py', [], parallel=parallel)
+  assert statuses == {'alpha=1': 'done', 'alpha=2': 'failed (exit 1)',
+                      'alpha=3': 'stopped', 'alpha=4': 'skipped'}
+  out = capsys.readouterr().out
+  assert '[2/4] alpha=2: failed (exit 1) in 0:00:' in out
+  if parallel > 1:  # Each run's output goes to its log, the failure quoted.
+    assert 'error: boom (log: ' in out
+    assert (tmp_path / 'alpha=2' / 'sweep.log').read_text().strip() == (
+        'error: boom')
+
+
+# A stand-in for beta_lasso.main that runs until SIGTERM, then exits cleanly
+# without results, as a preempted run does.
+_FAKE_LONG_MAIN = '''
+import pathlib, signal, sys, time
+workdir = pathlib.Path(sys.argv[1])
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+workdir.mkdir(parents=True, exist_ok=True)
+(workdir / 'ready').touch()
+time.sleep(60)
+'''
+
+
+def test_interrupt_stops_runs_and_starts_no_more(tmp_path, monkeypatch):
+  monkeypatch.setattr(
+      sweep_lib, 'command',
+      lambda config_arg, workdir, *args, **kwargs: [
+          sys.executable, '-c', _FAKE_LONG_MAIN, workdir])
+  config = sweep_lib.load_config('configs/sfc.py')
+  runs = sweep_lib.plan([{'alpha': a} for a in (1, 2, 3)], config,
+                        str(tmp_path))
+
+  def interrupt_when_ready():
+    deadline = time.time() + 30
+    while time.time() < deadline and not all(
+        (tmp_path / run.name / 'ready').exists() for run in runs[:2]):
+      time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C.
+
+  threading.Thread(target=interrupt_when_ready, daemon=True).start()
+  start = time.time()
+  statuses = sweep_lib.execute(runs, 'configs/sfc.py', [], parallel=2)
+  assert statuses == {'alpha=1': 'stopped', 'alpha=2': 'stopped',
+                      'alpha=3': 'not started'}
+  assert time.time() - start < 20
+  # The sweep's handlers are gone again.
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
