@@ -1,0 +1,150 @@
+"""Tests for the sizing tool: exact counts, memory model, search and CLI."""
+import pathlib
+import resource
+import subprocess
+import sys
+import time
+
+import pytest
+
+from beta_lasso import models
+from beta_lasso import params
+
+_REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# Table 1 sizes, 32x32x3, 10 classes (the values of models_test._GOLDEN).
+_GOLDEN = {
+    'sconv': 138_312_450,
+    'slocal': 147_607_200,
+    'sfc': 256_240_800,
+    'dconv': 1_445_955,
+    'dlocal': 11_713_920,
+    'dfc': 282_203_520,
+    '3fc': 256_256_043,
+    'resnet18': 11_164_352,
+}
+
+
+def test_every_model_has_a_paper_size():
+  assert set(params.PAPER_SIZE) == set(params.NAMES) == set(models.MODELS)
+
+
+@pytest.mark.parametrize('name', sorted(_GOLDEN))
+def test_paper_size_counts_are_golden(name):
+  assert params.weight_count(name, params.PAPER_SIZE[name]) == _GOLDEN[name]
+
+
+def test_3fc_width_scales_with_alpha_through_the_paper_width():
+  assert params.width_3fc(150) == models.PAPER_WIDTH_3FC
+  assert params.width_3fc(300) == 2 * models.PAPER_WIDTH_3FC
+  w, s = params.width_3fc(8), 16
+  assert params.weight_count('3fc', 8, s) == 3 * s * s * w + w * w + 10 * w
+
+
+def test_counts_follow_image_side_and_classes():
+  # S-FC: 6 s^2 a^2 + (3 s^4 / 4 + 24 c) a; ResNet18: 1,220,800 k^2 + 177,152.
+  s, a, c = 16, 5, 100
+  assert params.weight_count('sfc', a, s, c) == (
+      6 * s**2 * a**2 + (3 * s**4 // 4 + 24 * c) * a)
+  assert params.weight_count('resnet18', 7) == 1_220_800 * 49 + 177_152
+
+
+def test_memory_components_of_sconv():
+  a, batch = 4, 8
+  m = params.memory('sconv', a, batch_size=batch)
+  n_kernels = 6 * 32**2 * a**2 + (243 + 24 * 10) * a
+  # Parameters: kernels, head bias 10, BN scale+bias of a and 24a channels.
+  n_params = n_kernels + 10 + 2 * (a + 24 * a)
+  n_stats = 2 * (a + 24 * a)
+  assert m.weights == n_kernels
+  assert m.params == 4 * (n_params + n_stats)
+  assert m.grads == m.optimizer == 4 * n_params
+  assert m.compute_copy == 0
+  # Input, layer1 and bn1 outputs (16x16xa), fc1 and bn2 outputs, logits.
+  assert m.activations == 4 * batch * (32 * 32 * 3 + 2 * 16 * 16 * a +
+                                       2 * 24 * a + 10)
+  assert m.total == sum(m[1:])
+
+
+def test_memory_options():
+  sgd = params.memory('dconv', 4, batch_size=8)
+  lasso = params.memory('dconv', 4, batch_size=8, optimizer='beta_lasso')
+  bf16 = params.memory('dconv', 4, batch_size=8, precision='bf16')
+  assert lasso.optimizer == 0 and lasso.total == sgd.total - sgd.optimizer
+  assert bf16.compute_copy == sgd.grads // 2
+  # Layer outputs halve, BatchNorm outputs (float32) do not.
+  assert sgd.activations / 2 < bf16.activations < sgd.activations
+  with pytest.raises(ValueError, match='adam'):
+    params.memory('dconv', 4, optimizer='adam')
+
+
+@pytest.mark.parametrize('start', [1, 2, 5, 36, 37, 38, 100, 10_000])
+def test_largest_true_finds_the_boundary_from_any_start(start):
+  calls = []
+
+  def pred(n):
+    calls.append(n)
+    return n <= 37
+
+  largest_true = params._largest_true  # pylint: disable=protected-access
+  assert largest_true(pred, start) == 37
+  assert len(calls) < 40
+  assert largest_true(lambda n: False, start) == 0
+
+
+_KW = dict(batch_size=512, precision='fp32', optimizer='sgd')
+
+
+@pytest.mark.parametrize('name', sorted(models.MODELS))
+def test_max_size_fits_and_the_next_does_not(name):
+  size = params.max_size(name, 16, **_KW)
+  assert size >= 1
+  assert params.memory(name, size, **_KW).total <= 16 * 2**30
+  assert params.memory(name, size + 1, **_KW).total > 16 * 2**30
+
+
+@pytest.mark.parametrize('name', ['sfc', 'dlocal', 'resnet18'])
+def test_max_size_is_monotone_in_memory(name):
+  sizes = [params.max_size(name, gb, **_KW) for gb in (2, 16, 80)]
+  assert sizes == sorted(sizes)
+  assert sizes[0] < sizes[-1]
+
+
+def test_max_size_agrees_with_a_linear_scan():
+  budget_gb = 0.03
+  scan = 0
+  while params.memory('sconv', scan + 1, batch_size=64).total <= (
+      budget_gb * 2**30):
+    scan += 1
+  assert scan > 10
+  assert params.max_size('sconv', budget_gb, batch_size=64) == scan
+  # Nothing fits: 0.
+  assert params.max_size('sconv', 1e-4, batch_size=64) == 0
+
+
+def test_cli_prints_tables_and_writes_the_figure_without_allocating(tmp_path):
+  out = tmp_path / 'fig1.png'
+  start = time.monotonic()
+  # D-FC at alpha 64 or on 64x64 images has 4.5G weights (18 GB in fp32),
+  # and at 80 GB the search visits 8G-weight models: shapes only.
+  result = subprocess.run(
+      [sys.executable, '-m', 'beta_lasso.params', f'--out={out}',
+       '--memory_gb=80', '--precision=bf16', '--optimizer=beta_lasso',
+       '--batch_size=256', '--alphas_s=1,150', '--alphas_d=15,64',
+       '--kernel_sizes=3,15', '--image_sides=32,64'],
+      cwd=_REPO, capture_output=True, text=True, check=True, timeout=120)
+  elapsed = time.monotonic() - start
+  peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+  assert peak_gb < 2, peak_gb
+  assert elapsed < 90
+
+  text = result.stdout
+  for name in params.NAMES.values():
+    assert name in text
+  assert '138,312,450' in text and '11,713,920' in text
+  assert '4.48G' in text  # D-FC at alpha 64.
+  assert '3.42M *' in text and 'undercounts the layers after the first' in text
+  assert 'Largest size that trains in 80 GB, bf16, beta_lasso, batch 256' in (
+      text)
+  assert out.stat().st_size > 10_000
+  assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
