@@ -27,11 +27,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Output positions are batch axes for the init: each position's filter is an
-# independent conv filter with fan-in k_h * k_w * C_in.
-default_kernel_init = nn.initializers.variance_scaling(
-    1.0, 'fan_in', 'truncated_normal', in_axis=-2, out_axis=-1,
-    batch_axis=(0, 1))
+def default_kernel_init(key: jax.Array, shape: Sequence[int],
+                        dtype=jnp.float32) -> jax.Array:
+  """LeCun truncated normal with fan-in k_h * k_w * C_in (`shape[-2]`).
+
+  Output positions are batch axes: each position's filter is an independent
+  conv filter. Same distribution as `nn.initializers.variance_scaling(1.0,
+  'fan_in', 'truncated_normal', in_axis=-2, out_axis=-1, batch_axis=(0, 1))`,
+  but sampled flat and reshaped, which XLA compiles several times faster on
+  CPU (seconds per layer for D-LOCAL).
+  """
+  # 0.8796... is the std of a standard normal truncated to [-2, 2].
+  stddev = np.sqrt(1.0 / shape[-2]) / .87962566103423978
+  flat = jax.random.truncated_normal(key, -2, 2, (int(np.prod(shape)),), dtype)
+  return (flat * stddev).reshape(shape)
+
 
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 
