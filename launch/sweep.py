@@ -26,326 +26,21 @@ Every override is checked against the config before anything runs, so a typo
 fails in a second with one line naming the field and the valid ones.
 """
 import collections
-import copy
-import csv
-import dataclasses
-import importlib.util
-import io
-import json
 import pathlib
-import re
 import shlex
 import signal
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Sequence
 
 from absl import app
 from absl import flags
-from etils import epath
-import ml_collections
 
-_SWEEP = flags.DEFINE_string(
-    'sweep', None, 'Sweep file: a Python file that defines sweep(add).')
-_CONFIG = flags.DEFINE_string(
-    'config', None, 'Config file[:arg] of every run, as for beta_lasso.main '
-    '(default: the sweep file\'s CONFIG).')
-_WORKDIR_ROOT = flags.DEFINE_string(
-    'workdir_root', None,
-    'Each run trains in WORKDIR_ROOT/NAME (local or gs://).')
-_DRY_RUN = flags.DEFINE_bool(
-    'dry_run', False, 'Print the command of every run and exit.')
-_PARALLEL = flags.DEFINE_integer(
-    'parallel', 1, 'Runs at once. Above 1 each run logs to WORKDIR/sweep.log '
-    'instead of the terminal.')
-_SUMMARY_ONLY = flags.DEFINE_bool(
-    'summary_only', False, 'Run nothing: print the table of what has finished '
-    'and write summary.csv.')
-flags.mark_flags_as_required(['sweep', 'workdir_root'])
+from launch import planning
+from launch import summary
 
-RESULTS_FILE = 'results.json'  # Written by beta_lasso.main at the end of a run.
-SUMMARY_FILE = 'summary.csv'
 LOG_FILE = 'sweep.log'
-
-# Values a command line can carry and config_flags parses back to the same type.
-_VALUE_TYPES = (bool, int, float, str)
-
-
-class SweepError(ValueError):
-  """A sweep that cannot run as written; the message is one line."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-  """One run of a sweep."""
-  name: str  # Directory name under the workdir root, built from `overrides`.
-  overrides: dict  # Config field (dotted) -> value, as cast by the config.
-  workdir: str
-
-
-# ----------------------------------------------------------------------------
-# Sweep files, overrides and commands.
-# ----------------------------------------------------------------------------
-def _load_module(path: str, name: str):
-  if not pathlib.Path(path).is_file():
-    raise SweepError(f'{path} is not a file')
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def load_sweep(path: str):
-  """Imports a sweep file; it must define `sweep(add)`."""
-  module = _load_module(path, 'sweep_file')
-  if not callable(getattr(module, 'sweep', None)):
-    raise SweepError(f'{path} does not define sweep(add)')
-  return module
-
-
-def expand(sweep_fn: Callable[[Callable[..., None]], None]) -> list[dict]:
-  """The runs of a sweep, in order.
-
-  Args:
-    sweep_fn: a function that calls its argument, `add(**overrides)`, once per
-      run.
-
-  Returns:
-    One dict of overrides (config field -> value) per call of `add`.
-  """
-  runs = []
-  sweep_fn(lambda **overrides: runs.append(dict(overrides)))
-  return runs
-
-
-def load_config(config_arg: str) -> ml_collections.ConfigDict:
-  """Calls `get_config` of `file.py[:arg]`, as beta_lasso.main's --config."""
-  path, *arg = config_arg.split(':', 1)
-  module = _load_module(path, 'sweep_config')
-  try:
-    return module.get_config(*arg)
-  except (TypeError, ValueError) as e:
-    raise SweepError(f'--config={config_arg}: {e}') from e
-
-
-def config_fields(config: ml_collections.ConfigDict,
-                  prefix: str = '') -> list[str]:
-  """Every field of `config` that a command line can set, dotted."""
-  fields = []
-  for key, value in config.items():
-    if isinstance(value, ml_collections.ConfigDict):
-      fields += config_fields(value, f'{prefix}{key}.')
-    else:
-      fields.append(f'{prefix}{key}')
-  return sorted(fields)
-
-
-def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> dict:
-  """Checks `overrides` against `config` and casts them to its field types.
-
-  Args:
-    config: the config every run of the sweep starts from; left unchanged.
-    overrides: config field (dotted) -> value.
-
-  Returns:
-    `overrides` with each value as the config stores it (e.g. 0 -> 0.0 for a
-    float field), so that names and commands show what the run uses.
-
-  Raises:
-    SweepError: an unknown field, a group of fields, or a value of the wrong
-      type.
-  """
-  config = copy.deepcopy(config)
-  cast = {}
-  for key, value in overrides.items():
-    *parents, leaf = key.split('.')
-    node = config
-    for part in parents:
-      if isinstance(node, ml_collections.ConfigDict):
-        node = node.get(part)
-    if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
-      raise SweepError(f'unknown config field {key!r}; valid fields: '
-                       f'{", ".join(config_fields(config))}')
-    if isinstance(node[leaf], ml_collections.ConfigDict):
-      raise SweepError(f'config field {key!r} is a group; set its fields one '
-                       f'by one ({key}.NAME)')
-    if not isinstance(value, _VALUE_TYPES):
-      raise SweepError(f'{key}={value!r}: a sweep value must be one of '
-                       f'{", ".join(t.__name__ for t in _VALUE_TYPES)}')
-    try:
-      node[leaf] = value
-    except (TypeError, ValueError) as e:
-      raise SweepError(f'{key}={value!r}: {" ".join(str(e).split())}') from e
-    cast[key] = node[leaf]
-  return cast
-
-
-def format_value(value: Any) -> str:
-  """A value as `--config.field=` parses it back (repr keeps floats exact)."""
-  return repr(value) if isinstance(value, float) else str(value)
-
-
-def run_name(overrides: dict) -> str:
-  """`key=value,...` in the order given, with only file-name-safe characters."""
-  if not overrides:
-    return 'default'
-  name = ','.join(f'{k}={format_value(v)}' for k, v in overrides.items())
-  return re.sub(r'[^A-Za-z0-9._,=+-]', '_', name)
-
-
-def command(config_arg: str, workdir: str, overrides: dict,
-            extra_args: Sequence[str] = (),
-            python: str = 'python') -> list[str]:
-  """The beta_lasso.main command line of one run.
-
-  Args:
-    config_arg: `file.py[:arg]`, passed as --config.
-    workdir: the run's workdir.
-    overrides: config field (dotted) -> value, each passed as --config.field.
-    extra_args: appended as they are (e.g. --jax_distributed).
-    python: the interpreter.
-
-  Returns:
-    The argv list.
-  """
-  return [python, '-m', 'beta_lasso.main', f'--config={config_arg}',
-          f'--workdir={workdir}',
-          *(f'--config.{k}={format_value(v)}' for k, v in overrides.items()),
-          *extra_args]
-
-
-def check_extra_args(config: ml_collections.ConfigDict,
-                     extra_args: Sequence[str], swept: set[str]):
-  """Rejects extra arguments that name unknown fields or fight the sweep."""
-  for arg in extra_args:
-    flag = arg.split('=', 1)[0]
-    if flag in ('--config', '--workdir'):
-      raise SweepError(f'{arg!r} after --: the sweep sets {flag} of each run '
-                       '(use --config / --workdir_root of launch.sweep)')
-    if flag.startswith('--config.'):
-      key = flag[len('--config.'):]
-      if key not in config_fields(config):
-        raise SweepError(f'unknown config field {key!r} in {arg!r}; valid '
-                         f'fields: {", ".join(config_fields(config))}')
-      if key in swept:
-        raise SweepError(f'{arg!r} after -- sets a field that the sweep varies')
-
-
-def plan(overrides_list: Sequence[dict], config: ml_collections.ConfigDict,
-         workdir_root: str) -> list[Run]:
-  """Checks every run against `config` and gives each its workdir.
-
-  Raises:
-    SweepError: no runs, a bad override, or two runs with the same name.
-  """
-  if not overrides_list:
-    raise SweepError('the sweep adds no runs')
-  runs, seen = [], {}
-  root = workdir_root.rstrip('/')
-  for i, overrides in enumerate(overrides_list, 1):
-    try:
-      cast = apply_overrides(config, overrides)
-    except SweepError as e:
-      raise SweepError(f'run {i} ({run_name(overrides)}): {e}') from e
-    name = run_name(cast)
-    if len(name) > 255:  # The longest file name most file systems allow.
-      raise SweepError(f'run {i}: workdir name {name[:40]}... is longer than '
-                       '255 characters; override fewer fields')
-    if name in seen:
-      raise SweepError(f'runs {seen[name]} and {i} have the same workdir name '
-                       f'{name!r}; every run needs different overrides')
-    seen[name] = i
-    runs.append(Run(name=name, overrides=cast, workdir=f'{root}/{name}'))
-  return runs
-
-
-# ----------------------------------------------------------------------------
-# Results and the summary.
-# ----------------------------------------------------------------------------
-def read_results(workdir: str) -> Optional[dict]:
-  """The run's results.json, or None while it has not finished."""
-  path = epath.Path(workdir) / RESULTS_FILE
-  if not path.exists():
-    return None
-  try:
-    return json.loads(path.read_text())
-  except (OSError, ValueError):
-    return {'unreadable': True}
-
-
-def summarize(runs: Sequence[Run],
-              statuses: Optional[dict[str, str]] = None) -> list[dict]:
-  """One row per run, from its results.json.
-
-  Args:
-    runs: the sweep's runs.
-    statuses: run name -> what happened in this invocation ('failed (exit 1)',
-      ...), shown for runs without results; the rest are 'missing'.
-
-  Returns:
-    Rows with the run's name, overrides, status, test_accuracy,
-    nonzero_weights and weights (None where there are no results), epochs,
-    wall_seconds and workdir.
-  """
-  statuses = statuses or {}
-  rows = []
-  for run in runs:
-    results = read_results(run.workdir)
-    row = {'name': run.name, **run.overrides, 'status': 'finished',
-           'test_accuracy': None, 'nonzero_weights': None, 'weights': None,
-           'epochs': None, 'wall_seconds': None, 'workdir': run.workdir}
-    if results is None:
-      row['status'] = statuses.get(run.name, 'missing')
-    elif results.get('unreadable'):
-      row['status'] = f'unreadable {RESULTS_FILE}'
-    else:
-      row['test_accuracy'] = results.get('test_accuracy')
-      # Totals over layers; the per-layer counts stay in results.json.
-      if 'nnz' in results:
-        row['nonzero_weights'] = sum(results['nnz'].values())
-      if 'weights' in results:
-        row['weights'] = sum(results['weights'].values())
-      row['epochs'] = results.get('epochs')
-      row['wall_seconds'] = results.get('wall_seconds')
-    rows.append(row)
-  return rows
-
-
-def format_table(rows: Sequence[dict]) -> str:
-  """A fixed-width text table: run, status, test accuracy, non-zero weights."""
-  header = ('run', 'status', 'test_acc', 'non-zero', 'weights')
-  lines = [header]
-  for row in rows:
-    acc = row['test_accuracy']
-    lines.append((
-        row['name'], row['status'],
-        '-' if acc is None else f'{acc:.4f}',
-        *('-' if row[k] is None else f'{row[k]:,}'
-          for k in ('nonzero_weights', 'weights'))))
-  widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-  return '\n'.join(
-      '  '.join(cell.ljust(w) if i < 2 else cell.rjust(w)
-                for i, (cell, w) in enumerate(zip(line, widths))).rstrip()
-      for line in lines)
-
-
-def write_summary(rows: Sequence[dict], workdir_root: str) -> str:
-  """Writes the rows to WORKDIR_ROOT/summary.csv; returns its path."""
-  fixed = ('status', 'test_accuracy', 'nonzero_weights', 'weights', 'epochs',
-           'wall_seconds', 'workdir')
-  columns = ['name']
-  for row in rows:  # The union of the runs' overrides, in the order first seen.
-    columns += [k for k in row if k not in columns and k not in fixed]
-  columns += fixed
-  text = io.StringIO()
-  writer = csv.DictWriter(text, fieldnames=columns, lineterminator='\n')
-  writer.writeheader()
-  writer.writerows(rows)
-  path = epath.Path(workdir_root) / SUMMARY_FILE
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(text.getvalue())
-  return str(path)
 
 
 # ----------------------------------------------------------------------------
@@ -403,8 +98,8 @@ class _Stopper:
         self._sent[process] = self._sent.get(process, 0) + 1
 
 
-def execute(runs: Sequence[Run], config_arg: str, extra_args: Sequence[str],
-            parallel: int = 1) -> dict[str, str]:
+def execute(runs: Sequence[planning.Run], config_arg: str,
+            extra_args: Sequence[str], parallel: int = 1) -> dict[str, str]:
   """Runs every run without results.json, `parallel` at a time.
 
   Args:
@@ -422,7 +117,7 @@ def execute(runs: Sequence[Run], config_arg: str, extra_args: Sequence[str],
   todo = collections.deque()
   n = len(runs)
   for i, run in enumerate(runs, 1):
-    if read_results(run.workdir) is not None:
+    if summary.read_results(run.workdir) is not None:
       statuses[run.name] = 'skipped'
       print(f'[{i}/{n}] {run.name}: finished before, skipped', flush=True)
     else:
@@ -441,8 +136,8 @@ def execute(runs: Sequence[Run], config_arg: str, extra_args: Sequence[str],
         output = log.open('ab') if log else None
         try:
           process = subprocess.Popen(
-              command(config_arg, run.workdir, run.overrides, extra_args,
-                      python=sys.executable),
+              planning.command(config_arg, run.workdir, run.overrides,
+                               extra_args, python=sys.executable),
               stdout=output, stderr=subprocess.STDOUT if log else None,
               start_new_session=True)
         finally:
@@ -467,7 +162,7 @@ def execute(runs: Sequence[Run], config_arg: str, extra_args: Sequence[str],
         i, run, run_start, log = running.pop(process)
         if process.returncode != 0:
           status = f'failed (exit {process.returncode})'
-        elif read_results(run.workdir) is None:
+        elif summary.read_results(run.workdir) is None:
           status = 'stopped'
         else:
           status = 'done'
@@ -481,47 +176,81 @@ def execute(runs: Sequence[Run], config_arg: str, extra_args: Sequence[str],
   return statuses
 
 
+# ----------------------------------------------------------------------------
+# Command line.
+# ----------------------------------------------------------------------------
+def _define_flags():
+  """The command line's flags, defined only when this module is the script.
+
+  Defined at import, they would clash with other modules' flags of the same
+  name (beta_lasso.main's --config) in any process that imports both, e.g.
+  pytest.
+  """
+  flags.DEFINE_string(
+      'sweep', None, 'Sweep file: a Python file that defines sweep(add).')
+  flags.DEFINE_string(
+      'config', None, 'Config file[:arg] of every run, as for beta_lasso.main '
+      '(default: the sweep file\'s CONFIG).')
+  flags.DEFINE_string(
+      'workdir_root', None,
+      'Each run trains in WORKDIR_ROOT/NAME (local or gs://).')
+  flags.DEFINE_bool(
+      'dry_run', False, 'Print the command of every run and exit.')
+  flags.DEFINE_integer(
+      'parallel', 1, 'Runs at once. Above 1 each run logs to WORKDIR/sweep.log '
+      'instead of the terminal.')
+  flags.DEFINE_bool(
+      'summary_only', False, 'Run nothing: print the table of what has '
+      'finished and write summary.csv.')
+  flags.mark_flags_as_required(['sweep', 'workdir_root'])
+
+
 def main(argv):
+  args = flags.FLAGS
   extra_args = argv[1:]  # Everything after `--`.
   try:
-    module = load_sweep(_SWEEP.value)
-    config_arg = _CONFIG.value or getattr(module, 'CONFIG', None)
+    module = planning.load_sweep(args.sweep)
+    config_arg = args.config or getattr(module, 'CONFIG', None)
     if not config_arg:
-      raise SweepError(f'give --config: {_SWEEP.value} sets no CONFIG')
-    config = load_config(config_arg)
-    runs = plan(expand(module.sweep), config, _WORKDIR_ROOT.value)
-    check_extra_args(config, extra_args,
-                     {k for run in runs for k in run.overrides})
-    if _PARALLEL.value < 1:
-      raise SweepError(f'--parallel={_PARALLEL.value} must be at least 1')
-    if _PARALLEL.value > 1 and '://' in _WORKDIR_ROOT.value:
-      raise SweepError('--parallel above 1 writes logs beside each run, so '
-                       '--workdir_root must be a local directory')
-  except SweepError as e:
+      raise planning.SweepError(f'give --config: {args.sweep} sets no CONFIG')
+    config = planning.load_config(config_arg)
+    runs = planning.plan(planning.expand(module.sweep), config,
+                         args.workdir_root)
+    planning.check_extra_args(config, extra_args,
+                              {k for run in runs for k in run.overrides})
+    if args.parallel < 1:
+      raise planning.SweepError(
+          f'--parallel={args.parallel} must be at least 1')
+    if args.parallel > 1 and '://' in args.workdir_root:
+      raise planning.SweepError(
+          '--parallel above 1 writes logs beside each run, so '
+          '--workdir_root must be a local directory')
+  except planning.SweepError as e:
     sys.exit(f'error: {e}')
 
-  if _DRY_RUN.value:
+  if args.dry_run:
     for run in runs:
-      print(shlex.join(command(config_arg, run.workdir, run.overrides,
-                               extra_args)))
+      print(shlex.join(planning.command(config_arg, run.workdir, run.overrides,
+                                        extra_args)))
     return
   statuses = {}
-  if not _SUMMARY_ONLY.value:
-    print(f'Sweep {_SWEEP.value}: {len(runs)} runs of {config_arg} in '
-          f'{_WORKDIR_ROOT.value}', flush=True)
-    statuses = execute(runs, config_arg, extra_args, _PARALLEL.value)
-  rows = summarize(runs, statuses)
+  if not args.summary_only:
+    print(f'Sweep {args.sweep}: {len(runs)} runs of {config_arg} in '
+          f'{args.workdir_root}', flush=True)
+    statuses = execute(runs, config_arg, extra_args, args.parallel)
+  rows = summary.summarize(runs, statuses)
   print()
-  print(format_table(rows))
-  print(f'\nSummary: {write_summary(rows, _WORKDIR_ROOT.value)}')
+  print(summary.format_table(rows))
+  print(f'\nSummary: {summary.write_summary(rows, args.workdir_root)}')
   unfinished = [row['name'] for row in rows if row['status'] != 'finished']
   failed = [row['name'] for row in rows if row['status'].startswith('failed')]
   if failed:
     print(f'{len(failed)} failed: {", ".join(failed)}')
-  if unfinished and not _SUMMARY_ONLY.value:
+  if unfinished and not args.summary_only:
     sys.exit(f'{len(unfinished)} of {len(rows)} runs have no results; the '
              'same command runs only those (unfinished ones resume)')
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

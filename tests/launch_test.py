@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from launch import planning
+from launch import summary
 from launch import sweep as sweep_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -22,7 +24,7 @@ EXPECTED_RUNS = {'sgd_grid': 10, 'table2': 3, 'lambda_grid': 25,
 
 
 def _sweep(name):
-  return sweep_lib.load_sweep(str(SWEEPS / f'{name}.py'))
+  return planning.load_sweep(str(SWEEPS / f'{name}.py'))
 
 
 def _cli(*args, cwd=REPO):
@@ -43,27 +45,27 @@ def test_every_sweep_file_is_tested():
 
 @pytest.mark.parametrize('name', sorted(EXPECTED_RUNS))
 def test_expand_counts_runs(name):
-  assert len(sweep_lib.expand(_sweep(name).sweep)) == EXPECTED_RUNS[name]
+  assert len(planning.expand(_sweep(name).sweep)) == EXPECTED_RUNS[name]
 
 
 @pytest.mark.parametrize('name', sorted(EXPECTED_RUNS))
 @pytest.mark.parametrize('suffix', ['', ':cpu'])
 def test_overrides_are_fields_of_the_sweeps_config(name, suffix):
   module = _sweep(name)
-  config = sweep_lib.load_config(module.CONFIG + suffix)
-  fields = set(sweep_lib.config_fields(config))
-  for overrides in sweep_lib.expand(module.sweep):
+  config = planning.load_config(module.CONFIG + suffix)
+  fields = set(planning.config_fields(config))
+  for overrides in planning.expand(module.sweep):
     assert set(overrides) <= fields
   # plan() also checks the value types against the config.
-  assert len(sweep_lib.plan(sweep_lib.expand(module.sweep), config, '/r')) == (
+  assert len(planning.plan(planning.expand(module.sweep), config, '/r')) == (
       EXPECTED_RUNS[name])
 
 
 @pytest.mark.parametrize('name', sorted(EXPECTED_RUNS))
 def test_workdir_names_are_unique_and_safe(name):
   module = _sweep(name)
-  runs = sweep_lib.plan(sweep_lib.expand(module.sweep),
-                        sweep_lib.load_config(module.CONFIG), '/r/')
+  runs = planning.plan(planning.expand(module.sweep),
+                       planning.load_config(module.CONFIG), '/r/')
   names = [run.name for run in runs]
   assert len(set(names)) == len(names)
   for run in runs:
@@ -73,14 +75,14 @@ def test_workdir_names_are_unique_and_safe(name):
 
 def test_grids_are_the_papers():
   assert {(o['momentum'], o['weight_decay'])
-          for o in sweep_lib.expand(_sweep('sgd_grid').sweep)} == {
+          for o in planning.expand(_sweep('sgd_grid').sweep)} == {
               (m, wd) for m in (0.0, 0.9)
               for wd in (0.0, 1e-4, 2e-4, 5e-4, 1e-3)}
   lambdas = (1e-6, 2e-6, 5e-6, 1e-5, 2e-5)
   assert {(o['l1_conv'], o['l1'])
-          for o in sweep_lib.expand(_sweep('lambda_grid').sweep)} == {
+          for o in planning.expand(_sweep('lambda_grid').sweep)} == {
               (a, b) for a in lambdas for b in lambdas}
-  assert [o['beta'] for o in sweep_lib.expand(_sweep('table2').sweep)] == [
+  assert [o['beta'] for o in planning.expand(_sweep('table2').sweep)] == [
       0.0, 1.0, 50.0]
 
 
@@ -88,15 +90,15 @@ def test_resnet_beta_lasso_runs_match_the_config_argument():
   # The sweep cannot pass `:beta_lasso` per run, so it repeats its fields.
   module = _sweep('resnet_kernels')
   for suffix in ('', 'cpu'):
-    sgd = sweep_lib.load_config(f'configs/resnet18.py:{suffix}')
-    bl = sweep_lib.load_config(f'configs/resnet18.py:beta_lasso,{suffix}')
-    changed = {k for k in sweep_lib.config_fields(sgd)
+    sgd = planning.load_config(f'configs/resnet18.py:{suffix}')
+    bl = planning.load_config(f'configs/resnet18.py:beta_lasso,{suffix}')
+    changed = {k for k in planning.config_fields(sgd)
                if _get(sgd, k) != _get(bl, k)}
     assert changed <= set(module.BETA_LASSO)
     for key, value in module.BETA_LASSO.items():
       assert _get(bl, key) == value, key
   sizes = [o['model_kwargs.kernel_size']
-           for o in sweep_lib.expand(module.sweep)]
+           for o in planning.expand(module.sweep)]
   assert sorted(set(sizes)) == [3, 7, 11, 15]
 
 
@@ -108,19 +110,19 @@ def _get(config, dotted):
 
 def test_run_name_and_command():
   overrides = {'l1': 5e-6, 'l1_conv': 2e-5}
-  assert sweep_lib.run_name(overrides) == 'l1=5e-06,l1_conv=2e-05'
-  assert sweep_lib.run_name({}) == 'default'
-  assert sweep_lib.run_name({'data_dir': '/a b'}) == 'data_dir=_a_b'
-  assert sweep_lib.command('configs/x.py:cpu', '/r/n', overrides,
-                           ['--jax_distributed']) == [
+  assert planning.run_name(overrides) == 'l1=5e-06,l1_conv=2e-05'
+  assert planning.run_name({}) == 'default'
+  assert planning.run_name({'data_dir': '/a b'}) == 'data_dir=_a_b'
+  assert planning.command('configs/x.py:cpu', '/r/n', overrides,
+                          ['--jax_distributed']) == [
       'python', '-m', 'beta_lasso.main', '--config=configs/x.py:cpu',
       '--workdir=/r/n', '--config.l1=5e-06', '--config.l1_conv=2e-05',
       '--jax_distributed']
 
 
 def test_values_are_cast_to_the_field_type():
-  config = sweep_lib.load_config('configs/sfc_beta_lasso.py')
-  [run] = sweep_lib.plan([{'beta': 50}], config, '/r')
+  config = planning.load_config('configs/sfc_beta_lasso.py')
+  [run] = planning.plan([{'beta': 50}], config, '/r')
   assert run.name == 'beta=50.0' and isinstance(run.overrides['beta'], float)
 
 
@@ -131,15 +133,15 @@ def test_values_are_cast_to_the_field_type():
     ({'momentum': None}, 'momentum=None'),
 ])
 def test_bad_overrides_fail(overrides, message):
-  config = sweep_lib.load_config('configs/sfc.py')
-  with pytest.raises(sweep_lib.SweepError, match=re.escape(message)):
-    sweep_lib.plan([{'alpha': 8}, overrides], config, '/r')
+  config = planning.load_config('configs/sfc.py')
+  with pytest.raises(planning.SweepError, match=re.escape(message)):
+    planning.plan([{'alpha': 8}, overrides], config, '/r')
 
 
 def test_duplicate_runs_fail():
-  config = sweep_lib.load_config('configs/sfc.py')
-  with pytest.raises(sweep_lib.SweepError, match='same workdir name'):
-    sweep_lib.plan([{'alpha': 8}, {'alpha': 8}], config, '/r')
+  config = planning.load_config('configs/sfc.py')
+  with pytest.raises(planning.SweepError, match='same workdir name'):
+    planning.plan([{'alpha': 8}, {'alpha': 8}], config, '/r')
 
 
 @pytest.mark.parametrize('extra, message', [
@@ -148,11 +150,11 @@ def test_duplicate_runs_fail():
     (['--config.momentum=0.5'], 'varies'),
 ])
 def test_extra_args_are_checked(extra, message):
-  config = sweep_lib.load_config('configs/sfc.py')
-  with pytest.raises(sweep_lib.SweepError, match=re.escape(message)):
-    sweep_lib.check_extra_args(config, extra, {'momentum'})
-  sweep_lib.check_extra_args(config, ['--config.dataset=svhn_cropped',
-                                      '--jax_distributed'], {'momentum'})
+  config = planning.load_config('configs/sfc.py')
+  with pytest.raises(planning.SweepError, match=re.escape(message)):
+    planning.check_extra_args(config, extra, {'momentum'})
+  planning.check_extra_args(config, ['--config.dataset=svhn_cropped',
+                                     '--jax_distributed'], {'momentum'})
 
 
 def test_dry_run_prints_the_commands(tmp_path):
@@ -190,24 +192,24 @@ def _fake_results(workdir, accuracy, nnz):
 
 
 def test_summary_reads_finished_and_missing_results(tmp_path):
-  config = sweep_lib.load_config('configs/sfc_beta_lasso.py')
-  runs = sweep_lib.plan([{'beta': 0.0}, {'beta': 1.0}, {'beta': 50.0},
-                         {'l1': 1e-6}], config, str(tmp_path))
+  config = planning.load_config('configs/sfc_beta_lasso.py')
+  runs = planning.plan([{'beta': 0.0}, {'beta': 1.0}, {'beta': 50.0},
+                        {'l1': 1e-6}], config, str(tmp_path))
   _fake_results(tmp_path / 'beta=0.0', 0.8245, 990)
   _fake_results(tmp_path / 'beta=50.0', 0.8519, 90)
   (tmp_path / 'l1=1e-06').mkdir()
   (tmp_path / 'l1=1e-06' / 'results.json').write_text('{not json')
-  rows = sweep_lib.summarize(runs, {'beta=1.0': 'failed (exit 1)'})
+  rows = summary.summarize(runs, {'beta=1.0': 'failed (exit 1)'})
   assert [(r['status'], r['test_accuracy'], r['nonzero_weights'], r['weights'])
           for r in rows] == [
               ('finished', 0.8245, 1000, 1010),
               ('failed (exit 1)', None, None, None),
               ('finished', 0.8519, 100, 1010),
               ('unreadable results.json', None, None, None)]
-  assert sweep_lib.summarize(runs[1:2])[0]['status'] == 'missing'
-  table = sweep_lib.format_table(rows)
+  assert summary.summarize(runs[1:2])[0]['status'] == 'missing'
+  table = summary.format_table(rows)
   assert '0.8519' in table and '1,010' in table
-  path = sweep_lib.write_summary(rows, str(tmp_path))
+  path = summary.write_summary(rows, str(tmp_path))
   with open(path) as f:
     written = list(csv.DictReader(f))
   assert list(written[0])[:4] == ['name', 'beta', 'l1', 'status']
@@ -249,12 +251,12 @@ if 'alpha=3' not in workdir.name:  # alpha=3 exits cleanly without results.
 def test_execute_reports_each_run_and_goes_on(tmp_path, monkeypatch, capsys,
                                               parallel):
   monkeypatch.setattr(
-      sweep_lib, 'command',
+      planning, 'command',
       lambda config_arg, workdir, *args, **kwargs: [
           sys.executable, '-c', _FAKE_MAIN, workdir])
-  config = sweep_lib.load_config('configs/sfc.py')
-  runs = sweep_lib.plan([{'alpha': a} for a in (1, 2, 3, 4)], config,
-                        str(tmp_path))
+  config = planning.load_config('configs/sfc.py')
+  runs = planning.plan([{'alpha': a} for a in (1, 2, 3, 4)], config,
+                       str(tmp_path))
   _fake_results(tmp_path / 'alpha=4', 0.9, 1)
   statuses = sweep_lib.execute(runs, 'configs/sfc.py', [], parallel=parallel)
   assert statuses == {'alpha=1': 'done', 'alpha=2': 'failed (exit 1)',
@@ -281,12 +283,12 @@ time.sleep(60)
 
 def test_interrupt_stops_runs_and_starts_no_more(tmp_path, monkeypatch):
   monkeypatch.setattr(
-      sweep_lib, 'command',
+      planning, 'command',
       lambda config_arg, workdir, *args, **kwargs: [
           sys.executable, '-c', _FAKE_LONG_MAIN, workdir])
-  config = sweep_lib.load_config('configs/sfc.py')
-  runs = sweep_lib.plan([{'alpha': a} for a in (1, 2, 3)], config,
-                        str(tmp_path))
+  config = planning.load_config('configs/sfc.py')
+  runs = planning.plan([{'alpha': a} for a in (1, 2, 3)], config,
+                       str(tmp_path))
 
   def interrupt_when_ready():
     deadline = time.time() + 30

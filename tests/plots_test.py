@@ -10,6 +10,9 @@ from matplotlib import image as mpl_image
 import numpy as np
 import pytest
 
+from beta_lasso import figures
+from beta_lasso import filters as filters_lib
+from beta_lasso import loading
 from beta_lasso import plots
 from beta_lasso import train
 from beta_lasso.models import local
@@ -38,7 +41,7 @@ def _png_shape(path: pathlib.Path) -> tuple[int, int]:
 
 
 def _pixels(inches: float) -> int:
-  return int(round(inches * plots.DPI))
+  return int(round(inches * figures.DPI))
 
 
 def test_cli_writes_every_figure(run, tmp_path):
@@ -66,9 +69,9 @@ def test_cli_writes_every_figure(run, tmp_path):
   assert _png_shape(out / 'fig_accuracy.png') == (
       _pixels(panel_h), _pixels(2 * panel_w))
   # 32 filters in 4 rows of 8.
-  tile_w, tile_h = plots.TILE_SIZE
+  tile_w, tile_h = filters_lib.TILE_SIZE
   assert _png_shape(out / f'fig4_filters_{workdir.name}.png') == (
-      _pixels(4 * tile_h + plots.TITLE_HEIGHT), _pixels(8 * tile_w))
+      _pixels(4 * tile_h + filters_lib.TITLE_HEIGHT), _pixels(8 * tile_w))
   assert not (out / 'fig4_filters_sfc_sgd.png').exists()
   assert 'Skipping Figure 4' in proc.stderr
   # It prints what it wrote, one path a line, and wrote nothing else.
@@ -80,7 +83,7 @@ def test_cli_writes_every_figure(run, tmp_path):
 
 def test_load_params_reads_the_final_layer1(run):
   workdir, results = run
-  params = plots.load_params(workdir)
+  params = loading.load_params(workdir)
   assert set(params) >= {'layer1', 'fc1', 'head'}
   kernel = params['layer1']['kernel']
   assert isinstance(kernel, np.ndarray)
@@ -88,11 +91,11 @@ def test_load_params_reads_the_final_layer1(run):
   assert kernel.shape == (3072, 2 * 256)
   assert np.count_nonzero(kernel) == results['nnz']['layer1']
   # Only the layer asked for is read.
-  only = plots.load_params(workdir, layers=['layer1'])
+  only = loading.load_params(workdir, layers=['layer1'])
   assert list(only) == ['layer1']
   np.testing.assert_array_equal(only['layer1']['kernel'], kernel)
   with pytest.raises(KeyError, match='layer9'):
-    plots.load_params(workdir, layers=['layer9'])
+    loading.load_params(workdir, layers=['layer9'])
 
 
 def test_load_results_of_an_unfinished_run(run, tmp_path):
@@ -100,7 +103,7 @@ def test_load_results_of_an_unfinished_run(run, tmp_path):
   unfinished = tmp_path / 'unfinished'
   shutil.copytree(workdir, unfinished)
   (unfinished / 'results.json').unlink()
-  partial = plots.load_results(unfinished)
+  partial = loading.load_results(unfinished)
   # The history and config saved with the checkpoint; weights from its shapes.
   assert partial['history'] == results['history']
   assert partial['weights'] == results['weights']
@@ -157,10 +160,12 @@ def test_plot_filters_draws_each_filter_where_it_is(tmp_path):
     kernel[:, unit] = 0
     keep = np.flatnonzero(column)[:5]
     kernel[keep, unit] = column[keep]
-  grid = plots.plot_filters(kernel, image_shape, tmp_path / 'filters.png',
-                            num_filters=12, columns=5, seed=1)
+  grid = filters_lib.plot_filters(kernel, image_shape,
+                                  tmp_path / 'filters.png', num_filters=12,
+                                  columns=5, seed=1)
 
-  units, _ = plots.select_units(np.count_nonzero(kernel, axis=0), 12, seed=1)
+  units, _ = filters_lib.select_units(np.count_nonzero(kernel, axis=0), 12,
+                                      seed=1)
   assert not set(units) & set(sparse)
   assert grid.shape == (3, 5) + image_shape
   for i, unit in enumerate(units):
@@ -176,16 +181,16 @@ def test_plot_filters_draws_each_filter_where_it_is(tmp_path):
   # The three tiles past the 12th are empty (white).
   assert (grid[2, 2:] == 1).all()
   assert _png_shape(tmp_path / 'filters.png') == (
-      _pixels(3 * plots.TILE_SIZE[1] + plots.TITLE_HEIGHT),
-      _pixels(5 * plots.TILE_SIZE[0]))
+      _pixels(3 * filters_lib.TILE_SIZE[1] + filters_lib.TITLE_HEIGHT),
+      _pixels(5 * filters_lib.TILE_SIZE[0]))
 
 
 def test_select_units_falls_back_to_the_densest():
   nonzeros = np.array([25, 3, 19, 40, 0, 18, 2])
-  units, note = plots.select_units(nonzeros, 4, min_nonzeros=20)
+  units, note = filters_lib.select_units(nonzeros, 4, min_nonzeros=20)
   np.testing.assert_array_equal(units, [0, 2, 3, 5])
   assert 'only 2 units' in note
-  units, note = plots.select_units(nonzeros, 2, min_nonzeros=10, seed=3)
+  units, note = filters_lib.select_units(nonzeros, 2, min_nonzeros=10, seed=3)
   assert set(units) <= {0, 2, 3, 5} and len(units) == 2
   assert 'at random' in note
 
@@ -193,23 +198,23 @@ def test_select_units_falls_back_to_the_densest():
 def test_first_layer_filters_of_conv_local_and_fc():
   rng = np.random.default_rng(0)
   conv = rng.normal(size=(9, 9, 3, 4)).astype(np.float32)
-  filters, shape, units = plots.first_layer_filters(conv, 'sconv')
+  filters, shape, units = filters_lib.first_layer_filters(conv, 'sconv')
   assert (shape, units) == ((9, 9, 3), (4,))
   np.testing.assert_array_equal(filters[:, 2].reshape(shape), conv[..., 2])
 
   # A local layer that tiles the conv has the conv's filter at every position.
   tiled = np.asarray(local.tile_conv_kernel(jnp.asarray(conv), (16, 16)))
-  filters, shape, units = plots.first_layer_filters(tiled, 'slocal')
+  filters, shape, units = filters_lib.first_layer_filters(tiled, 'slocal')
   assert (shape, units) == ((9, 9, 3), (16, 16, 4))
   by_unit = filters.reshape(9, 9, 3, 16, 16, 4)
   np.testing.assert_array_equal(
       by_unit, np.broadcast_to(conv[:, :, :, None, None, :], by_unit.shape))
 
   dense = rng.normal(size=(3072, 16 * 16 * 4)).astype(np.float32)
-  filters, shape, units = plots.first_layer_filters(dense, 'sfc')
+  filters, shape, units = filters_lib.first_layer_filters(dense, 'sfc')
   assert (shape, units) == ((32, 32, 3), (16, 16, 4))
   assert filters is dense
   with pytest.raises(ValueError, match='expected'):
-    plots.first_layer_filters(dense, 'sfc', image_shape=(28, 28, 1))
+    filters_lib.first_layer_filters(dense, 'sfc', image_shape=(28, 28, 1))
   with pytest.raises(ValueError, match='resnet18'):
-    plots.first_layer_filters(conv, 'resnet18')
+    filters_lib.first_layer_filters(conv, 'resnet18')

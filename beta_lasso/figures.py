@@ -1,0 +1,58 @@
+"""What the figures of plots.py and filters.py share.
+
+The input shape they default to, the resolution, how a run is named in
+legends and titles, and the Agg canvas they draw on: figures go through
+matplotlib's Agg canvas directly, with no display and no pyplot state.
+"""
+from typing import Any
+
+from etils import epath
+from matplotlib import figure as mpl_figure
+from matplotlib.backends import backend_agg
+
+# Every dataset of the paper (CIFAR-10, CIFAR-100, SVHN) has 32x32x3 images.
+# Kept here rather than read from input_pipeline.DATASETS: importing that
+# module imports TensorFlow, ten seconds for a plot. Shapes are checked
+# against the kernels, so a wrong one fails loudly.
+PAPER_IMAGE_SHAPE = (32, 32, 3)
+
+DPI = 100
+
+# The paper's S family: the shallow models (shallow.py).
+S_FAMILY = ('sconv', 'slocal', 'sfc')
+
+_MODEL_NAMES = {
+    'sconv': 'S-CONV', 'slocal': 'S-LOCAL', 'sfc': 'S-FC',
+    'dconv': 'D-CONV', 'dlocal': 'D-LOCAL', 'dfc': 'D-FC',
+    '3fc': '3-FC', 'resnet18': 'ResNet18',
+}
+
+
+def run_label(config: dict[str, Any]) -> str:
+  """E.g. 'S-FC, beta-LASSO beta=50, alpha=150' from a run's config."""
+  model = config.get('model', '?')
+  parts = [_MODEL_NAMES.get(model, model)]
+  if model == 'resnet18':
+    parts[0] += f' k={config.get("model_kwargs", {}).get("kernel_size", 3)}'
+  if config.get('optimizer') == 'beta_lasso':
+    parts.append(f'β-LASSO β={config.get("beta", 0):g}')
+  else:
+    parts.append(config.get('optimizer', '?').upper())
+  if model in S_FAMILY or model in ('dconv', 'dlocal', 'dfc'):
+    parts.append(f'α={config.get("alpha")}')
+  return ', '.join(parts)
+
+
+def new_figure(width: float, height: float) -> mpl_figure.Figure:
+  """An empty figure of `width` x `height` inches on an Agg canvas."""
+  fig = mpl_figure.Figure(figsize=(width, height), dpi=DPI)
+  backend_agg.FigureCanvasAgg(fig)
+  return fig
+
+
+def save(fig: mpl_figure.Figure, path):
+  """Writes `fig` to `path` as a PNG, creating the folder it goes in."""
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with path.open('wb') as f:
+    fig.savefig(f, format='png', dpi=DPI)

@@ -1,0 +1,97 @@
+"""The summary of a sweep: each run's results, as a table and a CSV."""
+import csv
+import io
+import json
+from typing import Optional, Sequence
+
+from etils import epath
+
+from launch import planning
+
+RESULTS_FILE = 'results.json'  # Written by beta_lasso.main at the end of a run.
+SUMMARY_FILE = 'summary.csv'
+
+
+def read_results(workdir: str) -> Optional[dict]:
+  """The run's results.json, or None while it has not finished."""
+  path = epath.Path(workdir) / RESULTS_FILE
+  if not path.exists():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except (OSError, ValueError):
+    return {'unreadable': True}
+
+
+def summarize(runs: Sequence[planning.Run],
+              statuses: Optional[dict[str, str]] = None) -> list[dict]:
+  """One row per run, from its results.json.
+
+  Args:
+    runs: the sweep's runs.
+    statuses: run name -> what happened in this invocation ('failed (exit 1)',
+      ...), shown for runs without results; the rest are 'missing'.
+
+  Returns:
+    Rows with the run's name, overrides, status, test_accuracy,
+    nonzero_weights and weights (None where there are no results), epochs,
+    wall_seconds and workdir.
+  """
+  statuses = statuses or {}
+  rows = []
+  for run in runs:
+    results = read_results(run.workdir)
+    row = {'name': run.name, **run.overrides, 'status': 'finished',
+           'test_accuracy': None, 'nonzero_weights': None, 'weights': None,
+           'epochs': None, 'wall_seconds': None, 'workdir': run.workdir}
+    if results is None:
+      row['status'] = statuses.get(run.name, 'missing')
+    elif results.get('unreadable'):
+      row['status'] = f'unreadable {RESULTS_FILE}'
+    else:
+      row['test_accuracy'] = results.get('test_accuracy')
+      # Totals over layers; the per-layer counts stay in results.json.
+      if 'nnz' in results:
+        row['nonzero_weights'] = sum(results['nnz'].values())
+      if 'weights' in results:
+        row['weights'] = sum(results['weights'].values())
+      row['epochs'] = results.get('epochs')
+      row['wall_seconds'] = results.get('wall_seconds')
+    rows.append(row)
+  return rows
+
+
+def format_table(rows: Sequence[dict]) -> str:
+  """A fixed-width text table: run, status, test accuracy, non-zero weights."""
+  header = ('run', 'status', 'test_acc', 'non-zero', 'weights')
+  lines = [header]
+  for row in rows:
+    acc = row['test_accuracy']
+    lines.append((
+        row['name'], row['status'],
+        '-' if acc is None else f'{acc:.4f}',
+        *('-' if row[k] is None else f'{row[k]:,}'
+          for k in ('nonzero_weights', 'weights'))))
+  widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+  return '\n'.join(
+      '  '.join(cell.ljust(w) if i < 2 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(line, widths))).rstrip()
+      for line in lines)
+
+
+def write_summary(rows: Sequence[dict], workdir_root: str) -> str:
+  """Writes the rows to WORKDIR_ROOT/summary.csv; returns its path."""
+  fixed = ('status', 'test_accuracy', 'nonzero_weights', 'weights', 'epochs',
+           'wall_seconds', 'workdir')
+  columns = ['name']
+  for row in rows:  # The union of the runs' overrides, in the order first seen.
+    columns += [k for k in row if k not in columns and k not in fixed]
+  columns += fixed
+  text = io.StringIO()
+  writer = csv.DictWriter(text, fieldnames=columns, lineterminator='\n')
+  writer.writeheader()
+  writer.writerows(rows)
+  path = epath.Path(workdir_root) / SUMMARY_FILE
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(text.getvalue())
+  return str(path)
