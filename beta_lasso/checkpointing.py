@@ -1,10 +1,13 @@
 """Checkpoints that survive preemption, crashes and half-written saves.
 
 Orbax's CheckpointManager writes each step into a temporary folder and renames
-it only when complete, so a save killed midway never looks finished. A step
-folder that is there but does not restore (a truncated or corrupted file) is
-moved aside and the next older one is used. `PreemptionGuard` turns SIGTERM and
-SIGINT into a checkpoint at the current step and a clean exit.
+it only when complete, so a save killed midway never looks finished; such
+leftovers are removed when the next run starts. A step folder that is there but
+does not restore is moved aside and the next older one is used. "Does not
+restore" includes silent corruption: orbax happily restores a flipped bit in an
+OCDBT data file, so every save also writes a fingerprint of the state (in the
+JSON item beside it) that the restore checks. `PreemptionGuard` turns SIGTERM
+and SIGINT into a checkpoint at the current step and a clean exit.
 """
 import os
 import signal
@@ -14,73 +17,233 @@ import time
 from absl import logging
 from etils import epath
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+# Orbax names a step folder being written `<step>.orbax-checkpoint-tmp[-<id>]`.
+_TMP_MARKER = '.orbax-checkpoint-tmp'
 
+
+class CheckpointError(RuntimeError):
+  """There are checkpoints, and none of them restores."""
+
+
+# ----------------------------------------------------------------------------
+# Fingerprints: a hash of every bit of the state, computed on device.
+# ----------------------------------------------------------------------------
+def _leaf_fingerprint(x: jax.Array) -> jax.Array:
+  """uint32 sum over elements of a bijective mix of (bits, position)."""
+  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  x = jnp.ravel(x)
+  if x.dtype == jnp.bool_:
+    bits = x.astype(jnp.uint32)
+  elif x.dtype.itemsize in (1, 2):
+    uint = jnp.uint8 if x.dtype.itemsize == 1 else jnp.uint16
+    bits = jax.lax.bitcast_convert_type(x, uint).astype(jnp.uint32)
+  else:  # 4 bytes, or 8 bytes as two uint32 words.
+    bits = jnp.ravel(jax.lax.bitcast_convert_type(x, jnp.uint32))
+  # Mixing in the position catches swapped or shifted blocks; murmur3's
+  # finalizer is a bijection, so changing any one element changes the sum.
+  h = bits ^ (jnp.arange(bits.size, dtype=jnp.uint32) * jnp.uint32(0x9E3779B1))
+  h ^= h >> 16
+  h *= jnp.uint32(0x85EBCA6B)
+  h ^= h >> 13
+  h *= jnp.uint32(0xC2B2AE35)
+  h ^= h >> 16
+  return jnp.sum(h, dtype=jnp.uint32)
+
+
+_fingerprint_leaves = jax.jit(
+    lambda tree: jax.tree.map(_leaf_fingerprint, tree))
+
+
+def fingerprint(tree) -> dict[str, int]:
+  """{'params/fc1/kernel': uint32 hash, ...} over every array of `tree`."""
+  hashes = jax.device_get(_fingerprint_leaves(tree))
+  return {jax.tree_util.keystr(path, simple=True, separator='/'): int(h)
+          for path, h in jax.tree_util.tree_flatten_with_path(hashes)[0]}
+
+
+def _check_fingerprint(state, saved: dict[str, int] | None):
+  """Raises ValueError naming the first array that differs from the save."""
+  if saved is None:  # Written before fingerprints existed: trust orbax.
+    logging.warning('Checkpoint without a fingerprint: arrays not checked.')
+    return
+  actual = fingerprint(state)
+  if set(actual) != set(saved):
+    raise ValueError(f'fingerprint names {sorted(set(saved) ^ set(actual))} '
+                     'do not match the state')
+  for name, value in actual.items():
+    if value != saved[name]:
+      raise ValueError(f'{name} differs from what was saved (fingerprint '
+                       f'{value:#010x}, saved {saved[name]:#010x})')
+
+
+# ----------------------------------------------------------------------------
+# The checkpointer.
+# ----------------------------------------------------------------------------
 class Checkpointer:
-  """Saves and restores the train state and the eval history of a run."""
+  """Saves and restores the train state and the eval history of a run.
+
+  Used as a context manager, it waits on exit for the save in flight, so an
+  error in the loop (e.g. divergence) never leaves the last good checkpoint
+  half-written, and then closes.
+  """
 
   def __init__(self, directory, max_to_keep: int):
     self._directory = epath.Path(directory).absolute()
+    self._remove_unfinished_saves()
     self._manager = ocp.CheckpointManager(
         self._directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                             create=True),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True,
+            # Where orbax marks completion differently (e.g. GCS), it knows
+            # best what an unfinished save looks like.
+            cleanup_tmp_directories=True),
         item_names=('state', 'history'))
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, exc_type, exc, tb):
+    if exc is None:
+      self.close()
+      return False
+    try:  # The save in flight holds a state that passed the checks.
+      self.close()
+    except Exception as e:  # pylint: disable=broad-except
+      # Don't hide the error that brought us here behind this one.
+      logging.error('Checkpoint save failed while handling %r: %s', exc, e)
+    return False
+
+  def _remove_unfinished_saves(self):
+    """Deletes the temporary folders of saves that a kill cut short."""
+    if not self._directory.exists():
+      return
+    for path in sorted(self._directory.iterdir()):
+      if _TMP_MARKER in path.name:
+        logging.warning('Removing %s: a save that never finished (the run was '
+                        'killed while saving).', path)
+        if jax.process_index() == 0:
+          path.rmtree()
+    _sync('remove_unfinished_saves')
+
+  def _restore(self, step: int, abstract):
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract),
+        history=ocp.args.JsonRestore()))
+    _check_fingerprint(restored['state'],
+                       restored['history'].get('fingerprint'))
+    return restored['state'], restored['history']['evals']
 
   def restore_latest(self, state, history=None):
     """Returns (state, history) from the newest checkpoint that restores.
 
+    Newer checkpoints that do not restore are moved aside (to
+    `../corrupt_checkpoints`), so no later run takes them again.
+
     Args:
       state: a state of the right structure and sharding (used as the target).
       history: what to return when there is no checkpoint.
+
+    Returns:
+      (state, history): restored, or the arguments when there is no
+      checkpoint.
+
+    Raises:
+      CheckpointError: there are checkpoints and none restores, e.g. after a
+        change of model; nothing is moved then.
     """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    failed = []
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract),
-            history=ocp.args.JsonRestore()))
-        return restored['state'], restored['history']['evals']
+        restored = self._restore(step, abstract)
       except Exception as e:  # pylint: disable=broad-except
-        self._set_aside(step, e)
+        # Only the text is kept: the exception holds orbax's frames alive.
+        failed.append((step, _one_line(e)))
+        logging.warning('Checkpoint at step %d does not restore: %s',
+                        *failed[-1])
+        continue
+      for bad_step, _ in failed:
+        self._set_aside(bad_step)
+      if failed:
+        logging.warning('Resuming from step %d, the newest checkpoint that '
+                        'restores.', step)
+      return restored
+    if failed:
+      # Not a corrupted file but e.g. another model: a person has to decide.
+      raise CheckpointError(
+          f'no checkpoint in {self._directory} restores ('
+          + '; '.join(f'step {s}: {error}' for s, error in failed)
+          + '); move that folder away to start from scratch')
     return state, history if history is not None else []
 
-  def _set_aside(self, step: int, error: Exception):
+  def _set_aside(self, step: int):
     """Moves an unreadable step out of the way so it is never taken again."""
     bad = self._directory / str(step)
     aside = (self._directory.parent / 'corrupt_checkpoints' /
              f'{step}-{int(time.time())}')
-    logging.warning('Checkpoint at step %d does not restore (%s: %s); moved to '
-                    '%s, trying an older one.', step, type(error).__name__,
-                    str(error).splitlines()[0] if str(error) else '', aside)
     if jax.process_index() == 0:
       aside.parent.mkdir(parents=True, exist_ok=True)
       bad.rename(aside)
+    _sync('set_aside')
+    logging.warning('Moved the checkpoint at step %d, which does not restore, '
+                    'to %s.', step, aside)
     self._manager.reload()
 
   def save(self, step: int, state, history):
     """Starts an asynchronous save; the arrays are copied off device first."""
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
-        history=ocp.args.JsonSave({'evals': history})), force=True)
+        history=ocp.args.JsonSave({'evals': history,
+                                   'fingerprint': fingerprint(state)})),
+                       force=True)
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
 
   def reached_preemption(self, step: int) -> bool:
-    """True when JAX's preemption notice (TPU VMs) asks to save and stop."""
+    """True when JAX's preemption notice (TPU VMs) asks to save and stop.
+
+    Without `jax.distributed` (one CPU/GPU process) this is always False.
+    """
     return self._manager.reached_preemption(step)
 
   def wait(self):
     self._manager.wait_until_finished()
 
   def close(self):
+    """Waits for the save in flight and frees orbax's threads; idempotent."""
     self._manager.close()
 
 
+def _one_line(error: Exception) -> str:
+  text = str(error).strip()
+  return f'{type(error).__name__}: {text.splitlines()[0] if text else ""}'
+
+
+def _sync(name: str):
+  # Other processes must not look at the folder before process 0 changed it.
+  if jax.process_count() > 1:
+    ocp.multihost.sync_global_processes(f'beta_lasso_{name}')
+
+
+# ----------------------------------------------------------------------------
+# Preemption.
+# ----------------------------------------------------------------------------
 class PreemptionGuard:
   """Within the block, SIGTERM / SIGINT set `triggered` instead of killing.
 
   The loop checks `triggered` after every step, saves and returns. A second
   signal while the first is being handled stops the process at once.
+
+  With several processes the guard stays out of the way: each process would
+  see the signal at a different step and their saves would never meet. There
+  JAX's preemption service (`jax.distributed`) catches SIGTERM and agrees on a
+  step, which `Checkpointer.reached_preemption` reports. Likewise a handler
+  installed outside Python is left in place.
   """
 
   _SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -92,7 +255,7 @@ class PreemptionGuard:
   def _handle(self, signum, frame):
     del frame
     if self.triggered:  # Asked twice: the user means it.
-      signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+      signal.signal(signum, self._previous[signum])
       os.kill(os.getpid(), signum)
       return
     logging.warning('Received %s: saving a checkpoint after this step.',
@@ -101,12 +264,16 @@ class PreemptionGuard:
 
   def __enter__(self):
     # Signal handlers can only be set from the main thread.
-    if threading.current_thread() is threading.main_thread():
+    if (jax.process_count() == 1 and
+        threading.current_thread() is threading.main_thread()):
       for sig in self._SIGNALS:
-        self._previous[sig] = signal.signal(sig, self._handle)
+        previous = signal.getsignal(sig)
+        if previous is not None:  # None: set from C, could not be restored.
+          self._previous[sig] = signal.signal(sig, self._handle)
     return self
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
+    self._previous = {}
     return False

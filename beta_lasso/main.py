@@ -4,8 +4,11 @@
 
 Any config field can be overridden on the command line, e.g.
 `--config.alpha=16 --config.num_epochs=30`. Running the same command again
-resumes from the workdir's latest checkpoint.
+resumes from the workdir's latest checkpoint; SIGTERM or Ctrl-C saves a
+checkpoint and exits, to be resumed the same way.
 """
+import logging as pylogging
+import os
 import sys
 
 from absl import app
@@ -14,6 +17,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from beta_lasso import checkpointing
 from beta_lasso import input_pipeline
 from beta_lasso import train
 from beta_lasso import validation
@@ -33,17 +37,79 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 # Errors that are the user's to fix: one line, exit 1, no traceback.
 _USER_ERRORS = (validation.ConfigError, input_pipeline.DatasetNotFoundError,
-                workdir_lib.ConfigMismatchError, train.DivergenceError)
+                workdir_lib.ConfigMismatchError, train.DivergenceError,
+                checkpointing.CheckpointError)
+
+
+class _ConsoleFilter(pylogging.Filter):
+  """Keeps the console to our progress: warnings always pass.
+
+  Orbax logs a dozen INFO lines per save; they are dropped. While `quiet` is
+  set (the checks before a run) every INFO is dropped, so that a bad config
+  prints its one error line and nothing else.
+  """
+
+  quiet = False
+
+  def filter(self, record):
+    if record.levelno >= pylogging.WARNING:
+      return True
+    if self.quiet:
+      return False
+    return not (record.name.startswith('orbax') or
+                f'{os.sep}orbax{os.sep}' in record.pathname)
+
+
+def _one_line(error: Exception) -> str:
+  """The first and last lines of a message that may hold a whole traceback."""
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  if not lines:
+    return type(error).__name__
+  if len(lines) == 1:
+    return lines[0]
+  return f'{lines[0].rstrip(":")}: {lines[-1]}'
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, but a bad flag or config file is one line."""
+  try:
+    argv = flags.FLAGS(argv)
+    # ml_collections defers a missing config file's error to the first use.
+    _CONFIG.value.keys()
+    return argv
+  except flags.Error as e:
+    message = _one_line(e)
+  except OSError as e:
+    # The last line of ml_collections' report names the file and the cause.
+    cause = str(e.__cause__ or e).strip().splitlines()[-1].strip()
+    message = f'--config: {cause}'
+  except (AttributeError, KeyError) as e:
+    # ml_collections' answer to `--config.<name>` for a field it lacks; the
+    # text sits in the KeyError inside the AttributeError.
+    while e.args and isinstance(e.args[0], BaseException):
+      e = e.args[0]
+    text = e.args[0] if e.args else ''
+    message = f'unknown config field {"; ".join(str(text).splitlines())}'
+  sys.exit(f'error: {message} (see --helpfull)')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  console = _ConsoleFilter()
+  logging.get_absl_handler().addFilter(console)
   if _JAX_DISTRIBUTED.value:
     jax.distributed.initialize()
-  logging.info('JAX process %d / %d, devices: %s', jax.process_index(),
-               jax.process_count(), jax.devices())
   try:
+    # train_and_evaluate repeats these checks; run first with INFO hidden,
+    # a mistake shows as a single line on the console.
+    console.quiet = True
+    validation.validate_config(_CONFIG.value)
+    workdir_lib.check_config(_WORKDIR.value, _CONFIG.value,
+                             allow_change=_ALLOW_CONFIG_CHANGE.value)
+    console.quiet = False
+    logging.info('JAX process %d / %d, devices: %s', jax.process_index(),
+                 jax.process_count(), jax.devices())
     results = train.train_and_evaluate(
         _CONFIG.value, _WORKDIR.value,
         allow_config_change=_ALLOW_CONFIG_CHANGE.value)
@@ -62,4 +128,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -183,9 +183,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   # --- Input. ---
   train_images, train_labels = input_pipeline.load_split(
-      config.dataset, info.train_split, config.data_dir, config.download)
+      config.dataset, config.train_split, config.data_dir, config.download)
   test_images, test_labels = input_pipeline.load_split(
-      config.dataset, info.test_split, config.data_dir, config.download)
+      config.dataset, config.eval_split, config.data_dir, config.download)
   steps_per_epoch = input_pipeline.steps_per_epoch(len(train_labels),
                                                    config.batch_size)
   num_train_steps = epochs_to_steps(config.num_epochs, steps_per_epoch)
@@ -251,7 +251,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   def evaluate(state):
     totals = None
     for batch in input_pipeline.eval_batches(
-        test_images, test_labels, config.batch_size,
+        test_images, test_labels, config.eval_batch_size,
         jax.process_index(), jax.process_count()):
       out = p_eval_step(state, global_batch(batch))
       totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
@@ -274,7 +274,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                num_train_steps, steps_per_epoch, initial_step)
   pending = []  # Step metrics not yet checked for finiteness.
   last_eval = None
-  with checkpointing.PreemptionGuard() as guard:
+  # Leaving the block (normally, preempted or diverged) waits for the save in
+  # flight, so the last good checkpoint is never left half-written.
+  with checkpointing.PreemptionGuard() as guard, checkpoints:
     for step in range(initial_step, num_train_steps):
       indices = input_pipeline.train_indices(
           len(train_labels), config.batch_size, config.seed, step,

@@ -3,10 +3,16 @@
 Every error is one line naming the bad value and what would be valid. Nothing
 here touches the workdir.
 """
+import contextlib
+import logging as pylogging
+import math
 import numbers
+import os
 
+from absl import logging
 import jax
 import ml_collections
+import tensorflow_datasets as tfds
 
 from beta_lasso import input_pipeline
 from beta_lasso import models
@@ -34,6 +40,9 @@ def _number(config, field, *, positive=False, integer=False, below=None):
     ok = float(value).is_integer()
   if not ok:
     raise ConfigError(f'config.{field}={value!r} is not valid; it must be {kind}')
+  if not math.isfinite(value):  # inf epochs would only fail at int(round()).
+    raise ConfigError(
+        f'config.{field}={value!r} is not valid; it must be finite')
   if positive and not value > 0:
     raise ConfigError(f'config.{field}={value!r} is not valid; it must be > 0')
   if not positive and value < 0:
@@ -50,8 +59,10 @@ def validate_config(config: ml_collections.ConfigDict):
   _choice(config, 'optimizer', OPTIMIZERS)
   _choice(config, 'augment', input_pipeline.AUGMENTATIONS)
   _choice(config, 'regularize', REGULARIZE)
-  for field in ('alpha', 'batch_size', 'log_every_steps',
-                'max_checkpoints_to_keep'):
+  # Fields newer than some configs (e.g. a workdir's saved one) may be absent.
+  batch_fields = [f for f in ('batch_size', 'eval_batch_size') if f in config]
+  for field in ('alpha', 'log_every_steps', 'max_checkpoints_to_keep',
+                *batch_fields):
     _number(config, field, positive=True, integer=True)
   for field in ('learning_rate', 'num_epochs', 'eval_every_epochs',
                 'checkpoint_every_epochs'):
@@ -66,10 +77,11 @@ def validate_config(config: ml_collections.ConfigDict):
                       f'valid; it must be < num_epochs ({config.num_epochs})')
 
   devices = jax.device_count()
-  if config.batch_size % devices:
-    raise ConfigError(
-        f'config.batch_size={config.batch_size} cannot be split over '
-        f'{devices} devices; use a multiple of {devices}')
+  for field in batch_fields:
+    if config[field] % devices:
+      raise ConfigError(
+          f'config.{field}={config[field]} cannot be split over {devices} '
+          f'devices; use a multiple of {devices}')
   info = input_pipeline.DATASETS[config.dataset]
   try:  # Building a module allocates nothing; it checks the model's arguments.
     models.create_model(config.model, num_classes=info.num_classes,
@@ -78,4 +90,63 @@ def validate_config(config: ml_collections.ConfigDict):
   except (TypeError, ValueError) as e:
     raise ConfigError(f'config.model_kwargs={dict(config.model_kwargs)!r} do '
                       f'not fit model {config.model!r}: {e}') from None
-  input_pipeline.check_dataset(config.dataset, config.data_dir, config.download)
+  with _no_tfds_warnings():
+    try:
+      input_pipeline.check_dataset(config.dataset, config.data_dir,
+                                   config.download)
+    except input_pipeline.DatasetNotFoundError as e:
+      prepared = [name for name in input_pipeline.DATASETS
+                  if _is_prepared(name, config.data_dir)]
+      raise input_pipeline.DatasetNotFoundError(
+          f'{e} Prepared there: {", ".join(prepared) or "none"}.') from None
+    _check_splits(config)
+
+
+def _check_splits(config: ml_collections.ConfigDict):
+  """Split names and sizes, from the metadata of a prepared dataset."""
+  info = input_pipeline.DATASETS[config.dataset]
+  # As input_pipeline does: TFDS reads TFDS_DATA_DIR only once, at import.
+  builder = tfds.builder(info.tfds_name, data_dir=(
+      config.data_dir or os.environ.get('TFDS_DATA_DIR')))
+  if not builder.is_prepared():
+    return  # It is downloaded first; load_split checks the splits then.
+  for field, minimum in (('train_split', config.batch_size),
+                         ('eval_split', 1)):
+    split = config.get(field)
+    if split is None:
+      continue
+    try:
+      size = builder.info.splits[split].num_examples
+    except (ValueError, KeyError, TypeError) as e:
+      raise ConfigError(f'config.{field}={split!r} is not valid: '
+                        f'{str(e).splitlines()[0]}') from None
+    if size < minimum:
+      raise ConfigError(
+          f'config.{field}={split!r} holds {size} examples; it must hold at '
+          f'least {minimum}' + (' (one batch)' if minimum > 1 else ''))
+
+
+def _is_prepared(name: str, data_dir) -> bool:
+  try:
+    input_pipeline.check_dataset(name, data_dir, download=False)
+  except input_pipeline.DatasetNotFoundError:
+    return False
+  return True
+
+
+class _DropTfds(pylogging.Filter):
+
+  def filter(self, record):
+    return 'tensorflow_datasets' not in record.pathname
+
+
+@contextlib.contextmanager
+def _no_tfds_warnings():
+  # TFDS warns about each dataset folder it looks into and does not find; the
+  # error raised here says it in one line.
+  drop = _DropTfds()
+  logging.get_absl_logger().addFilter(drop)
+  try:
+    yield
+  finally:
+    logging.get_absl_logger().removeFilter(drop)

@@ -22,11 +22,14 @@ def get_config():
   config.dataset = 'cifar10'  # cifar10, cifar100 or svhn_cropped.
   config.data_dir = ml_collections.config_dict.placeholder(str)  # None: TFDS_DATA_DIR or the TFDS default.
   config.download = True  # Let TFDS download and prepare a missing dataset.
+  config.train_split = 'train'  # TFDS split; e.g. 'train[:45000]' to hold out a validation set.
+  config.eval_split = 'test'  # TFDS split evaluated; e.g. 'train[45000:]' for validation.
   config.augment = 'crop_flip'  # none, crop_flip or crop_flip_cutout.
 
   # Optimization.
   config.optimizer = 'sgd'  # sgd or beta_lasso.
   config.batch_size = 512  # Global batch, split over all devices.
+  config.eval_batch_size = 512  # Global batch for the test set.
   config.num_epochs = 400.0
   config.learning_rate = 0.1  # Peak of the cosine schedule, stepped per batch.
   config.warmup_epochs = 0.0  # Linear warmup before the cosine (the paper has none).
