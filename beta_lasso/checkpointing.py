@@ -24,6 +24,16 @@ import orbax.checkpoint as ocp
 _TMP_MARKER = '.orbax-checkpoint-tmp'
 
 
+
+def logged_by_orbax(record) -> bool:
+  """Whether a Python logging record comes from orbax (a dozen INFO lines a save).
+
+  Orbax logs through absl.logging, so its records carry absl's logger name;
+  the source path tells them apart.
+  """
+  return (record.name.startswith('orbax') or
+          f'{os.sep}orbax{os.sep}' in record.pathname)
+
 class CheckpointError(RuntimeError):
   """There are checkpoints, and none of them restores."""
 

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 import contextlib
 import json
 import logging as pylogging
-import os
 from typing import Any
 
 from absl import logging
@@ -18,6 +17,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from beta_lasso import checkpointing
 from beta_lasso import optim
 from beta_lasso import workdir as workdir_lib
 
@@ -30,9 +30,7 @@ class _QuietOrbax(pylogging.Filter):
   """
 
   def filter(self, record):
-    from_orbax = (record.name.startswith('orbax') or
-                  f'{os.sep}orbax{os.sep}' in record.pathname)
-    if not from_orbax:
+    if not checkpointing.logged_by_orbax(record):
       return True
     return (record.levelno >= pylogging.WARNING and
             'Metadata file does not exist' not in record.getMessage())

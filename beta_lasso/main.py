@@ -8,7 +8,6 @@ resumes from the workdir's latest checkpoint; SIGTERM or Ctrl-C saves a
 checkpoint and exits, to be resumed the same way.
 """
 import logging as pylogging
-import os
 import sys
 
 from absl import app
@@ -56,8 +55,7 @@ class _ConsoleFilter(pylogging.Filter):
       return True
     if self.quiet:
       return False
-    return not (record.name.startswith('orbax') or
-                f'{os.sep}orbax{os.sep}' in record.pathname)
+    return not checkpointing.logged_by_orbax(record)
 
 
 def _one_line(error: Exception) -> str:
