@@ -48,7 +48,7 @@ from beta_lasso import loading
 
 PANEL_SIZE = (4.0, 3.2)  # Inches, one panel of fig3 / fig_accuracy.
 MAX_PANEL_COLUMNS = 4
-_S_KERNEL = 9  # layer1 of shallow.ShallowNet: 9x9, stride 2, SAME.
+_S_KERNEL = 9  # S family layer1 (shallow.S_LAYERS): 9x9, stride 2, SAME.
 
 
 # ----------------------------------------------------------------------------

@@ -22,55 +22,20 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from beta_lasso.models import allconv
 from beta_lasso.models import layers
 
-# (channel multiplier of alpha, stride) of layer1..layer8.
-_D_LAYERS = ((1, 1), (2, 2), (2, 1), (4, 2), (4, 1), (8, 2), (8, 1), (16, 2))
+# (channel multiplier of alpha, kernel size, stride) of layer1..layer8.
+D_LAYERS = ((1, 3, 1), (2, 3, 2), (2, 3, 1), (4, 3, 2), (4, 3, 1), (8, 3, 2),
+            (8, 3, 1), (16, 3, 2))
 
 # 3-FC width whose weights come closest to S-FC at alpha 150 on 32x32x3 with
 # 10 classes (256,256,043 vs 256,240,800); the paper gives both as 256M.
 PAPER_WIDTH_3FC = 14_541
 
 
-class DeepNet(nn.Module):
-  """Eight conv-standing 3x3 layers then two dense layers.
-
-  Attributes:
-    alpha: base channels (the paper uses 15 for Table 1).
-    num_classes: outputs of the head.
-    layer_type: 'conv', 'local' or 'fc': what stands for each 3x3 conv.
-    dropout_rate: dropout on the inputs of fc1 and head; 0 disables it.
-    dtype: computation dtype (e.g. jnp.bfloat16); params and BatchNorm stay
-      float32. None computes in float32.
-  """
-  alpha: int
-  num_classes: int
-  layer_type: str
-  dropout_rate: float = 0.0
-  dtype: jnp.dtype | None = None
-
-  @nn.compact
-  def __call__(self, images: jax.Array, train: bool) -> jax.Array:
-    """Returns logits (in `dtype`) for NHWC `images`."""
-    x = images
-    for i, (multiplier, strides) in enumerate(_D_LAYERS, start=1):
-      x = layers.make_layer(self.layer_type, multiplier * self.alpha, 3,
-                            strides, dtype=self.dtype, name=f'layer{i}')(x)
-      x = layers.batch_norm(train, axis=layers.bn_axis(self.layer_type),
-                            name=f'bn{i}')(x)
-      x = nn.relu(x)
-    x = x.reshape(x.shape[0], -1)
-
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    x = nn.Dense(64 * self.alpha, use_bias=False, dtype=self.dtype,
-                 name='fc1')(x)
-    x = layers.batch_norm(train, name=f'bn{len(_D_LAYERS) + 1}')(x)
-    x = nn.relu(x)
-
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x)
-
-
+DeepNet = functools.partial(allconv.AllConvNet, conv_layers=D_LAYERS,
+                            fc_multiplier=64)
 DConv = functools.partial(DeepNet, layer_type='conv')
 DLocal = functools.partial(DeepNet, layer_type='local')
 DFC = functools.partial(DeepNet, layer_type='fc')
