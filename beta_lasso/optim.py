@@ -205,6 +205,17 @@ def beta_lasso(learning_rate: optax.ScalarOrSchedule, l1: Hyperparam,
   )
 
 
+def layer_order(name: str):
+  """Network order: layer<N> (conv-standing), then fc<N>, then head."""
+  kind = {'layer': 0, 'fc': 1, 'head': 2}
+  key = []
+  for part in name.split('/'):
+    match = re.fullmatch(r'(\D*)(\d*)', part)
+    prefix, number = match.groups() if match else (part, '')
+    key.append((kind.get(prefix, 3), prefix, int(number) if number else -1))
+  return key
+
+
 def sum_per_layer(params: Any, count: Callable[[Any], int],
                   mask: Mask = None) -> dict[str, int]:
   """Sums `count(leaf)` per layer over the masked leaves (kernels by default).
@@ -227,7 +238,7 @@ def sum_per_layer(params: Any, count: Callable[[Any], int],
       name = _path_str(path)
       name = name[:-len('/kernel')] if name.endswith('/kernel') else name
       out[name] = out.get(name, 0) + int(count(leaf))
-  return out
+  return dict(sorted(out.items(), key=lambda item: layer_order(item[0])))
 
 
 def count_nonzero(params: Any, mask: Mask = None) -> dict[str, int]:

@@ -45,6 +45,7 @@ from matplotlib import ticker
 from beta_lasso import figures
 from beta_lasso import filters as filters_lib
 from beta_lasso import loading
+from beta_lasso import optim
 
 PANEL_SIZE = (4.0, 3.2)  # Inches, one panel of fig3 / fig_accuracy.
 MAX_PANEL_COLUMNS = 4
@@ -63,17 +64,6 @@ def _labels(results_list, labels):
       f'{label} ({epath.Path(r.get("workdir", str(i))).name})'
       if labels.count(label) > 1 else label
       for i, (label, r) in enumerate(zip(labels, results_list))]
-
-
-def _layer_order(name: str):
-  """Network order: layer<N> (conv-standing), then fc<N>, then head."""
-  kind = {'layer': 0, 'fc': 1, 'head': 2}
-  key = []
-  for part in name.split('/'):
-    match = re.fullmatch(r'(\D*)(\d*)', part)
-    prefix, number = match.groups() if match else (part, '')
-    key.append((kind.get(prefix, 3), prefix, int(number) if number else -1))
-  return key
 
 
 def _x_values(results_list, x_axis: str):
@@ -169,7 +159,7 @@ def plot_nonzeros(results_list: Sequence[dict[str, Any]], path, *,
   layers = {layer for r in results_list for h in r['history']
             for layer in h['nnz']}
   layers |= {layer for r in results_list for layer in r.get('weights', {})}
-  layers = sorted(layers, key=_layer_order)
+  layers = sorted(layers, key=optim.layer_order)
   if not layers:
     raise ValueError('no run has an evaluation yet: nothing to plot')
   columns = min(len(layers), MAX_PANEL_COLUMNS)
