@@ -6,7 +6,7 @@ Paper (CIFAR-10, 400 / 4000 epochs): 72.77 / 78.63 test accuracy, 256.24M
 weights at alpha 150.
 
 `configs/sfc.py:cpu` is a laptop-sized run (alpha 8, 8 epochs, batch 256):
-about 5 minutes on 2 CPU cores, ~50% test accuracy on CIFAR-10.
+measured 93 s on 2 CPU cores, 54.86% test accuracy on CIFAR-10.
 """
 from configs import default
 
