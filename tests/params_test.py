@@ -141,7 +141,9 @@ def test_cli_prints_tables_and_writes_the_figure_without_allocating(tmp_path):
       cwd=_REPO, capture_output=True, text=True, check=True, timeout=120)
   elapsed = time.monotonic() - start
   peak_gb = int(peak_report.read_text()) / 2**20
-  assert peak_gb < 2, peak_gb
+  # JAX and matplotlib alone take 1.5-2.5 GB here (it varies with the load);
+  # D-FC at alpha 64 in these tables would take 18 GB if allocated.
+  assert peak_gb < 4, peak_gb
   assert elapsed < 90
 
   text = result.stdout
