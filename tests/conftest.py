@@ -9,3 +9,44 @@ if 'TFDS_DATA_DIR' not in os.environ and _SHARED_TFDS.is_dir():
   os.environ['TFDS_DATA_DIR'] = str(_SHARED_TFDS)
 # TensorFlow only reads data here; keep its logging quiet.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+# Imported once the environment above is set.
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import json
+import signal
+
+import pytest
+
+from beta_lasso import workdir as workdir_lib
+from cli_runs import (CHECKPOINT_EVERY, NUM_STEPS, Reference, _finish,
+                      _Interrupter, _saved_state, _start)
+
+
+# ----------------------------------------------------------------------------
+# Shared runs, once a session: one uninterrupted, one SIGKILLed after its
+# first checkpoint, one SIGTERMed after its second. They start together: on 2
+# cores each spends most of its time importing and decoding CIFAR-10 on one
+# thread.
+# ----------------------------------------------------------------------------
+@pytest.fixture(scope='session')
+def first_runs(tmp_path_factory) -> dict:
+  root = tmp_path_factory.mktemp('runs')
+  runs = {'reference': _start(root / 'reference')}
+  for name, min_step, signum in (
+      ('killed', 1, signal.SIGKILL),
+      # Two checkpoints: the corruption test needs an older one to go to.
+      ('preempted', 2 * CHECKPOINT_EVERY, signal.SIGTERM)):
+    runs[name] = _Interrupter(_start(root / name), root / name, min_step,
+                              signum)
+  runs['root'] = root
+  return runs
+
+
+@pytest.fixture(scope='session')
+def reference(first_runs) -> Reference:
+  workdir = first_runs['root'] / 'reference'
+  run = _finish(first_runs['reference'])
+  assert run.returncode == 0, run.stderr[-3000:]
+  results = json.loads((workdir / workdir_lib.RESULTS_FILE).read_text())
+  assert results['steps'] == NUM_STEPS
+  return Reference(workdir, run, results, _saved_state(workdir))

@@ -1,0 +1,245 @@
+"""Fault injection: a run is never lost (kill, preemption, torn saves, NaNs).
+
+The training tests drive the real CLI in subprocesses (see cli_runs.py). Each
+faulty run is compared with one uninterrupted run of the same command, the
+session's `reference`, bit for bit.
+"""
+import gc
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from beta_lasso import checkpointing
+from beta_lasso import workdir as workdir_lib
+from cli_runs import (IGNORE_UNFINISHED_RESTORES, NUM_STEPS, Run,
+                      _assert_bitwise_equal, _assert_same_as_reference, _copy,
+                      _file_hashes, _flip_a_byte, _largest_file, _run,
+                      _saved_state, _steps)
+
+pytestmark = IGNORE_UNFINISHED_RESTORES
+
+
+class Interrupted(NamedTuple):
+  workdir: pathlib.Path
+  run: Run
+  exit_seconds: float  # From the signal to the process gone.
+  step: int  # The newest checkpoint when the signal was sent.
+
+
+def _interrupted(first_runs, name) -> Interrupted:
+  interrupter = first_runs[name]
+  run = interrupter.result()
+  return Interrupted(first_runs['root'] / name, run, interrupter.exit_seconds,
+                     interrupter.step)
+
+
+@pytest.fixture(scope='module')
+def killed(first_runs) -> Interrupted:
+  return _interrupted(first_runs, 'killed')
+
+
+@pytest.fixture(scope='module')
+def preempted(first_runs) -> Interrupted:
+  return _interrupted(first_runs, 'preempted')
+
+
+# ----------------------------------------------------------------------------
+# 1. SIGKILL at any point: the same command ends bit-identical.
+# ----------------------------------------------------------------------------
+def test_sigkill_mid_training_resumes_bit_identical(reference, killed,
+                                                    tmp_path):
+  assert killed.run.returncode == -signal.SIGKILL
+  workdir = _copy(killed.workdir, tmp_path / 'run')
+  resume_from = _steps(workdir)[-1]
+  assert resume_from < NUM_STEPS
+  assert not (workdir / workdir_lib.RESULTS_FILE).exists()
+
+  run = _run(workdir)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert f'Resumed from step {resume_from} of {NUM_STEPS}' in run.stderr
+  _assert_same_as_reference(workdir, reference)
+
+
+# ----------------------------------------------------------------------------
+# 2. SIGTERM / SIGINT: checkpoint at the current step, exit 0, resume.
+# ----------------------------------------------------------------------------
+def test_sigterm_saves_the_current_step_and_exits_cleanly(preempted):
+  run = preempted.run
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert preempted.exit_seconds < 15
+  assert 'Received SIGTERM: saving a checkpoint after this step.' in run.stderr
+  match = re.search(r'^Preempted at step (\d+); checkpoint saved in (\S+)\. '
+                    r'Run the same command to resume\.$', run.stdout, re.M)
+  assert match, run.stdout
+  step = int(match.group(1))
+  assert preempted.step < step < NUM_STEPS
+  assert match.group(2) == str(preempted.workdir)
+  assert _steps(preempted.workdir)[-1] == step
+  assert not (preempted.workdir / workdir_lib.RESULTS_FILE).exists()
+  assert 'Traceback' not in run.stderr
+
+
+def test_preempted_run_resumes_bit_identical(reference, preempted, tmp_path):
+  workdir = _copy(preempted.workdir, tmp_path / 'run')
+  step = _steps(workdir)[-1]
+  run = _run(workdir)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert f'Resumed from step {step} of {NUM_STEPS}' in run.stderr
+  _assert_same_as_reference(workdir, reference)
+
+
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_preemption_guard_turns_a_signal_into_a_flag(signum):
+  before = signal.getsignal(signum)
+  with checkpointing.PreemptionGuard() as guard:
+    assert not guard.triggered
+    os.kill(os.getpid(), signum)
+    time.sleep(0.01)  # Python runs the handler between bytecodes.
+    assert guard.triggered
+  assert signal.getsignal(signum) is before
+
+
+def test_jax_preemption_notice_is_harmless_without_distributed(tmp_path):
+  with checkpointing.Checkpointer(tmp_path / 'checkpoints', 2) as checkpoints:
+    assert not any(checkpoints.reached_preemption(s) for s in range(100))
+
+
+# ----------------------------------------------------------------------------
+# 3. Torn and corrupted checkpoints are never taken as complete.
+# ----------------------------------------------------------------------------
+def test_corrupt_newest_and_unfinished_save_resume_from_older(
+    reference, preempted, tmp_path):
+  workdir = _copy(preempted.workdir, tmp_path / 'run')
+  checkpoints = workdir / 'checkpoints'
+  older, newest = _steps(workdir)[-2:]
+  # A kill during the final save leaves its temporary folder, half full.
+  unfinished = checkpoints / f'{NUM_STEPS}.orbax-checkpoint-tmp'
+  shutil.copytree(checkpoints / str(newest), unfinished)
+  (unfinished / 'state' / 'manifest.ocdbt').unlink()
+  # One flipped bit in the array data: orbax alone restores it silently.
+  _flip_a_byte(_largest_file(checkpoints / str(newest) / 'state'))
+
+  run = _run(workdir)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert (f'Removing {unfinished}: a save that never finished (the run was '
+          'killed while saving).') in run.stderr
+  assert re.search(rf'Checkpoint at step {newest} does not restore: '
+                   r'ValueError: \S+ differs from what was saved', run.stderr)
+  aside = list((workdir / 'corrupt_checkpoints').iterdir())
+  assert [p.name.split('-')[0] for p in aside] == [str(newest)]
+  assert f'to {aside[0]}.' in run.stderr
+  assert f'Resumed from step {older} of {NUM_STEPS}' in run.stderr
+  _assert_same_as_reference(workdir, reference)
+
+
+def _tiny_state(seed):
+  rng = np.random.default_rng(seed)  # Random floats: zstd can't shrink them.
+  return {'step': jnp.asarray(seed, jnp.int32),
+          'params': {'w': jnp.asarray(rng.normal(size=(256, 128)), jnp.float32),
+                     'b': jnp.asarray(rng.normal(size=(128,)), jnp.float32)}}
+
+
+def _save_tiny(directory, steps=(1, 2)):
+  with checkpointing.Checkpointer(directory, max_to_keep=5) as checkpoints:
+    for step in steps:
+      checkpoints.save(step, _tiny_state(step), [{'step': step}])
+
+
+_CORRUPTIONS = {
+    'flip_data': lambda d: _flip_a_byte(_largest_file(d / 'state')),
+    'truncate_data': lambda d: (lambda p: p.write_bytes(
+        p.read_bytes()[:p.stat().st_size // 2]))(_largest_file(d / 'state')),
+    'truncate_json': lambda d: (d / 'history' / 'metadata').write_text('{"ev'),
+    'drop_manifest': lambda d: (d / 'state' / 'manifest.ocdbt').unlink(),
+    'lose_fingerprint_entry': lambda d: (d / 'history' / 'metadata').write_text(
+        json.dumps({'evals': [], 'fingerprint': {'step': 0}})),
+}
+
+
+def _settle_failed_restores(caplog):
+  """Lets the reads of a failed restore end within the test that failed it."""
+  caplog.clear()  # Orbax logged the errors; their tracebacks hold the reads.
+  for _ in range(3):
+    time.sleep(0.1)
+    gc.collect()
+
+
+@pytest.mark.parametrize('corruption', sorted(_CORRUPTIONS))
+def test_unreadable_checkpoint_is_set_aside(tmp_path, caplog, corruption):
+  directory = tmp_path / 'checkpoints'
+  _save_tiny(directory)
+  _CORRUPTIONS[corruption](directory / '2')
+  with checkpointing.Checkpointer(directory, max_to_keep=5) as checkpoints:
+    state, history = checkpoints.restore_latest(_tiny_state(0))
+  _assert_bitwise_equal(jax.device_get(state), jax.device_get(_tiny_state(1)))
+  assert history == [{'step': 1}]
+  assert _steps(tmp_path) == [1]
+  assert [p.name.split('-')[0]
+          for p in (tmp_path / 'corrupt_checkpoints').iterdir()] == ['2']
+  _settle_failed_restores(caplog)
+
+
+def test_no_checkpoint_restores_is_an_error_not_a_fresh_start(tmp_path):
+  directory = tmp_path / 'checkpoints'
+  _save_tiny(directory)
+  for step in (1, 2):
+    _CORRUPTIONS['truncate_json'](directory / str(step))
+  with checkpointing.Checkpointer(directory, max_to_keep=5) as checkpoints:
+    with pytest.raises(checkpointing.CheckpointError,
+                       match=r'no checkpoint in .* restores \(step 2: '
+                             r'JSONDecodeError: .*; step 1: JSONDecodeError: '
+                             r'.*\); move that folder away'):
+      checkpoints.restore_latest(_tiny_state(0))
+  assert _steps(tmp_path) == [1, 2]  # Nothing moved.
+
+
+def test_fingerprint_sees_every_element():
+  state = _tiny_state(3)
+  base = checkpointing.fingerprint(state)
+  assert set(base) == {'step', 'params/w', 'params/b'}
+  w = np.asarray(state['params']['w'])
+  for i in (0, 1000, w.size - 1):
+    changed = w.copy().reshape(-1)
+    changed.view(np.uint32)[i] ^= 1  # The lowest mantissa bit.
+    other = dict(state,
+                 params=dict(state['params'], w=changed.reshape(w.shape)))
+    assert checkpointing.fingerprint(other)['params/w'] != base['params/w']
+  swapped = w.copy()
+  swapped[[0, 1]] = swapped[[1, 0]]
+  other = dict(state, params=dict(state['params'], w=swapped))
+  assert checkpointing.fingerprint(other)['params/w'] != base['params/w']
+
+
+# ----------------------------------------------------------------------------
+# 4. Divergence stops the run and keeps the last good checkpoint.
+# ----------------------------------------------------------------------------
+def test_divergence_stops_and_keeps_the_checkpoints(preempted, tmp_path):
+  workdir = _copy(preempted.workdir, tmp_path / 'run')
+  step = _steps(workdir)[-1]
+  before = _file_hashes(workdir / 'checkpoints')
+  # A learning rate of 1e30 overflows the parameters in the first step.
+  run = _run(workdir, '--config.learning_rate=1e30', '--allow_config_change')
+  assert run.returncode == 1
+  assert 'Config changed in' in run.stderr and 'learning_rate' in run.stderr
+  assert f'Resumed from step {step} of {NUM_STEPS}' in run.stderr
+  match = re.search(r'^error: non-finite (loss|grad_norm|param_norm) '
+                    r'\((nan|-?inf)\) at step (\d+); the last good checkpoint '
+                    rf'in {re.escape(str(workdir))} is kept$', run.stderr,
+                    re.M)
+  assert match, run.stderr[-3000:]
+  assert int(match.group(3)) == step + 1
+  assert 'Traceback' not in run.stderr
+  assert _file_hashes(workdir / 'checkpoints') == before
+  state = _saved_state(workdir, step)
+  assert int(state['step']) == step
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(state))
