@@ -117,12 +117,11 @@ class Checkpointer:
     return self
 
   def __exit__(self, exc_type, exc, tb):
-    if exc is None:
-      self.close()
-      return False
     try:  # The save in flight holds a state that passed the checks.
       self.close()
     except Exception as e:  # pylint: disable=broad-except
+      if exc is None:
+        raise
       # Don't hide the error that brought us here behind this one.
       logging.error('Checkpoint save failed while handling %r: %s', exc, e)
     return False
@@ -220,9 +219,6 @@ class Checkpointer:
     Without `jax.distributed` (one CPU/GPU process) this is always False.
     """
     return self._manager.reached_preemption(step)
-
-  def wait(self):
-    self._manager.wait_until_finished()
 
   def close(self):
     """Waits for the save in flight and frees orbax's threads; idempotent."""

@@ -49,8 +49,6 @@ class DatasetInfo(NamedTuple):
     cutout: Cutout side in pixels used by the paper's recipe.
     mean: per-channel mean of the training images, 0-255 scale.
     std: per-channel standard deviation over all training pixels, 0-255 scale.
-    train_split: TFDS split to train on.
-    test_split: TFDS split to evaluate on.
   """
   tfds_name: str
   num_classes: int
@@ -59,8 +57,6 @@ class DatasetInfo(NamedTuple):
   cutout: int
   mean: tuple[float, float, float]
   std: tuple[float, float, float]
-  train_split: str = 'train'
-  test_split: str = 'test'
 
 
 # CIFAR statistics are over every pixel of the original training sets (std is

@@ -315,14 +315,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         with report_progress.timed('checkpoint'):
           checkpoints.save(done, state, history)
       if preempted and not is_last:
-        checkpoints.wait()
+        # Leaving the block waits for this save to finish.
         writer.flush()
         logging.warning('Preempted at step %d of %d: checkpoint saved in %s; '
                         'run the same command to resume.', done,
                         num_train_steps, workdir)
         return {'preempted': True, 'step': done}
 
-  checkpoints.wait()
   writer.flush()
   if last_eval is None:  # Resumed after the final step: evaluate once more.
     last_eval = evaluate(state)
