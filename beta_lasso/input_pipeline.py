@@ -466,6 +466,20 @@ def augment_fn(
       cutout_fill=np.round(info.mean).astype(np.uint8))
 
 
+def pixel_permutation(image_shape: tuple[int, int, int], seed: int) -> np.ndarray:
+  """The fixed permutation of a `permute_pixels` run: H*W positions."""
+  height, width, _ = image_shape
+  # A stream of its own, so it never coincides with the data order's.
+  return np.random.default_rng([seed, 0x5eed]).permutation(height * width)
+
+
+def permute_pixels(images: jax.Array, permutation) -> jax.Array:
+  """Moves pixel `permutation[q]` (row-major) of [B, H, W, C] images to q."""
+  b, h, w, c = images.shape
+  return images.reshape(b, h * w, c)[:, jnp.asarray(permutation)].reshape(
+      b, h, w, c)
+
+
 def normalize(images: jax.Array,
               info: DatasetInfo,
               dtype: jnp.dtype = jnp.float32) -> jax.Array:

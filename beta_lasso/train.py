@@ -27,6 +27,7 @@ from beta_lasso import models
 from beta_lasso import optim
 from beta_lasso import validation
 from beta_lasso import workdir as workdir_lib
+from beta_lasso.report import locality
 
 @flax.struct.dataclass
 class TrainState:
@@ -195,6 +196,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   dtype = jnp.bfloat16 if config.half_precision else jnp.float32
   augment = input_pipeline.augment_fn(config.augment, info)
   normalize = functools.partial(input_pipeline.normalize, info=info, dtype=dtype)
+  permutation = None
+  if config.get('permute_pixels'):
+    permutation = workdir_lib.pixel_permutation(
+        workdir, input_pipeline.pixel_permutation(info.image_shape, config.seed))
+    # After augmentation, which acts on the image's own geometry; at eval too.
+    unpermuted_normalize = normalize
+    normalize = lambda x: unpermuted_normalize(
+        input_pipeline.permute_pixels(x, permutation))
 
   # --- Model and optimizer, created already sharded. ---
   model = models.create_model(
@@ -259,7 +268,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     nnz = optim.sum_per_layer(jax.device_get(p_nonzeros(state.params)), int)
     return {'test_accuracy': float(totals['correct'] / totals['count']),
             'test_loss': float(totals['loss'] / totals['count']),
-            'nnz': nnz}
+            'nnz': nnz, **first_layer_locality(state.params)}
+
+  def first_layer_locality(params):
+    """{'locality': summary} for models whose first layer can be measured."""
+    name = models.FIRST_LAYER.get(config.model)
+    if name is None:
+      return {}
+    kernel = jax.device_get(params[name]['kernel'])
+    if permutation is not None and kernel.ndim != 2:
+      return {}  # Patches of permuted pixels have no image geometry to measure.
+    return {'locality': locality.summarize(
+        kernel, info.image_shape, pixel_permutation=permutation)}
 
   # --- Metrics and progress. ---
   writer = metric_writers.create_default_writer(
@@ -307,7 +327,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         writer.write_scalars(done, {
             'test_accuracy': last_eval['test_accuracy'],
             'test_loss': last_eval['test_loss'],
-            **{f'nnz/{k}': v for k, v in last_eval['nnz'].items()}})
+            **{f'nnz/{k}': v for k, v in last_eval['nnz'].items()},
+            **{f'locality/{k}': v
+               for k, v in last_eval.get('locality', {}).items()
+               if k.endswith('/median')}})
         history.append({'step': done, **last_eval})
         logging.info('Step %d: test accuracy %.4f, non-zeros %s', done,
                      last_eval['test_accuracy'], last_eval['nnz'])
@@ -329,6 +352,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       'test_accuracy': last_eval['test_accuracy'],
       'test_loss': last_eval['test_loss'],
       'nnz': last_eval['nnz'],
+      'locality': last_eval.get('locality'),
       'weights': weights,
       'steps': int(state.step),
       'epochs': int(state.step) / steps_per_epoch,

@@ -72,6 +72,9 @@ def validate_config(config: ml_collections.ConfigDict):
   _number(config, 'momentum', below=1)
   _number(config, 'dropout_rate', below=1)
   _number(config, 'seed', integer=True)
+  if not isinstance(config.get('permute_pixels', False), bool):
+    raise ConfigError(f'config.permute_pixels={config.permute_pixels!r} is not '
+                      'valid; it must be True or False')
   if config.warmup_epochs >= config.num_epochs:
     raise ConfigError(f'config.warmup_epochs={config.warmup_epochs!r} is not '
                       f'valid; it must be < num_epochs ({config.num_epochs})')

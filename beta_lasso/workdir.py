@@ -6,12 +6,15 @@ unless explicitly allowed, so two experiments never mix in one folder.
 """
 import json
 
+
 from absl import logging
 from etils import epath
 import jax
 import ml_collections
+import numpy as np
 
 CONFIG_FILE = 'config.json'
+PERMUTATION_FILE = 'pixel_permutation.npy'
 RESULTS_FILE = 'results.json'
 
 
@@ -70,3 +73,22 @@ def check_config(workdir, config: ml_collections.ConfigDict, *,
 
 def write_results(workdir, results: dict):
   _write_json(epath.Path(workdir) / RESULTS_FILE, results)
+
+
+def pixel_permutation(workdir, permutation: np.ndarray) -> np.ndarray:
+  """The workdir's saved pixel permutation; `permutation` saved if none is.
+
+  A resumed run keeps the permutation it started with, whatever the code that
+  draws a new one does later.
+  """
+  path = epath.Path(workdir) / PERMUTATION_FILE
+  if path.exists():
+    with path.open('rb') as f:
+      return np.load(f)
+  if jax.process_index() == 0:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + '.tmp')
+    with tmp.open('wb') as f:
+      np.save(f, permutation)
+    tmp.replace(path)
+  return permutation

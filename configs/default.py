@@ -25,6 +25,10 @@ def get_config():
   config.train_split = 'train'  # TFDS split; e.g. 'train[:45000]' to hold out a validation set.
   config.eval_split = 'test'  # TFDS split evaluated; e.g. 'train[45000:]' for validation.
   config.augment = 'crop_flip'  # none, crop_flip or crop_flip_cutout.
+  # One fixed permutation of pixel positions (seeded by `seed`), applied to
+  # every split after augmentation: the images keep their content and lose
+  # their geometry. Saved in the workdir (pixel_permutation.npy).
+  config.permute_pixels = False
 
   # Optimization.
   config.optimizer = 'sgd'  # sgd or beta_lasso.

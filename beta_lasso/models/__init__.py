@@ -38,6 +38,17 @@ PAPER_WIDTH_3FC = deep.PAPER_WIDTH_3FC
 CONV_KERNEL_REGEX = r'^layer\d+/(.+/)?kernel$'
 FC_KERNEL_REGEX = r'^(fc\d+|head)/kernel$'
 
+# The layer that sees the image: what stands for the first convolution.
+FIRST_LAYER = {
+    'sconv': 'layer1',
+    'slocal': 'layer1',
+    'sfc': 'layer1',
+    'dconv': 'layer1',
+    'dlocal': 'layer1',
+    'dfc': 'layer1',
+    '3fc': 'fc1',
+}
+
 MODELS = {
     'sconv': shallow.SConv,
     'slocal': shallow.SLocal,
