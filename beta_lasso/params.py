@@ -306,55 +306,7 @@ def _memory_table(sizes: dict[str, int], **kwargs) -> str:
                      'size+1 GB'], rows)
 
 
-def plot_figure1(path: str, grids: dict[str, Sequence[int]],
-                 sides: Sequence[int], sizes: dict[str, int],
-                 num_classes: int, memory_label: str) -> None:
-  """Writes Figure 1: weights vs size and vs image side, one line per model.
-
-  Args:
-    path: PNG file to write.
-    grids: model -> sizes for the left panel (alpha; ResNet18: k).
-    sides: image sides for the right panel, at `PAPER_SIZE`.
-    sizes: model -> largest size that fits, marked with a star (0: none).
-    num_classes: outputs of the head.
-    memory_label: what the stars mean, for the legend.
-  """
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
-  fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
-  for i, (name, grid) in enumerate(grids.items()):
-    color = f'C{i}'
-    style = '--' if name == 'resnet18' else '-'
-    label = NAMES[name] + (' (x = kernel size)' if name == 'resnet18' else '')
-    xs = sorted(set(grid) | ({sizes[name]} if sizes.get(name) else set()))
-    left.plot(xs, [weight_count(name, x, 32, num_classes) for x in xs], style,
-              color=color, marker='.', label=label)
-    if sizes.get(name):
-      left.plot([sizes[name]], [weight_count(name, sizes[name], 32,
-                                             num_classes)],
-                '*', color=color, markersize=14, markeredgecolor='k')
-    right.plot(sides, [weight_count(name, PAPER_SIZE[name], s, num_classes)
-                       for s in sides], style, color=color, marker='o',
-               label=f'{NAMES[name]} ({_size_label(name)})')
-  left.plot([], [], '*', color='w', markeredgecolor='k', markersize=14,
-            label=memory_label)
-  left.set(xscale='log', yscale='log', xlabel='base channels alpha',
-           ylabel='weights', title='Weights vs base channels (32x32x3)')
-  right.set(xscale='log', yscale='log', xlabel='image side s',
-            ylabel='weights', title='Weights vs image side (paper sizes)')
-  right.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-  right.set_xticks(list(sides), [str(s) for s in sides])
-  for ax in (left, right):
-    ax.grid(True, which='both', alpha=0.3)
-    ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-
-
-def _size_label(name: str) -> str:
+def size_label(name: str) -> str:
   if name == 'resnet18':
     return f'k={PAPER_SIZE[name]}'
   return f'alpha={PAPER_SIZE[name]}'
@@ -402,8 +354,9 @@ def main(argv):
     grids = {name: alphas_s for name in S_FAMILY}
     grids.update({name: alphas_d for name in D_FAMILY})
     grids['resnet18'] = kernels
-    plot_figure1(_OUT.value, grids, sides, sizes, c,
-                 f'largest that fits ({setting})')
+    from beta_lasso.report import figure1  # pylint: disable=g-import-not-at-top
+    figure1.plot_figure1(_OUT.value, grids, sides, sizes, c,
+                         f'largest that fits ({setting})')
     print(f'\nWrote {_OUT.value}')
 
 

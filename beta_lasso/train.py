@@ -257,17 +257,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         lambda x: jax.make_array_from_process_local_data(data_sharding, x),
         local)
 
-  def evaluate(state):
+  def accuracy_and_loss(state, images, labels):
+    """Accuracy and mean loss over a whole split, without augmentation."""
     totals = None
     for batch in input_pipeline.eval_batches(
-        test_images, test_labels, config.eval_batch_size,
+        images, labels, config.eval_batch_size,
         jax.process_index(), jax.process_count()):
       out = p_eval_step(state, global_batch(batch))
       totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
     totals = jax.device_get(totals)
+    return (float(totals['correct'] / totals['count']),
+            float(totals['loss'] / totals['count']))
+
+  def evaluate(state):
+    accuracy, loss = accuracy_and_loss(state, test_images, test_labels)
     nnz = optim.sum_per_layer(jax.device_get(p_nonzeros(state.params)), int)
-    return {'test_accuracy': float(totals['correct'] / totals['count']),
-            'test_loss': float(totals['loss'] / totals['count']),
+    return {'test_accuracy': accuracy, 'test_loss': loss,
             'nnz': nnz, **first_layer_locality(state.params)}
 
   def first_layer_locality(params):
@@ -348,9 +353,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   writer.flush()
   if last_eval is None:  # Resumed after the final step: evaluate once more.
     last_eval = evaluate(state)
+  # The training error of the final network, as the MDL bounds need it: the
+  # whole train split, unaugmented, like the test split.
+  train_accuracy, train_loss = accuracy_and_loss(state, train_images,
+                                                 train_labels)
   results = {
       'test_accuracy': last_eval['test_accuracy'],
       'test_loss': last_eval['test_loss'],
+      'train_accuracy': train_accuracy,
+      'train_loss': train_loss,
+      'train_examples': len(train_labels),
       'nnz': last_eval['nnz'],
       'locality': last_eval.get('locality'),
       'weights': weights,

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from beta_lasso import embed
+from beta_lasso.models import embed
 from beta_lasso import input_pipeline
 from beta_lasso import models
 from beta_lasso.models import layers

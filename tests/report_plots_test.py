@@ -10,10 +10,10 @@ from matplotlib import image as mpl_image
 import numpy as np
 import pytest
 
-from beta_lasso import figures
-from beta_lasso import filters as filters_lib
-from beta_lasso import loading
-from beta_lasso import plots
+from beta_lasso.report import figures
+from beta_lasso.report import filters as filters_lib
+from beta_lasso.report import loading
+from beta_lasso.report import plots
 from beta_lasso import train
 from beta_lasso.models import local
 from configs import sfc_beta_lasso
@@ -57,7 +57,7 @@ def test_cli_writes_every_figure(run, tmp_path):
   out = tmp_path / 'figures'
 
   proc = subprocess.run(
-      [sys.executable, '-m', 'beta_lasso.plots', f'--workdir={workdir}',
+      [sys.executable, '-m', 'beta_lasso.report.plots', f'--workdir={workdir}',
        f'--workdir={sgd}', f'--out={out}'],
       cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,6 +1,6 @@
 r"""Figures 3 and 4 of the paper, drawn from the workdirs of runs.
 
-  python -m beta_lasso.plots --workdir=/tmp/sfc_sgd --workdir=/tmp/sfc_bl \
+  python -m beta_lasso.report.plots --workdir=/tmp/sfc_sgd --workdir=/tmp/sfc_bl \
       --out=/tmp/figures
 
 writes into --out (default: the first workdir's `figures/`):
@@ -42,9 +42,9 @@ from etils import epath
 from matplotlib import figure as mpl_figure
 from matplotlib import ticker
 
-from beta_lasso import figures
-from beta_lasso import filters as filters_lib
-from beta_lasso import loading
+from beta_lasso.report import figures
+from beta_lasso.report import filters as filters_lib
+from beta_lasso.report import loading
 from beta_lasso import optim
 
 PANEL_SIZE = (4.0, 3.2)  # Inches, one panel of fig3 / fig_accuracy.

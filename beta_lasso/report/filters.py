@@ -12,8 +12,8 @@ import math
 
 import numpy as np
 
-from beta_lasso import figures
-from beta_lasso import loading
+from beta_lasso.report import figures
+from beta_lasso.report import loading
 
 TILE_SIZE = (1.3, 1.5)  # Inches, one filter with its label.
 TITLE_HEIGHT = 0.6  # Inches above the tiles.
