@@ -31,7 +31,7 @@ _MODEL_NAMES = {
 def run_label(config: dict[str, Any]) -> str:
   """E.g. 'S-FC, beta-LASSO beta=50, alpha=150' from a run's config."""
   model = config.get('model', '?')
-  parts = [_MODEL_NAMES.get(model, model)]
+  parts = [model_name(model)]
   if model == 'resnet18':
     parts[0] += f' k={config.get("model_kwargs", {}).get("kernel_size", 3)}'
   if config.get('optimizer') == 'beta_lasso':
@@ -40,7 +40,14 @@ def run_label(config: dict[str, Any]) -> str:
     parts.append(config.get('optimizer', '?').upper())
   if model in S_FAMILY or model in ('dconv', 'dlocal', 'dfc'):
     parts.append(f'α={config.get("alpha")}')
+  if config.get('permute_pixels'):
+    parts.append('permuted pixels')
   return ', '.join(parts)
+
+
+def model_name(model: str) -> str:
+  """The paper's name of a model: 'sfc' -> 'S-FC'."""
+  return _MODEL_NAMES.get(model, model)
 
 
 def new_figure(width: float, height: float) -> mpl_figure.Figure:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import contextlib
 import json
 import logging as pylogging
+import os
 from typing import Any
 
 from absl import logging
@@ -49,6 +50,16 @@ def _quiet_orbax():
     logger.removeFilter(quiet)
 
 
+def _resolved(path) -> epath.Path:
+  """`path` made absolute, symbolic links resolved (local paths only).
+
+  orbax's PyTreeCheckpointer.metadata finds no tree metadata under a relative
+  path or one through a symbolic link (orbax-checkpoint 0.12).
+  """
+  path = epath.Path(path)
+  return path if '://' in str(path) else epath.Path(os.path.realpath(path))
+
+
 def checkpoint_steps(workdir) -> list[int]:
   """Steps of the finished checkpoints in `workdir`, oldest first."""
   directory = epath.Path(workdir) / 'checkpoints'
@@ -61,11 +72,11 @@ def checkpoint_steps(workdir) -> list[int]:
 def _read_tree(path: epath.Path, select) -> Any:
   """Restores the part `select(metadata)` of an orbax PyTree as numpy."""
   with _quiet_orbax(), ocp.PyTreeCheckpointer() as checkpointer:
-    item = select(checkpointer.metadata(path).item_metadata.tree)
+    item = select(checkpointer.metadata(_resolved(path)).item_metadata.tree)
     # np.ndarray leaves: a checkpoint written on 8 TPUs opens on a laptop.
     restore_args = jax.tree.map(
         lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
-    return checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+    return checkpointer.restore(_resolved(path), args=ocp.args.PyTreeRestore(
         item=item, restore_args=restore_args, partial_restore=True))
 
 
@@ -150,7 +161,8 @@ def load_results(workdir) -> dict[str, Any]:
       with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
         history = checkpointer.restore(step_dir / 'history')['evals']
       with ocp.PyTreeCheckpointer() as checkpointer:
-        shapes = checkpointer.metadata(step_dir / 'state').item_metadata.tree
+        shapes = checkpointer.metadata(
+            _resolved(step_dir / 'state')).item_metadata.tree
     config_path = directory / workdir_lib.CONFIG_FILE
     config = (_unflatten(json.loads(config_path.read_text()))
               if config_path.exists() else {})

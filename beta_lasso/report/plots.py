@@ -55,7 +55,7 @@ _S_KERNEL = 9  # S family layer1 (shallow.S_LAYERS): 9x9, stride 2, SAME.
 # ----------------------------------------------------------------------------
 # Figure 3 and accuracy.
 # ----------------------------------------------------------------------------
-def _labels(results_list, labels):
+def run_labels(results_list, labels):
   """Run labels, with the workdir's name added where two would be equal."""
   if labels is not None:
     return list(labels)
@@ -66,7 +66,7 @@ def _labels(results_list, labels):
       for i, (label, r) in enumerate(zip(labels, results_list))]
 
 
-def _x_values(results_list, x_axis: str):
+def x_values(results_list, x_axis: str):
   """Per run, a function step -> x, and the axis label."""
   if x_axis == 'epoch' and all(r.get('epochs') for r in results_list):
     return [lambda s, r=r: s * r['epochs'] / r['steps']
@@ -120,7 +120,7 @@ class _CompactLogFormatter(ticker.LogFormatter):
     return f'{x:.3g}'
 
 
-def _new_panels(rows: int, columns: int, size) -> tuple[mpl_figure.Figure, Any]:
+def new_panels(rows: int, columns: int, size) -> tuple[mpl_figure.Figure, Any]:
   """A grid of panels of `size` inches, margins fixed in inches.
 
   Fixed margins rather than constrained layout: the PNG's size depends only
@@ -154,8 +154,8 @@ def plot_nonzeros(results_list: Sequence[dict[str, Any]], path, *,
   Returns:
     The figure (already saved).
   """
-  labels = _labels(results_list, labels)
-  to_x, x_label = _x_values(results_list, x_axis)
+  labels = run_labels(results_list, labels)
+  to_x, x_label = x_values(results_list, x_axis)
   layers = {layer for r in results_list for h in r['history']
             for layer in h['nnz']}
   layers |= {layer for r in results_list for layer in r.get('weights', {})}
@@ -164,7 +164,7 @@ def plot_nonzeros(results_list: Sequence[dict[str, Any]], path, *,
     raise ValueError('no run has an evaluation yet: nothing to plot')
   columns = min(len(layers), MAX_PANEL_COLUMNS)
   rows = -(-len(layers) // columns)
-  fig, axes = _new_panels(rows, columns, PANEL_SIZE)
+  fig, axes = new_panels(rows, columns, PANEL_SIZE)
   for ax in axes.flat[len(layers):]:
     ax.set_axis_off()
 
@@ -242,9 +242,9 @@ def plot_accuracy(results_list: Sequence[dict[str, Any]], path, *,
   Returns:
     The figure (already saved).
   """
-  labels = _labels(results_list, labels)
-  to_x, x_label = _x_values(results_list, x_axis)
-  fig, axes = _new_panels(1, 2, PANEL_SIZE)
+  labels = run_labels(results_list, labels)
+  to_x, x_label = x_values(results_list, x_axis)
+  fig, axes = new_panels(1, 2, PANEL_SIZE)
   accuracy_ax, loss_ax = axes[0]
   for i, (results, label) in enumerate(zip(results_list, labels)):
     history = results['history']
@@ -291,7 +291,7 @@ def _define_flags():
   flags.mark_flag_as_required('workdir')
 
 
-def _file_names(workdirs: Sequence[str]) -> list[str]:
+def file_names(workdirs: Sequence[str]) -> list[str]:
   """A file-name-safe name per workdir, unique among them."""
   names = []
   for workdir in workdirs:
@@ -321,7 +321,7 @@ def main(argv):
   else:
     logging.warning('No run has an evaluation yet: no Figure 3.')
   for workdir, results, name in zip(workdirs, results_list,
-                                    _file_names(workdirs)):
+                                    file_names(workdirs)):
     model = results.get('config', {}).get('model')
     if filters_lib.first_layer_name(model) is None:
       logging.warning('Skipping Figure 4 for %s: model %r has no first-layer '

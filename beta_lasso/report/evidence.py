@@ -1,0 +1,137 @@
+"""The report's figures beyond Figures 3 and 4: 2, 5 and locality over training.
+
+Each takes the results of runs (see `loading.load_results`) and writes a PNG
+through matplotlib's Agg canvas, like plots.py.
+"""
+from collections.abc import Sequence
+from typing import Any
+
+from matplotlib import figure as mpl_figure
+
+from beta_lasso.report import figures
+from beta_lasso.report import plots
+
+# Locality panels: (metric, axis label, log scale).
+_LOCALITY_PANELS = (
+    ('window_share', 'energy share in the best 9x9 window', False),
+    ('spread', 'spread: RMS distance from centroid (px)', False),
+)
+
+
+def _total(counts: dict[str, int]) -> int:
+  return int(sum(counts.values()))
+
+
+def plot_accuracy_vs_weights(results_list: Sequence[dict[str, Any]],
+                             path) -> mpl_figure.Figure:
+  """Figure 2: test accuracy against weights, one line per model and optimizer.
+
+  Runs that differ only in size (alpha, width, kernel) join one line; points
+  are labelled with their epochs when runs of one line differ in them.
+  """
+  lines: dict[str, list[tuple[int, float]]] = {}
+  for results in results_list:
+    config = results.get('config', {})
+    label = figures.run_label({k: v for k, v in config.items()
+                               if k != 'alpha'})
+    lines.setdefault(label, []).append(
+        (_total(results['weights']), 100 * results['test_accuracy']))
+  fig, axes = plots.new_panels(1, 1, (6.4, 4.2))
+  ax = axes[0][0]
+  for i, (label, points) in enumerate(sorted(lines.items())):
+    points.sort()
+    ax.plot([p[0] for p in points], [p[1] for p in points], marker='o',
+            color=f'C{i % 10}', label=label)
+  ax.set_xscale('log')
+  ax.set_xlabel('weights')
+  ax.set_ylabel('test accuracy (%)')
+  ax.grid(True, which='both', alpha=0.3)
+  ax.legend(fontsize=7, loc='best')
+  fig.suptitle('Figure 2: test accuracy against weights', fontsize=11)
+  figures.save(fig, path)
+  return fig
+
+
+def plot_resnet_kernels(results_list: Sequence[dict[str, Any]],
+                        path) -> mpl_figure.Figure | None:
+  """Figure 5: ResNet18 test accuracy against kernel size, per optimizer.
+
+  Returns:
+    The figure, or None (nothing written) when no run is a ResNet18.
+  """
+  lines: dict[str, list[tuple[int, float]]] = {}
+  for results in results_list:
+    config = results.get('config', {})
+    if config.get('model') != 'resnet18':
+      continue
+    kernel = config.get('model_kwargs', {}).get('kernel_size', 3)
+    label = ('β-LASSO' if config.get('optimizer') == 'beta_lasso'
+             else config.get('optimizer', '?').upper())
+    lines.setdefault(label, []).append(
+        (kernel, 100 * results['test_accuracy']))
+  if not lines:
+    return None
+  fig, axes = plots.new_panels(1, 1, (5.2, 3.8))
+  ax = axes[0][0]
+  for i, (label, points) in enumerate(sorted(lines.items())):
+    points.sort()
+    ax.plot([p[0] for p in points], [p[1] for p in points], marker='o',
+            color=f'C{i}', label=label)
+  ax.set_xlabel('kernel size k')
+  ax.set_ylabel('test accuracy (%)')
+  ax.grid(True, alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.suptitle('Figure 5: ResNet18 with k x k kernels', fontsize=11)
+  figures.save(fig, path)
+  return fig
+
+
+def plot_locality(results_list: Sequence[dict[str, Any]], path, *,
+                  subset: str = 'active') -> mpl_figure.Figure | None:
+  """Locality of the first layer over training, each run against its null.
+
+  One panel per metric (window share, spread): the median over units with a
+  solid line and a band between the quartiles, the same weights under a
+  random pixel permutation (the null) dashed.
+
+  Args:
+    results_list: results whose eval history holds 'locality'.
+    path: where the PNG goes.
+    subset: 'active' (units with >= 20 non-zeros) or 'all'.
+
+  Returns:
+    The figure, or None (nothing written) when no run measured locality.
+  """
+  runs = [r for r in results_list
+          if any('locality' in h for h in r.get('history', []))]
+  if not runs:
+    return None
+  to_x, x_label = plots.x_values(runs, 'epoch')
+  labels = plots.run_labels(runs, None)
+  fig, axes = plots.new_panels(1, len(_LOCALITY_PANELS), (5.0, 3.8))
+  for ax, (metric, y_label, log) in zip(axes[0], _LOCALITY_PANELS):
+    for i, (results, label) in enumerate(zip(runs, labels)):
+      history = [h for h in results['history'] if 'locality' in h]
+      x = [to_x[i](h['step']) for h in history]
+      loc = [h['locality'] for h in history]
+      color = f'C{i % 10}'
+      key = f'{metric}/{subset}'
+      ax.plot(x, [l[f'{key}/median'] for l in loc], color=color, marker='.',
+              label=label)
+      ax.fill_between(x, [l[f'{key}/q25'] for l in loc],
+                      [l[f'{key}/q75'] for l in loc], color=color, alpha=0.15)
+      ax.plot(x, [l[f'{metric}/null_{subset}/median'] for l in loc],
+              color=color, linestyle='--', linewidth=1)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    if log:
+      ax.set_yscale('log')
+    ax.grid(True, alpha=0.3)
+  axes[0][0].plot([], [], color='k', linestyle='--', linewidth=1,
+                  label='null: pixels permuted')
+  axes[0][0].legend(fontsize=6, loc='best')
+  which = ('units with ≥ 20 non-zeros' if subset == 'active' else 'all units')
+  fig.suptitle(f'First-layer locality over training (median and quartiles '
+               f'over {which})', fontsize=11)
+  figures.save(fig, path)
+  return fig
