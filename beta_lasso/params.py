@@ -31,6 +31,7 @@ real peaks are somewhat higher. GB means GiB (2^30 bytes).
 from collections.abc import Callable, Sequence
 import functools
 import math
+import sys
 from typing import NamedTuple
 
 from absl import app
@@ -356,7 +357,8 @@ def main(argv):
     grids['resnet18'] = kernels
     from beta_lasso.report import figure1  # pylint: disable=g-import-not-at-top
     figure1.plot_figure1(_OUT.value, grids, sides, sizes, c,
-                         f'largest that fits ({setting})')
+                         f'largest that fits ({setting})',
+                         sizing=sys.modules[__name__])
     print(f'\nWrote {_OUT.value}')
 
 

@@ -9,12 +9,11 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-from beta_lasso import params
-
 
 def plot_figure1(path: str, grids: dict[str, Sequence[int]],
                  sides: Sequence[int], sizes: dict[str, int],
-                 num_classes: int, memory_label: str) -> None:
+                 num_classes: int, memory_label: str, *,
+                 sizing) -> None:
   """Writes Figure 1: weights vs size and vs image side, one line per model.
 
   Args:
@@ -24,22 +23,25 @@ def plot_figure1(path: str, grids: dict[str, Sequence[int]],
     sizes: model -> largest size that fits, marked with a star (0: none).
     num_classes: outputs of the head.
     memory_label: what the stars mean, for the legend.
+    sizing: the module `beta_lasso.params` (counts, names, paper sizes),
+      passed in: under `python -m beta_lasso.params` it is `__main__`, and
+      importing it again would define its flags twice.
   """
   fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
   for i, (name, grid) in enumerate(grids.items()):
     color = f'C{i}'
     style = '--' if name == 'resnet18' else '-'
-    label = params.NAMES[name] + (' (x = kernel size)' if name == 'resnet18' else '')
+    label = sizing.NAMES[name] + (' (x = kernel size)' if name == 'resnet18' else '')
     xs = sorted(set(grid) | ({sizes[name]} if sizes.get(name) else set()))
-    left.plot(xs, [params.weight_count(name, x, 32, num_classes) for x in xs], style,
+    left.plot(xs, [sizing.weight_count(name, x, 32, num_classes) for x in xs], style,
               color=color, marker='.', label=label)
     if sizes.get(name):
-      left.plot([sizes[name]], [params.weight_count(name, sizes[name], 32,
+      left.plot([sizes[name]], [sizing.weight_count(name, sizes[name], 32,
                                              num_classes)],
                 '*', color=color, markersize=14, markeredgecolor='k')
-    right.plot(sides, [params.weight_count(name, params.PAPER_SIZE[name], s, num_classes)
+    right.plot(sides, [sizing.weight_count(name, sizing.PAPER_SIZE[name], s, num_classes)
                        for s in sides], style, color=color, marker='o',
-               label=f'{params.NAMES[name]} ({params.size_label(name)})')
+               label=f'{sizing.NAMES[name]} ({sizing.size_label(name)})')
   left.plot([], [], '*', color='w', markeredgecolor='k', markersize=14,
             label=memory_label)
   left.set(xscale='log', yscale='log', xlabel='base channels alpha',

@@ -1,0 +1,92 @@
+"""`python -m beta_lasso.report` end to end on two tiny real runs."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from beta_lasso import input_pipeline
+from beta_lasso import train
+from beta_lasso import workdir as workdir_lib
+from beta_lasso.report import locality
+from configs import study
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  """{name: (workdir, results)}: 40 steps of S-FC at alpha 2, two ways."""
+  root = tmp_path_factory.mktemp('report_runs')
+  out = {}
+  for name, overrides in (
+      ('sfc_sgd', dict(optimizer='sgd')),
+      ('sfc_bl_permuted', dict(permute_pixels=True, l1_conv=1e-3))):
+    config = study.get_config()
+    config.update(dict(alpha=2, batch_size=128, num_epochs=0.1,
+                       eval_every_epochs=0.05, checkpoint_every_epochs=0.05,
+                       log_every_steps=10, **overrides))
+    workdir = root / name
+    out[name] = (workdir, train.train_and_evaluate(config, str(workdir)))
+  return out
+
+
+def test_every_eval_measures_locality(runs):
+  for _, results in runs.values():
+    assert len(results['history']) == 2
+    for h in results['history']:
+      assert {f'{m}/{s}/median' for m in locality.METRICS
+              for s in ('active', 'all', 'null_active', 'null_all')} <= set(
+                  h['locality'])
+    assert results['locality'] == results['history'][-1]['locality']
+    assert results['train_examples'] == 50_000
+    assert 0.15 < results['train_accuracy'] < 1  # Chance is 0.1.
+
+
+def test_the_permutation_is_saved_and_restored(runs, tmp_path):
+  workdir, _ = runs['sfc_bl_permuted']
+  saved = np.load(workdir / workdir_lib.PERMUTATION_FILE)
+  np.testing.assert_array_equal(
+      saved, input_pipeline.pixel_permutation((32, 32, 3), seed=0))
+  # A workdir keeps the permutation it started with.
+  other = np.arange(1024)[::-1]
+  np.save(tmp_path / workdir_lib.PERMUTATION_FILE, other)
+  np.testing.assert_array_equal(
+      workdir_lib.pixel_permutation(tmp_path, saved), other)
+  assert not (workdir.parent / 'sfc_sgd' / workdir_lib.PERMUTATION_FILE).exists()
+
+
+def test_report_tables_and_figures(runs, tmp_path):
+  out = tmp_path / 'report'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'beta_lasso.report',
+       f'--workdirs={runs["sfc_sgd"][0]},{runs["sfc_sgd"][0].parent}/sfc_bl*',
+       f'--out={out}'],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  report = (out / 'report.md').read_text()
+  for name, (_, results) in runs.items():
+    assert f'| {100 * results["test_accuracy"]:.2f} |' in report, name
+    window = results['locality']['window_share/active/median']
+    null = results['locality']['window_share/null_active/median']
+    assert f'{window:.3f} vs {null:.3f}' in report, name
+  assert '| S-FC | SGD | image |' in report
+  assert '| S-FC | β-LASSO β=50 | permuted |' in report
+  for png in ('fig2_accuracy_vs_weights.png', 'fig3_nonzeros.png',
+              'fig_locality.png', 'fig_accuracy.png',
+              'fig4_filters_sfc_sgd.png', 'fig4_filters_sfc_bl_permuted.png'):
+    assert (out / png).stat().st_size > 10_000, png
+    assert f']({png})' in report, png
+  assert not (out / 'fig5_resnet_kernels.png').exists()  # No ResNet18 run.
+
+
+def test_no_matching_workdir_is_one_line(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'beta_lasso.report',
+       f'--workdirs={tmp_path}/nothing*', f'--out={tmp_path}/out'],
+      cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode != 0
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      'error: no workdir with results.json or a checkpoint matches')
