@@ -34,8 +34,9 @@ from typing import Callable, Iterator, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
+
+# TensorFlow and TFDS are imported where a TFDS split is read, not here: a
+# host that trains from a data file (beta_lasso.data_cache) needs neither.
 
 
 class DatasetInfo(NamedTuple):
@@ -125,14 +126,15 @@ def _resolve_data_dir(data_dir: Optional[str]) -> str:
   return os.environ.get('TFDS_DATA_DIR', default)
 
 
-def _builder(name: str, data_dir: Optional[str]) -> tfds.core.DatasetBuilder:
+def _builder(name: str, data_dir: Optional[str]):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   # Constructing a builder only reads dataset_info.json when present; it writes
   # nothing into data_dir (GCS look-ups are off by default in TFDS).
   return tfds.builder(
       _dataset_info(name).tfds_name, data_dir=_resolve_data_dir(data_dir))
 
 
-def _not_found_message(name: str, builder: tfds.core.DatasetBuilder) -> str:
+def _not_found_message(name: str, builder) -> str:
   return (
       f'Dataset {name!r} (TFDS {builder.info.full_name}) is not prepared in '
       f'data dir {builder.data_dir_root} (looked for {builder.data_dir}); '
@@ -173,6 +175,7 @@ def check_dataset(name: str,
 def _hide_gpus_from_tf() -> None:
   # TF only decodes records here; left alone, a GPU build of TF would reserve
   # most of the accelerator memory that JAX needs.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
     tf.config.set_visible_devices([], 'GPU')
   except RuntimeError:
@@ -183,7 +186,8 @@ def _hide_gpus_from_tf() -> None:
 def load_split(name: str,
                split: str,
                data_dir: Optional[str] = None,
-               download: bool = True) -> tuple[np.ndarray, np.ndarray]:
+               download: bool = True,
+               data_file: Optional[str] = None) -> tuple[np.ndarray, np.ndarray]:
   """Reads a whole split into host memory.
 
   The order is TFDS's file order, which is fixed, so indices into the returned
@@ -195,6 +199,8 @@ def load_split(name: str,
     data_dir: TFDS data dir; None means `TFDS_DATA_DIR`, else
       `~/tensorflow_datasets`.
     download: whether to download and prepare the dataset when it is missing.
+    data_file: a .npz of `beta_lasso.data_cache` to read instead of TFDS
+      (no TensorFlow needed).
 
   Returns:
     (images, labels): uint8 [N, H, W, C] and int32 [N] numpy arrays.
@@ -204,6 +210,9 @@ def load_split(name: str,
     DatasetNotFoundError: the dataset is missing and `download` is False, or
       downloading or preparing it failed.
   """
+  if data_file:
+    from beta_lasso import data_cache  # pylint: disable=g-import-not-at-top
+    return data_cache.load_split(data_file, split)
   check_dataset(name, data_dir, download)
   _hide_gpus_from_tf()
   builder = _builder(name, data_dir)
@@ -227,6 +236,7 @@ def _read_split(name: str, split: str,
                 data_dir: str) -> tuple[np.ndarray, np.ndarray]:
   """Decodes a prepared split once per process; the arrays are read-only."""
   del name  # Part of the cache key only.
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   builder = tfds.builder_from_directory(data_dir)
   # batch_size=-1 decodes the split into one tensor: 4-7 s for CIFAR-10 train
   # on 2 cores, all of it PNG decoding.

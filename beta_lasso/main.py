@@ -17,6 +17,7 @@ import jax
 from ml_collections import config_flags
 
 from beta_lasso import checkpointing
+from beta_lasso import data_cache
 from beta_lasso import input_pipeline
 from beta_lasso import train
 from beta_lasso import validation
@@ -37,7 +38,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 # Errors that are the user's to fix: one line, exit 1, no traceback.
 _USER_ERRORS = (validation.ConfigError, input_pipeline.DatasetNotFoundError,
                 workdir_lib.ConfigMismatchError, train.DivergenceError,
-                checkpointing.CheckpointError)
+                checkpointing.CheckpointError, data_cache.DataFileError)
 
 
 class _ConsoleFilter(pylogging.Filter):

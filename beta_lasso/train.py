@@ -11,8 +11,6 @@ import time
 from typing import Any
 
 from absl import logging
-from clu import metric_writers
-from clu import periodic_actions
 from etils import epath
 import flax
 import jax
@@ -27,6 +25,7 @@ from beta_lasso import models
 from beta_lasso import optim
 from beta_lasso import validation
 from beta_lasso import workdir as workdir_lib
+from beta_lasso import writers
 from beta_lasso.report import locality
 
 @flax.struct.dataclass
@@ -184,9 +183,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   # --- Input. ---
   train_images, train_labels = input_pipeline.load_split(
-      config.dataset, config.train_split, config.data_dir, config.download)
+      config.dataset, config.train_split, config.data_dir, config.download,
+      config.get('data_file'))
   test_images, test_labels = input_pipeline.load_split(
-      config.dataset, config.eval_split, config.data_dir, config.download)
+      config.dataset, config.eval_split, config.data_dir, config.download,
+      config.get('data_file'))
   steps_per_epoch = input_pipeline.steps_per_epoch(len(train_labels),
                                                    config.batch_size)
   num_train_steps = epochs_to_steps(config.num_epochs, steps_per_epoch)
@@ -287,12 +288,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         kernel, info.image_shape, pixel_permutation=permutation)}
 
   # --- Metrics and progress. ---
-  writer = metric_writers.create_default_writer(
-      workdir, just_logging=jax.process_index() > 0)
+  writer, report_progress = writers.create(
+      workdir, num_train_steps, just_logging=jax.process_index() > 0)
   if initial_step == 0:
     writer.write_hparams(workdir_lib.flatten(config))
-  report_progress = periodic_actions.ReportProgress(
-      num_train_steps=num_train_steps, writer=writer)
 
   # --- The loop. ---
   logging.info('Training %d steps (%d per epoch) from step %d',

@@ -12,8 +12,8 @@ import os
 from absl import logging
 import jax
 import ml_collections
-import tensorflow_datasets as tfds
 
+from beta_lasso import data_cache
 from beta_lasso import input_pipeline
 from beta_lasso import models
 
@@ -93,6 +93,9 @@ def validate_config(config: ml_collections.ConfigDict):
   except (TypeError, ValueError) as e:
     raise ConfigError(f'config.model_kwargs={dict(config.model_kwargs)!r} do '
                       f'not fit model {config.model!r}: {e}') from None
+  if config.get('data_file'):
+    _check_data_file(config)
+    return
   with _no_tfds_warnings():
     try:
       input_pipeline.check_dataset(config.dataset, config.data_dir,
@@ -105,8 +108,30 @@ def validate_config(config: ml_collections.ConfigDict):
     _check_splits(config)
 
 
+def _check_data_file(config: ml_collections.ConfigDict):
+  """Splits of `config.data_file` exist and hold enough examples."""
+  try:
+    available = data_cache.splits_in(config.data_file)
+    for field, minimum in (('train_split', config.batch_size),
+                           ('eval_split', 1)):
+      name, part = data_cache.parse_split(config[field])
+      if name not in available:
+        raise ConfigError(
+            f'config.{field}={config[field]!r} is not in data file '
+            f'{config.data_file}; it holds: {", ".join(available)}')
+      size = len(range(*part.indices(
+          data_cache.split_size(config.data_file, name))))
+      if size < minimum:
+        raise ConfigError(
+            f'config.{field}={config[field]!r} holds {size} examples; it must '
+            f'hold at least {minimum}' + (' (one batch)' if minimum > 1 else ''))
+  except data_cache.DataFileError as e:
+    raise ConfigError(f'config.data_file: {e}') from None
+
+
 def _check_splits(config: ml_collections.ConfigDict):
   """Split names and sizes, from the metadata of a prepared dataset."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   info = input_pipeline.DATASETS[config.dataset]
   # As input_pipeline does: TFDS reads TFDS_DATA_DIR only once, at import.
   builder = tfds.builder(info.tfds_name, data_dir=(

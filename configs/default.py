@@ -22,6 +22,9 @@ def get_config():
   config.dataset = 'cifar10'  # cifar10, cifar100 or svhn_cropped.
   config.data_dir = ml_collections.config_dict.placeholder(str)  # None: TFDS_DATA_DIR or the TFDS default.
   config.download = True  # Let TFDS download and prepare a missing dataset.
+  # A .npz of `python -m beta_lasso.data_cache` (or a JPEG bundle) to read
+  # instead of TFDS: no TensorFlow needed. `dataset` still names its stats.
+  config.data_file = ml_collections.config_dict.placeholder(str)
   config.train_split = 'train'  # TFDS split; e.g. 'train[:45000]' to hold out a validation set.
   config.eval_split = 'test'  # TFDS split evaluated; e.g. 'train[45000:]' for validation.
   config.augment = 'crop_flip'  # none, crop_flip or crop_flip_cutout.
