@@ -6,7 +6,9 @@ leftovers are removed when the next run starts. A step folder that is there but
 does not restore is moved aside and the next older one is used. "Does not
 restore" includes silent corruption: orbax happily restores a flipped bit in an
 OCDBT data file, so every save also writes a fingerprint of the state (in the
-JSON item beside it) that the restore checks. `PreemptionGuard` turns SIGTERM
+JSON item beside it) that the restore checks. That JSON item also keeps what
+the caller passes as `extras` (the run's config, its wall time), so a
+checkpoint tells which run it belongs to even without the workdir's files. `PreemptionGuard` turns SIGTERM
 and SIGINT into a checkpoint at the current step and a clean exit.
 """
 import os
@@ -110,7 +112,12 @@ class Checkpointer:
             max_to_keep=max_to_keep, create=True,
             # Where orbax marks completion differently (e.g. GCS), it knows
             # best what an unfinished save looks like.
-            cleanup_tmp_directories=True),
+            cleanup_tmp_directories=True,
+            # A folder that cannot be made fails the save call itself, at once;
+            # made in the background, the error would surface one save later
+            # and leave orbax waiting on a save that never comes.
+            async_options=ocp.AsyncOptions(
+                create_directories_asynchronously=False)),
         item_names=('state', 'history'))
 
   def __enter__(self):
@@ -132,8 +139,9 @@ class Checkpointer:
       return
     for path in sorted(self._directory.iterdir()):
       if _TMP_MARKER in path.name:
-        logging.warning('Removing %s: a save that never finished (the run was '
-                        'killed while saving).', path)
+        # Killed, out of disk space, or failed: the save is not complete.
+        logging.warning('Removing %s: a save that never finished (the run '
+                        'that made it stopped while saving).', path)
         if jax.process_index() == 0:
           path.rmtree()
     _sync('remove_unfinished_saves')
@@ -142,12 +150,27 @@ class Checkpointer:
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract),
         history=ocp.args.JsonRestore()))
-    _check_fingerprint(restored['state'],
-                       restored['history'].get('fingerprint'))
-    return restored['state'], restored['history']['evals']
+    saved = restored['history']
+    _check_fingerprint(restored['state'], saved.get('fingerprint'))
+    return restored['state'], saved['evals'], saved.get('extras', {})
+
+  def saved_extras(self) -> dict:
+    """The `extras` of the newest checkpoint whose JSON item reads; {} if none.
+
+    Reads no arrays: cheap enough to check a checkpoint's config before
+    anything is allocated.
+    """
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        saved = self._manager.restore(step, args=ocp.args.Composite(
+            history=ocp.args.JsonRestore()))['history']
+      except Exception:  # pylint: disable=broad-except
+        continue  # restore_latest says why and sets it aside.
+      return saved.get('extras', {})
+    return {}
 
   def restore_latest(self, state, history=None):
-    """Returns (state, history) from the newest checkpoint that restores.
+    """Returns (state, history, extras) from the newest checkpoint that restores.
 
     Newer checkpoints that do not restore are moved aside (to
     `../corrupt_checkpoints`), so no later run takes them again.
@@ -157,8 +180,8 @@ class Checkpointer:
       history: what to return when there is no checkpoint.
 
     Returns:
-      (state, history): restored, or the arguments when there is no
-      checkpoint.
+      (state, history, extras): restored, or the arguments and {} when there
+      is no checkpoint.
 
     Raises:
       CheckpointError: there are checkpoints and none restores, e.g. after a
@@ -187,7 +210,7 @@ class Checkpointer:
           f'no checkpoint in {self._directory} restores ('
           + '; '.join(f'step {s}: {error}' for s, error in failed)
           + '); move that folder away to start from scratch')
-    return state, history if history is not None else []
+    return state, history if history is not None else [], {}
 
   def _set_aside(self, step: int):
     """Moves an unreadable step out of the way so it is never taken again."""
@@ -202,13 +225,30 @@ class Checkpointer:
                     'to %s.', step, aside)
     self._manager.reload()
 
-  def save(self, step: int, state, history):
-    """Starts an asynchronous save; the arrays are copied off device first."""
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        history=ocp.args.JsonSave({'evals': history,
-                                   'fingerprint': fingerprint(state)})),
-                       force=True)
+  def save(self, step: int, state, history, extras: dict | None = None):
+    """Starts an asynchronous save; the arrays are copied off device first.
+
+    Args:
+      step: the step the state is at.
+      state: the train state.
+      history: the evals so far.
+      extras: small JSON data kept beside them (e.g. the run's config).
+
+    Raises:
+      CheckpointError: the step's folder cannot be made (read-only, full or
+        missing directory); the checkpoints saved before are untouched.
+    """
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          history=ocp.args.JsonSave({'evals': history,
+                                     'fingerprint': fingerprint(state),
+                                     'extras': extras or {}})),
+                         force=True)
+    except OSError as e:
+      raise CheckpointError(
+          f'cannot save the checkpoint of step {step} in {self._directory}: '
+          f'{e.strerror or e}; the checkpoints saved before are kept') from None
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()

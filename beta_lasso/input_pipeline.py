@@ -29,6 +29,7 @@ Typical use::
 
 import functools
 import os
+import re
 from typing import Callable, Iterator, NamedTuple, Optional
 
 import jax
@@ -37,6 +38,11 @@ import numpy as np
 
 # TensorFlow and TFDS are imported where a TFDS split is read, not here: a
 # host that trains from a data file (beta_lasso.data_cache) needs neither.
+# TensorFlow only decodes records here. Its C++ start-up notices would bury our console: the level
+# hides most; the oneDNN notice goes only with oneDNN's ops, which decoding
+# does not use.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 
 class DatasetInfo(NamedTuple):
@@ -103,6 +109,10 @@ AUGMENTATIONS = ('none', 'crop_flip', 'crop_flip_cutout')
 
 class DatasetNotFoundError(ValueError):
   """A dataset is neither prepared in the data dir nor downloadable."""
+
+
+class DatasetReadError(ValueError):
+  """A prepared dataset's files are damaged (e.g. a truncated shard)."""
 
 
 # ----------------------------------------------------------------------------
@@ -235,18 +245,43 @@ def load_split(name: str,
 def _read_split(name: str, split: str,
                 data_dir: str) -> tuple[np.ndarray, np.ndarray]:
   """Decodes a prepared split once per process; the arrays are read-only."""
-  del name  # Part of the cache key only.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   builder = tfds.builder_from_directory(data_dir)
   # batch_size=-1 decodes the split into one tensor: 4-7 s for CIFAR-10 train
   # on 2 cores, all of it PNG decoding.
-  data = tfds.as_numpy(
-      builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
+  try:
+    data = tfds.as_numpy(
+        builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
+  except tf.errors.OpError as e:
+    # TF wraps the cause in the names of its ops.
+    cause = re.sub(r'\{\{.*?\}\}|\[Op:.*', '', e.message,
+                   flags=re.S).strip()
+    shard = _damaged_shard(data_dir, split)
+    raise DatasetReadError(
+        f'cannot read split {split!r} of dataset {name!r}: '
+        f'{shard or data_dir} is damaged ({type(e).__name__}: {cause}); '
+        f'delete {data_dir} and run again with --config.download=True (or '
+        f'`tfds build {builder.info.name}`) to prepare it anew') from None
   images = np.asarray(data['image'], dtype=np.uint8)
   labels = np.asarray(data['label'], dtype=np.int32)
   images.flags.writeable = False
   labels.flags.writeable = False
   return images, labels
+
+
+def _damaged_shard(data_dir: str, split: str) -> Optional[str]:
+  """The first record file of `split` that does not read to its end."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  base = split.split('[')[0]
+  for path in sorted(tf.io.gfile.glob(os.path.join(data_dir,
+                                                   f'*-{base}.tfrecord*'))):
+    try:
+      for _ in tf.data.TFRecordDataset(path):
+        pass
+    except tf.errors.OpError:
+      return path
+  return None
 
 
 # ----------------------------------------------------------------------------

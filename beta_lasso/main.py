@@ -35,10 +35,12 @@ _JAX_DISTRIBUTED = flags.DEFINE_bool(
     'Call jax.distributed.initialize() (multi-host TPU pods and GPU clusters).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
-# Errors that are the user's to fix: one line, exit 1, no traceback.
+# Errors that are the user's to fix: one line, exit 1, no traceback. OSError
+# covers the file system's answers: a read-only folder, a full disk.
 _USER_ERRORS = (validation.ConfigError, input_pipeline.DatasetNotFoundError,
-                workdir_lib.ConfigMismatchError, train.DivergenceError,
-                checkpointing.CheckpointError, data_cache.DataFileError)
+                input_pipeline.DatasetReadError, workdir_lib.WorkdirError,
+                train.DivergenceError, checkpointing.CheckpointError,
+                data_cache.DataFileError, OSError)
 
 
 class _ConsoleFilter(pylogging.Filter):
@@ -78,17 +80,13 @@ def _parse_flags(argv):
     return argv
   except flags.Error as e:
     message = _one_line(e)
-  except OSError as e:
-    # The last line of ml_collections' report names the file and the cause.
-    cause = str(e.__cause__ or e).strip().splitlines()[-1].strip()
-    message = f'--config: {cause}'
   except (AttributeError, KeyError) as e:
-    # ml_collections' answer to `--config.<name>` for a field it lacks; the
-    # text sits in the KeyError inside the AttributeError.
-    while e.args and isinstance(e.args[0], BaseException):
-      e = e.args[0]
-    text = e.args[0] if e.args else ''
-    message = f'unknown config field {"; ".join(str(text).splitlines())}'
+    # A ConfigDict's answer to a field it lacks (`--config.<name>`): the
+    # message is the name, quoted.
+    message = f'unknown config field {_one_line(e).strip(chr(34))}'
+  except Exception as e:  # pylint: disable=broad-except
+    # A config file that does not load; the end of the message says why.
+    message = f'--config: {str(e).strip().splitlines()[-1].strip()}'
   sys.exit(f'error: {message} (see --helpfull)')
 
 
@@ -106,12 +104,14 @@ def main(argv):
     validation.validate_config(_CONFIG.value)
     workdir_lib.check_config(_WORKDIR.value, _CONFIG.value,
                              allow_change=_ALLOW_CONFIG_CHANGE.value)
-    console.quiet = False
-    logging.info('JAX process %d / %d, devices: %s', jax.process_index(),
-                 jax.process_count(), jax.devices())
-    results = train.train_and_evaluate(
-        _CONFIG.value, _WORKDIR.value,
-        allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+    # One run per workdir, held until this process ends.
+    with workdir_lib.lock(_WORKDIR.value):
+      console.quiet = False
+      logging.info('JAX process %d / %d, devices: %s', jax.process_index(),
+                   jax.process_count(), jax.devices())
+      results = train.train_and_evaluate(
+          _CONFIG.value, _WORKDIR.value,
+          allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   except _USER_ERRORS as e:
     sys.exit(f'error: {e}')
   if results.get('preempted'):

@@ -158,17 +158,37 @@ def memory(name: str, size: int, *, batch_size: int = 512,
   Returns:
     The estimate, from shapes only.
   """
+  return module_memory(
+      _model(name, size, num_classes,
+             jnp.bfloat16 if precision == 'bf16' else jnp.float32),
+      batch_size=batch_size, precision=precision, optimizer=optimizer,
+      image_shape=(image_side, image_side, 3))
+
+
+def module_memory(model: nn.Module, *, batch_size: int, precision: str,
+                  optimizer: str, image_shape: Sequence[int]) -> Memory:
+  """`memory` of any model module, e.g. one built from a run's config.
+
+  Args:
+    model: an unbound module, built with the computation dtype of `precision`.
+    batch_size: examples per step (on one device).
+    precision: 'fp32' or 'bf16' computation.
+    optimizer: 'sgd' (with momentum) or 'beta_lasso'.
+    image_shape: (height, width, channels) of the images.
+
+  Returns:
+    The estimate, from shapes only.
+  """
   if optimizer not in ('sgd', 'beta_lasso'):
     raise ValueError(f'optimizer {optimizer!r} is not sgd or beta_lasso')
   if precision not in ('fp32', 'bf16'):
     raise ValueError(f'precision {precision!r} is not fp32 or bf16')
   dtype = jnp.bfloat16 if precision == 'bf16' else jnp.float32
-  model = _model(name, size, num_classes, dtype)
 
   # One trace gives the variables and the stored outputs: init in train mode
   # runs the training forward pass (dropout is off at rate 0).
   def train_forward():
-    x = jnp.zeros((batch_size, image_side, image_side, 3), dtype)
+    x = jnp.zeros((batch_size, *image_shape), dtype)
     variables = model.init(
         jax.random.key(0), x, train=True,
         capture_intermediates=lambda m, method: (
@@ -189,7 +209,7 @@ def memory(name: str, size: int, *, batch_size: int = 512,
       activations=_nbytes(x) + _nbytes(stored))
 
 
-def _largest_true(pred: Callable[[int], bool], start: int) -> int:
+def largest_true(pred: Callable[[int], bool], start: int) -> int:
   """Largest n >= 1 with pred(n), for pred true then false; 0 if none.
 
   Gallops from `start` then bisects, so a good `start` costs two calls.
@@ -235,7 +255,7 @@ def max_size(name: str, memory_gb: float, **kwargs) -> int:
     guess = (-b + math.sqrt(max(b * b - 4 * a * (c - budget), 0))) / (2 * a)
   else:
     guess = (budget - c) / b if b > 0 else 1
-  return _largest_true(lambda size: total(size) <= budget, int(guess))
+  return largest_true(lambda size: total(size) <= budget, int(guess))
 
 
 # ----------------------------------------------------------------------------

@@ -166,11 +166,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     DivergenceError: a non-finite loss, gradient or parameter norm.
   """
   start_time = time.time()
-  # Everything that can be wrong with the input is caught before any compute
-  # and before the workdir is touched.
+  # Everything that can be wrong with the input, the memory it needs included,
+  # is caught before any compute and before the workdir is touched.
   validation.validate_config(config)
   workdir_lib.check_config(workdir, config, allow_change=allow_config_change)
   info = input_pipeline.DATASETS[config.dataset]
+  checkpoints = checkpointing.Checkpointer(
+      epath.Path(workdir) / 'checkpoints', config.max_checkpoints_to_keep)
+  # Without config.json, the newest checkpoint still knows its run's config.
+  workdir_lib.check_config(workdir, config, allow_change=allow_config_change,
+                           saved=checkpoints.saved_extras().get('config'))
 
   # --- Mesh: one data axis over every device of every process. ---
   mesh = jax.make_mesh((jax.device_count(),), ('data',),
@@ -233,12 +238,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                config.alpha, f'{sum(weights.values()):,}', weights)
 
   # --- Checkpoints: resume from the latest complete one. ---
-  checkpoints = checkpointing.Checkpointer(
-      epath.Path(workdir) / 'checkpoints', config.max_checkpoints_to_keep)
-  state, history = checkpoints.restore_latest(state)
+  state, history, extras = checkpoints.restore_latest(state)
   initial_step = int(state.step)
   if initial_step:
     logging.info('Resumed from step %d of %d', initial_step, num_train_steps)
+  # The run has started: only now is the workdir's config recorded.
+  workdir_lib.save_config(workdir, config)
+  if permutation is not None:
+    workdir_lib.save_pixel_permutation(workdir, permutation)
+  # Wall time of the earlier processes of this run, up to their last save.
+  earlier_seconds = extras.get('wall_seconds', 0.0)
+
+  def saved_extras():
+    return {'config': workdir_lib.flatten(config),
+            'wall_seconds': earlier_seconds + time.time() - start_time}
 
   # --- Compiled steps. The state is donated: only one copy lives on device. ---
   p_train_step = jax.jit(
@@ -340,7 +353,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                      last_eval['test_accuracy'], last_eval['nnz'])
       if save_now or preempted:
         with report_progress.timed('checkpoint'):
-          checkpoints.save(done, state, history)
+          checkpoints.save(done, state, history, saved_extras())
       if preempted and not is_last:
         # Leaving the block waits for this save to finish.
         writer.flush()
@@ -367,7 +380,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       'weights': weights,
       'steps': int(state.step),
       'epochs': int(state.step) / steps_per_epoch,
-      'wall_seconds': time.time() - start_time,
+      # Over every process of the run (each up to its last save), and this one.
+      'wall_seconds': saved_extras()['wall_seconds'],
+      'wall_seconds_last': time.time() - start_time,
       'history': history,
       'config': json.loads(config.to_json_best_effort()),
   }

@@ -14,6 +14,7 @@ import jax
 import ml_collections
 
 from beta_lasso import data_cache
+from beta_lasso import fits
 from beta_lasso import input_pipeline
 from beta_lasso import models
 
@@ -32,8 +33,10 @@ def _choice(config, field, valid):
                       f'{", ".join(valid)}')
 
 
-def _number(config, field, *, positive=False, integer=False, below=None):
+def _number(config, field, *, positive=False, integer=False, below=None,
+            name=None):
   value = config[field]
+  field = name or field
   kind = 'an integer' if integer else 'a number'
   ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
   if ok and integer:
@@ -71,7 +74,12 @@ def validate_config(config: ml_collections.ConfigDict):
     _number(config, field)
   _number(config, 'momentum', below=1)
   _number(config, 'dropout_rate', below=1)
-  _number(config, 'seed', integer=True)
+  # JAX takes a seed as a signed 64-bit integer.
+  _number(config, 'seed', integer=True, below=2**63)
+  # Every model keyword is a size (width, kernel_size): a positive integer.
+  for field in config.model_kwargs:
+    _number(config.model_kwargs, field, positive=True, integer=True,
+            name=f'model_kwargs.{field}')
   if not isinstance(config.get('permute_pixels', False), bool):
     raise ConfigError(f'config.permute_pixels={config.permute_pixels!r} is not '
                       'valid; it must be True or False')
@@ -93,6 +101,10 @@ def validate_config(config: ml_collections.ConfigDict):
   except (TypeError, ValueError) as e:
     raise ConfigError(f'config.model_kwargs={dict(config.model_kwargs)!r} do '
                       f'not fit model {config.model!r}: {e}') from None
+  try:
+    fits.check(config)
+  except fits.TooBigError as e:
+    raise ConfigError(str(e)) from None
   if config.get('data_file'):
     _check_data_file(config)
     return
@@ -138,13 +150,14 @@ def _check_splits(config: ml_collections.ConfigDict):
       config.data_dir or os.environ.get('TFDS_DATA_DIR')))
   if not builder.is_prepared():
     return  # It is downloaded first; load_split checks the splits then.
+  sizes = {}
   for field, minimum in (('train_split', config.batch_size),
                          ('eval_split', 1)):
     split = config.get(field)
     if split is None:
       continue
     try:
-      size = builder.info.splits[split].num_examples
+      sizes[field] = size = builder.info.splits[split].num_examples
     except (ValueError, KeyError, TypeError) as e:
       raise ConfigError(f'config.{field}={split!r} is not valid: '
                         f'{str(e).splitlines()[0]}') from None
@@ -152,6 +165,17 @@ def _check_splits(config: ml_collections.ConfigDict):
       raise ConfigError(
           f'config.{field}={split!r} holds {size} examples; it must hold at '
           f'least {minimum}' + (' (one batch)' if minimum > 1 else ''))
+  # A bigger eval batch is padded up from the split: memory for nothing, and
+  # it would fail only after training. The split rounded up to a multiple of
+  # the devices is the most that is ever useful.
+  if 'eval_split' in sizes and 'eval_batch_size' in config:
+    devices = jax.device_count()
+    most = -(-sizes['eval_split'] // devices) * devices
+    if config.eval_batch_size > most:
+      raise ConfigError(
+          f'config.eval_batch_size={config.eval_batch_size} is larger than '
+          f'config.eval_split={config.eval_split!r} ({sizes["eval_split"]} '
+          f'examples); use at most {most}')
 
 
 def _is_prepared(name: str, data_dir) -> bool:

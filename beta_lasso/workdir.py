@@ -1,11 +1,16 @@
 """What a workdir holds besides checkpoints: the run's config and its results.
 
-A workdir belongs to one experiment. Its config is saved on the first start;
-starting again with a different config is refused (naming the differing fields)
-unless explicitly allowed, so two experiments never mix in one folder.
+A workdir belongs to one experiment. Its config is saved once the run has
+started (and inside every checkpoint); starting again with a different config
+is refused (naming the differing fields) unless explicitly allowed, so two
+experiments never mix in one folder. One run at a time: `lock` holds the
+workdir for the life of the process.
 """
+import contextlib
+import fcntl
 import json
-
+import os
+import socket
 
 from absl import logging
 from etils import epath
@@ -16,9 +21,14 @@ import numpy as np
 CONFIG_FILE = 'config.json'
 PERMUTATION_FILE = 'pixel_permutation.npy'
 RESULTS_FILE = 'results.json'
+LOCK_FILE = 'lock'
 
 
-class ConfigMismatchError(ValueError):
+class WorkdirError(ValueError):
+  """The workdir cannot hold this run: a file, unreadable, or in use."""
+
+
+class ConfigMismatchError(WorkdirError):
   """The workdir holds a run of another config."""
 
 
@@ -46,29 +56,73 @@ def _write_json(path: epath.Path, obj):
   tmp.replace(path)
 
 
-def check_config(workdir, config: ml_collections.ConfigDict, *,
-                 allow_change: bool = False):
-  """Saves `config` in a new workdir; checks it against the one saved before.
+def _workdir_path(workdir) -> epath.Path:
+  """The workdir as a path, refusing one that is a file."""
+  path = epath.Path(workdir)
+  if path.exists() and not path.is_dir():
+    raise WorkdirError(f'--workdir={workdir} is a file, not a folder; give a '
+                       'folder (it is created if missing)')
+  return path
+
+
+def read_config(workdir) -> dict | None:
+  """The config saved in `workdir` (flattened), or None when there is none.
 
   Raises:
-    ConfigMismatchError: the saved config differs and `allow_change` is False.
+    WorkdirError: the workdir is a file, or its config.json does not parse.
   """
-  path = epath.Path(workdir) / CONFIG_FILE
+  path = _workdir_path(workdir) / CONFIG_FILE
+  if not path.exists():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except ValueError as e:  # Truncated or edited by hand.
+    raise WorkdirError(
+        f'{path} is unreadable ({type(e).__name__}: {e}); delete it to take '
+        'the config saved in the newest checkpoint, or use a new --workdir'
+    ) from None
+
+
+def check_config(workdir, config: ml_collections.ConfigDict, *,
+                 allow_change: bool = False, saved: dict | None = None):
+  """Checks `config` against the one the workdir's run was started with.
+
+  Reads only. The run's config is `workdir/config.json`; where that file is
+  missing, `saved`, the config kept in the newest checkpoint.
+
+  Args:
+    workdir: the run's folder (need not exist).
+    config: the config of this start.
+    allow_change: continue with a differing config (logged) instead of failing.
+    saved: the flattened config of the newest checkpoint, if any.
+
+  Raises:
+    WorkdirError: the workdir is a file, or its config.json does not parse.
+    ConfigMismatchError: the run's config differs and `allow_change` is False.
+  """
   current = flatten(config)
-  if path.exists():
-    saved = json.loads(path.read_text())
-    differing = sorted(k for k in set(saved) | set(current)
-                       if saved.get(k, '<missing>') != current.get(k, '<missing>'))
-    if differing and not allow_change:
-      fields = ', '.join(f'{k} ({saved.get(k, "<missing>")!r} -> '
-                         f'{current.get(k, "<missing>")!r})' for k in differing)
-      raise ConfigMismatchError(
-          f'workdir {workdir} holds a run with another config: {fields}; use '
-          'a new --workdir, or pass --allow_config_change to continue it anyway')
-    if differing:
-      logging.warning('Config changed in %s: %s', workdir, ', '.join(differing))
+  previous = read_config(workdir)
+  if previous is None:
+    previous = saved
+  if previous is None:
+    return
+  differing = sorted(k for k in set(previous) | set(current)
+                     if previous.get(k, '<missing>') != current.get(k, '<missing>'))
+  if differing and not allow_change:
+    fields = ', '.join(f'{k} ({previous.get(k, "<missing>")!r} -> '
+                       f'{current.get(k, "<missing>")!r})' for k in differing)
+    raise ConfigMismatchError(
+        f'workdir {workdir} holds a run with another config: {fields}; use '
+        'a new --workdir, or pass --allow_config_change to continue it anyway')
+  if differing:
+    logging.warning('Config changed in %s: %s', workdir, ', '.join(differing))
+
+
+def save_config(workdir, config: ml_collections.ConfigDict):
+  """Records `config` as the workdir's; called once the run has started."""
+  path = epath.Path(workdir) / CONFIG_FILE
   path.parent.mkdir(parents=True, exist_ok=True)
-  _write_json(path, current)
+  _write_json(path, flatten(config))
 
 
 def write_results(workdir, results: dict):
@@ -76,7 +130,7 @@ def write_results(workdir, results: dict):
 
 
 def pixel_permutation(workdir, permutation: np.ndarray) -> np.ndarray:
-  """The workdir's saved pixel permutation; `permutation` saved if none is.
+  """The workdir's saved pixel permutation, else `permutation`.
 
   A resumed run keeps the permutation it started with, whatever the code that
   draws a new one does later.
@@ -85,10 +139,50 @@ def pixel_permutation(workdir, permutation: np.ndarray) -> np.ndarray:
   if path.exists():
     with path.open('rb') as f:
       return np.load(f)
-  if jax.process_index() == 0:
+  return permutation
+
+
+def save_pixel_permutation(workdir, permutation: np.ndarray):
+  """Saves a run's pixel permutation, once: a saved one is never replaced."""
+  path = epath.Path(workdir) / PERMUTATION_FILE
+  if not path.exists() and jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + '.tmp')
     with tmp.open('wb') as f:
       np.save(f, permutation)
     tmp.replace(path)
-  return permutation
+
+
+@contextlib.contextmanager
+def lock(workdir):
+  """Holds `workdir` for this run; a second run there is refused.
+
+  An flock on `workdir/lock`, which names the holder (pid and host). The
+  operating system drops it when the process ends, however it ends, so a
+  killed run never leaves a stale lock behind. On several hosts only process
+  0 takes it: the others follow process 0. A gs:// workdir is not locked (a
+  bucket has no such lock); one run per workdir is then the user's to keep.
+
+  Raises:
+    WorkdirError: the workdir is a file, or another run holds it.
+  """
+  path = _workdir_path(workdir)
+  if jax.process_index() != 0 or '://' in str(workdir):
+    yield
+    return
+  path.mkdir(parents=True, exist_ok=True)
+  fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 256, 0).decode(errors='replace').split()
+      pid, host = (holder + ['?', '?'])[:2]
+      raise WorkdirError(
+          f'workdir {workdir} is in use by another run (pid {pid} on {host}); '
+          'wait for it to finish or stop it, or use a new --workdir') from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f'{os.getpid()} {socket.gethostname()}\n'.encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # Releases the lock.

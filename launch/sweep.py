@@ -16,7 +16,7 @@ Each run trains in `WORKDIR_ROOT/NAME`, NAME built from its overrides (e.g.
 
 where EXTRA are the arguments after `--` (e.g. `-- --jax_distributed` on a
 multi-host TPU slice, `-- --config.dataset=cifar100` for every run). Runs whose
-workdir has a results.json are skipped, so running the same sweep again
+workdir has a readable results.json are skipped, so running the same sweep again
 resumes it; an unfinished run resumes from its own checkpoints. A failed run is
 reported and the sweep goes on; the exit status is 1 if any run did not finish.
 At the end a table of test accuracy and non-zero weights is printed and written
@@ -98,6 +98,12 @@ class _Stopper:
         self._sent[process] = self._sent.get(process, 0) + 1
 
 
+def _finished(run: planning.Run) -> bool:
+  """Whether the run wrote readable results; an unreadable file runs again."""
+  results = summary.read_results(run.workdir)
+  return results is not None and not results.get('unreadable')
+
+
 def execute(runs: Sequence[planning.Run], config_arg: str,
             extra_args: Sequence[str], parallel: int = 1) -> dict[str, str]:
   """Runs every run without results.json, `parallel` at a time.
@@ -117,7 +123,7 @@ def execute(runs: Sequence[planning.Run], config_arg: str,
   todo = collections.deque()
   n = len(runs)
   for i, run in enumerate(runs, 1):
-    if summary.read_results(run.workdir) is not None:
+    if _finished(run):
       statuses[run.name] = 'skipped'
       print(f'[{i}/{n}] {run.name}: finished before, skipped', flush=True)
     else:
@@ -162,7 +168,7 @@ def execute(runs: Sequence[planning.Run], config_arg: str,
         i, run, run_start, log = running.pop(process)
         if process.returncode != 0:
           status = f'failed (exit {process.returncode})'
-        elif summary.read_results(run.workdir) is None:
+        elif not _finished(run):
           status = 'stopped'
         else:
           status = 'done'

@@ -61,12 +61,23 @@ tpu_vm() {
     ${PROJECT:+"--project=${PROJECT}"}
 }
 
+# Quotes each argument for any POSIX shell, as 'it'\''s', joined by spaces.
+# The command runs in the remote user's login shell, which need not be bash:
+# printf %q writes a newline as $'\n', which sh reads as a literal $ and n.
+sh_quote() {
+  local arg quoted=()
+  for arg in "$@"; do
+    quoted+=("'${arg//\'/\'\\\'\'}'")
+  done
+  printf '%s ' "${quoted[@]}"
+}
+
 # Runs a shell command in ~/REMOTE_DIR on the given workers ('all' or an index).
 on_workers() {
   local workers="$1" command="$2" prefix
-  prefix="cd $(printf '%q' "${REMOTE_DIR}")"
+  prefix="cd $(sh_quote "${REMOTE_DIR}")"
   if [[ -n "${DATA_DIR}" ]]; then
-    prefix+=" && export TFDS_DATA_DIR=$(printf '%q' "${DATA_DIR}")"
+    prefix+=" && export TFDS_DATA_DIR=$(sh_quote "${DATA_DIR}")"
   fi
   tpu_vm ssh "${TPU_NAME}" --worker="${workers}" \
     --command="${prefix} && ${command}"
@@ -95,7 +106,7 @@ install() {
     | tar -C "${root}" --null -T - -czf "${tarball}"
   tpu_vm scp "${tarball}" "${TPU_NAME}:beta_lasso.tgz" --worker=all
   rm -rf "${tmp}"
-  remote_dir="$(printf '%q' "${REMOTE_DIR}")"
+  remote_dir="$(sh_quote "${REMOTE_DIR}")"
   # jax[tpu] first, so that requirements.txt's plain jax is already satisfied
   # by the TPU build.
   tpu_vm ssh "${TPU_NAME}" --worker=all --command="set -e
@@ -116,7 +127,7 @@ train() {
   if [[ "${JAX_DISTRIBUTED}" == 1 ]]; then
     args+=(--jax_distributed)
   fi
-  on_workers all "$(printf '%q ' "${args[@]}" "$@")"
+  on_workers all "$(sh_quote "${args[@]}" "$@")"
 }
 
 sweep() {
@@ -142,12 +153,12 @@ sweep() {
   local args=(python3 -m launch.sweep "--sweep=${sweep_file}"
               "--workdir_root=${root}" ${flags[@]+"${flags[@]}"})
   local status=0
-  on_workers all "$(printf '%q ' "${args[@]}" -- ${extra[@]+"${extra[@]}"})" \
+  on_workers all "$(sh_quote "${args[@]}" -- ${extra[@]+"${extra[@]}"})" \
     || status=$?
   # Every worker prints a summary, but only process 0 writes results.json, so
   # another worker can read the last run's before it exists. Worker 0's view,
   # read after everything has finished, is the one to keep.
-  on_workers 0 "$(printf '%q ' "${args[@]}" --summary_only -- \
+  on_workers 0 "$(sh_quote "${args[@]}" --summary_only -- \
     ${extra[@]+"${extra[@]}"})" || true
   return "${status}"
 }

@@ -7,11 +7,15 @@ workdir.
 import json
 import logging as pylogging
 import os
+import pathlib
 import re
+import shutil
+import socket
 
 import orbax.checkpoint as ocp
 import pytest
 
+from beta_lasso import fits
 from beta_lasso import input_pipeline
 from beta_lasso import train
 from beta_lasso import validation
@@ -48,6 +52,11 @@ _BAD_VALUES = [
     ('momentum', 1.0, r'config\.momentum=1\.0 .* < 1'),
     ('dropout_rate', 1.0, r'config\.dropout_rate=1\.0 .* < 1'),
     ('seed', -1, r'config\.seed=-1 .* >= 0'),
+    ('seed', 2**64, rf'config\.seed={2**64} .* < {2**63}$'),
+    ('eval_batch_size', 20000, r'config\.eval_batch_size=20000 is larger '
+     r"than config\.eval_split='test' \(10000 examples\); use at most 10000$"),
+    ('alpha', 3000, r'config\.alpha=3000 needs about [\d.]+ GiB .* more than '
+     r'the [\d.]+ GiB of host memory; the largest alpha that fits is \d+$'),
     ('warmup_epochs', 400.0, r'config\.warmup_epochs=400\.0 .* < num_epochs'),
     ('log_every_steps', 0, r'config\.log_every_steps=0 .* > 0'),
     ('max_checkpoints_to_keep', 0, r'max_checkpoints_to_keep=0 .* > 0'),
@@ -70,6 +79,40 @@ def test_validate_config_names_the_bad_value(field, value, message):
     validation.validate_config(config)
   assert re.search(message, str(error.value)), str(error.value)
   assert '\n' not in str(error.value)
+
+
+_BAD_MODEL_KWARGS = [
+    ('3fc', 'width', 0, r'config\.model_kwargs\.width=0 .* > 0'),
+    ('3fc', 'width', -5, r'config\.model_kwargs\.width=-5 .* > 0'),
+    ('3fc', 'width', 2.5, r'config\.model_kwargs\.width=2\.5 .* an integer'),
+    ('resnet18', 'kernel_size', 0,
+     r'config\.model_kwargs\.kernel_size=0 .* > 0'),
+]
+
+
+@pytest.mark.parametrize('model,field,value,message', _BAD_MODEL_KWARGS,
+                         ids=[f'{m}.{f}={v}' for m, f, v, _ in
+                              _BAD_MODEL_KWARGS])
+def test_model_kwargs_are_checked(model, field, value, message):
+  config = sconv.get_config('cpu')
+  config.model = model
+  config.model_kwargs = {'width': 64, field: value}
+  with pytest.raises(validation.ConfigError, match=message):
+    validation.validate_config(config)
+
+
+def test_largest_size_that_fits_does_and_one_more_does_not(monkeypatch):
+  config = sconv.get_config()
+  monkeypatch.setattr(fits, 'capacity', lambda: (2**30, 'test memory'))
+  with pytest.raises(fits.TooBigError) as error:
+    fits.check(config)
+  largest = int(re.search(r'the largest alpha that fits is (\d+)$',
+                          str(error.value)).group(1))
+  config.alpha = largest
+  fits.check(config)
+  config.alpha = largest + 1
+  with pytest.raises(fits.TooBigError):
+    fits.check(config)
 
 
 def test_model_kwargs_the_model_does_not_take():
@@ -117,7 +160,19 @@ _BAD_CLI = {
                         r'cpu'),
     'config_field': ((), ['--config.lamda=1e-6'],
                      r"^error: unknown config field 'lamda'"),
+    # Refused before anything is allocated, instead of hanging in XLA.
+    'too_big': ((), ['--config.alpha=3000'],
+                r'^error: config\.alpha=3000 needs about [\d.]+ GiB .* the '
+                r'largest alpha that fits is \d+$'),
 }
+
+
+def _env_without_tf_settings(**extra) -> dict:
+  """The CLI's environment as a user's would be: TF's logging not set up."""
+  env = _env(**extra)
+  for name in ('TF_CPP_MIN_LOG_LEVEL', 'TF_ENABLE_ONEDNN_OPTS'):
+    env.pop(name, None)
+  return env
 
 
 @pytest.fixture(scope='module')
@@ -127,7 +182,8 @@ def bad_cli_runs(tmp_path_factory):
   procs = {}
   for name, (env, extra, _) in _BAD_CLI.items():
     procs[name] = _start(root / name, *extra,
-                         env=_env(**dict([env])) if env else None)
+                         env=_env_without_tf_settings(**dict([env] if env
+                                                             else [])))
   return root, {name: _finish(proc) for name, proc in procs.items()}
 
 
@@ -136,10 +192,10 @@ def test_cli_bad_input_is_one_line_and_touches_nothing(bad_cli_runs, name):
   root, runs = bad_cli_runs
   run = runs[name]
   assert run.returncode == 1
-  ours = [line for line in run.stderr.splitlines()
-          if line.strip() and not _IMPORT_NOISE.match(line)]
-  assert len(ours) == 1, run.stderr
-  assert re.search(_BAD_CLI[name][2], ours[0]), ours[0]
+  # Nothing before it, TensorFlow's start-up notices included.
+  lines = run.stderr.splitlines()
+  assert len(lines) == 1, run.stderr
+  assert re.search(_BAD_CLI[name][2], lines[0]), lines[0]
   assert not run.stdout
   assert not (root / name).exists()
 
@@ -164,6 +220,8 @@ def test_cli_refuses_a_workdir_of_another_config(reference, tmp_path):
 def test_check_config_refuses_or_allows_a_change(tmp_path):
   config = sconv.get_config('cpu')
   workdir_lib.check_config(tmp_path, config)
+  assert not (tmp_path / workdir_lib.CONFIG_FILE).exists()  # Checks only.
+  workdir_lib.save_config(tmp_path, config)
   workdir_lib.check_config(tmp_path, config)  # Same config: fine.
   saved = (tmp_path / workdir_lib.CONFIG_FILE).read_text()
   changed = sconv.get_config('cpu')
@@ -174,8 +232,112 @@ def test_check_config_refuses_or_allows_a_change(tmp_path):
     workdir_lib.check_config(tmp_path, changed)
   assert (tmp_path / workdir_lib.CONFIG_FILE).read_text() == saved
   workdir_lib.check_config(tmp_path, changed, allow_change=True)
+  workdir_lib.save_config(tmp_path, changed)
   assert json.loads((tmp_path / workdir_lib.CONFIG_FILE).read_text())[
       'alpha'] == config.alpha + 1
+
+
+def test_checkpoint_config_stands_in_for_a_lost_config_json(tmp_path):
+  config = sconv.get_config('cpu')
+  saved = workdir_lib.flatten(config)
+  workdir_lib.check_config(tmp_path, config, saved=saved)
+  changed = sconv.get_config('cpu')
+  changed.learning_rate = 0.05
+  with pytest.raises(workdir_lib.ConfigMismatchError,
+                     match=r'learning_rate \(0\.1 -> 0\.05\)'):
+    workdir_lib.check_config(tmp_path, changed, saved=saved)
+
+
+def test_unreadable_config_json_is_one_line(tmp_path):
+  (tmp_path / workdir_lib.CONFIG_FILE).write_text('{"alpha": 4, "mod')
+  with pytest.raises(workdir_lib.WorkdirError,
+                     match=r'config\.json is unreadable \(JSONDecodeError: '
+                           r'.*\); delete it to take the config saved in the '
+                           r'newest checkpoint'):
+    workdir_lib.check_config(tmp_path, sconv.get_config('cpu'))
+
+
+def test_workdir_that_is_a_file_is_one_line(tmp_path):
+  path = tmp_path / 'run'
+  path.write_text('')
+  for check in (lambda: workdir_lib.check_config(path, sconv.get_config()),
+                lambda: workdir_lib.lock(path).__enter__()):
+    with pytest.raises(workdir_lib.WorkdirError,
+                       match=rf'^--workdir={path} is a file, not a folder'):
+      check()
+
+
+def test_lock_refuses_a_second_run_naming_the_first(tmp_path):
+  with workdir_lib.lock(tmp_path):
+    with pytest.raises(workdir_lib.WorkdirError,
+                       match=rf'in use by another run \(pid {os.getpid()} on '
+                             rf'{re.escape(socket.gethostname())}\)'):
+      with workdir_lib.lock(tmp_path):
+        pass
+  with workdir_lib.lock(tmp_path):  # Released with the first.
+    pass
+
+
+def test_cli_refuses_a_workdir_in_use(reference, tmp_path):
+  workdir = _copy(reference.workdir, tmp_path / 'run')
+  before = _file_hashes(workdir)
+  with workdir_lib.lock(workdir):
+    run = _run(workdir)
+  assert run.returncode == 1
+  assert run.stderr.splitlines()[-1] == (
+      f'error: workdir {workdir} is in use by another run (pid {os.getpid()} '
+      f'on {socket.gethostname()}); wait for it to finish or stop it, or use '
+      'a new --workdir')
+  assert 'Traceback' not in run.stderr
+  del before[workdir_lib.LOCK_FILE]  # The holder wrote itself there.
+  after = _file_hashes(workdir)
+  del after[workdir_lib.LOCK_FILE]
+  assert after == before
+
+
+def test_cli_lost_config_json_is_checked_against_the_checkpoint(reference,
+                                                                 tmp_path):
+  workdir = _copy(reference.workdir, tmp_path / 'run')
+  (workdir / workdir_lib.CONFIG_FILE).unlink()
+  before = _file_hashes(workdir)
+  run = _run(workdir, '--config.learning_rate=0.05')
+  assert run.returncode == 1
+  assert re.search(r'^error: workdir .* holds a run with another config: '
+                   r'learning_rate \(0\.1 -> 0\.05\); use a new --workdir',
+                   run.stderr.splitlines()[-1]), run.stderr[-2000:]
+  assert 'Traceback' not in run.stderr
+  after = _file_hashes(workdir)
+  assert {k: v for k, v in after.items() if k != workdir_lib.LOCK_FILE} == {
+      k: v for k, v in before.items() if k != workdir_lib.LOCK_FILE}
+
+
+def _truncated_test_split(directory: pathlib.Path) -> pathlib.Path:
+  """A copy of CIFAR-10's test split whose third shard lost its second half."""
+  source = next((pathlib.Path(os.environ['TFDS_DATA_DIR']) / 'cifar10')
+                .iterdir())
+  target = directory / 'cifar10' / source.name
+  target.mkdir(parents=True)
+  for path in source.iterdir():
+    if '-train.' not in path.name:
+      shutil.copyfile(path, target / path.name)
+  shard = sorted(target.glob('*-test.tfrecord-*'))[2]
+  shard.write_bytes(shard.read_bytes()[:shard.stat().st_size // 2])
+  return shard
+
+
+def test_damaged_shard_is_named_and_nothing_is_written(tmp_path):
+  shard = _truncated_test_split(tmp_path / 'tfds')
+  workdir = tmp_path / 'run'
+  run = _run(workdir, f'--config.data_dir={tmp_path / "tfds"}',
+             '--config.train_split=test', '--config.download=False')
+  assert run.returncode == 1
+  assert re.search(rf"^error: cannot read split 'test' of dataset 'cifar10': "
+                   rf'{re.escape(str(shard))} is damaged \(DataLossError: '
+                   r'.*\); delete .* to prepare it anew$',
+                   run.stderr.splitlines()[-1]), run.stderr[-2000:]
+  assert 'Traceback' not in run.stderr
+  # The corrected command must not find a config it would refuse.
+  assert not (workdir / workdir_lib.CONFIG_FILE).exists()
 
 
 # ----------------------------------------------------------------------------

@@ -305,3 +305,49 @@ def test_interrupt_stops_runs_and_starts_no_more(tmp_path, monkeypatch):
   assert time.time() - start < 20
   # The sweep's handlers are gone again.
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_unreadable_results_run_again(tmp_path, monkeypatch):
+  monkeypatch.setattr(
+      planning, 'command',
+      lambda config_arg, workdir, *args, **kwargs: [
+          sys.executable, '-c', _FAKE_MAIN, workdir])
+  config = planning.load_config('configs/sfc.py')
+  runs = planning.plan([{'alpha': 1}], config, str(tmp_path))
+  (tmp_path / 'alpha=1').mkdir()
+  (tmp_path / 'alpha=1' / 'results.json').write_text('{"test_acc')  # Torn.
+  assert sweep_lib.execute(runs, 'configs/sfc.py', []) == {'alpha=1': 'done'}
+  assert summary.read_results(runs[0].workdir)['test_accuracy'] == 0.5
+
+
+# A stand-in for gcloud: runs the --command it is given in POSIX sh (not
+# bash), as a remote login shell might, in a folder named like REMOTE_DIR.
+_FAKE_GCLOUD = '''#!/bin/sh
+for arg; do
+  case "$arg" in --command=*) command="${arg#--command=}" ;; esac
+done
+cd "$FAKE_HOME" && exec /bin/sh -c "$command"
+'''
+# A stand-in for python3 on the worker: prints its arguments, one per record.
+_FAKE_PYTHON = '#!/bin/sh\nprintf "%s\\0" "$@"\n'
+
+
+def test_tpu_vm_arguments_reach_a_posix_shell_intact(tmp_path):
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir()
+  for name, text in (('gcloud', _FAKE_GCLOUD), ('python3', _FAKE_PYTHON)):
+    (bin_dir / name).write_text(text)
+    (bin_dir / name).chmod(0o755)
+  remote_dir = "it's dir"
+  (tmp_path / remote_dir).mkdir()
+  odd = ["line\nbreak", "it's", '$HOME `id` "q" \\']
+  result = subprocess.run(
+      ['bash', str(REPO / 'launch' / 'tpu_vm.sh'), 'train', 'configs/sfc.py',
+       'gs://b/w', *odd], capture_output=True, check=False,
+      env=dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}',
+               TPU_NAME='bl', REMOTE_DIR=remote_dir, FAKE_HOME=str(tmp_path),
+               DATA_DIR='gs://b/tfds dir'))
+  assert result.returncode == 0, result.stderr
+  args = result.stdout.decode().split('\0')[:-1]
+  assert args == ['-m', 'beta_lasso.main', '--config=configs/sfc.py',
+                  '--workdir=gs://b/w', '--jax_distributed', *odd]

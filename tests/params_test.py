@@ -85,7 +85,7 @@ def test_largest_true_finds_the_boundary_from_any_start(start):
     calls.append(n)
     return n <= 37
 
-  largest_true = params._largest_true  # pylint: disable=protected-access
+  largest_true = params.largest_true
   assert largest_true(pred, start) == 37
   assert len(calls) < 40
   assert largest_true(lambda n: False, start) == 0

@@ -96,6 +96,9 @@ def test_preempted_run_resumes_bit_identical(reference, preempted, tmp_path):
   assert run.returncode == 0, run.stderr[-3000:]
   assert f'Resumed from step {step} of {NUM_STEPS}' in run.stderr
   _assert_same_as_reference(workdir, reference)
+  # The wall time counts the first process (up to its save) too.
+  results = json.loads((workdir / workdir_lib.RESULTS_FILE).read_text())
+  assert results['wall_seconds'] > results['wall_seconds_last'] + 1
 
 
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
@@ -131,8 +134,8 @@ def test_corrupt_newest_and_unfinished_save_resume_from_older(
 
   run = _run(workdir)
   assert run.returncode == 0, run.stderr[-3000:]
-  assert (f'Removing {unfinished}: a save that never finished (the run was '
-          'killed while saving).') in run.stderr
+  assert (f'Removing {unfinished}: a save that never finished (the run that '
+          'made it stopped while saving).') in run.stderr
   assert re.search(rf'Checkpoint at step {newest} does not restore: '
                    r'ValueError: \S+ differs from what was saved', run.stderr)
   aside = list((workdir / 'corrupt_checkpoints').iterdir())
@@ -180,13 +183,41 @@ def test_unreadable_checkpoint_is_set_aside(tmp_path, caplog, corruption):
   _save_tiny(directory)
   _CORRUPTIONS[corruption](directory / '2')
   with checkpointing.Checkpointer(directory, max_to_keep=5) as checkpoints:
-    state, history = checkpoints.restore_latest(_tiny_state(0))
+    state, history, _ = checkpoints.restore_latest(_tiny_state(0))
   _assert_bitwise_equal(jax.device_get(state), jax.device_get(_tiny_state(1)))
   assert history == [{'step': 1}]
   assert _steps(tmp_path) == [1]
   assert [p.name.split('-')[0]
           for p in (tmp_path / 'corrupt_checkpoints').iterdir()] == ['2']
   _settle_failed_restores(caplog)
+
+
+def test_checkpoint_keeps_its_extras(tmp_path):
+  directory = tmp_path / 'checkpoints'
+  extras = {'config': {'alpha': 4}, 'wall_seconds': 12.5}
+  with checkpointing.Checkpointer(directory, max_to_keep=5) as checkpoints:
+    checkpoints.save(1, _tiny_state(1), [], extras)
+  with checkpointing.Checkpointer(directory, max_to_keep=5) as checkpoints:
+    assert checkpoints.saved_extras() == extras
+    assert checkpoints.restore_latest(_tiny_state(0))[2] == extras
+
+
+def test_save_that_cannot_make_its_folder_fails_at_once(tmp_path):
+  directory = tmp_path / 'checkpoints'
+  start = time.monotonic()
+  with pytest.raises(checkpointing.CheckpointError,
+                     match=r'^cannot save the checkpoint of step 2 in .*: Not '
+                           r'a directory; the checkpoints saved before are '
+                           r'kept$'):
+    with checkpointing.Checkpointer(directory, max_to_keep=5) as checkpoints:
+      checkpoints.save(1, _tiny_state(1), [])
+      checkpoints.close()  # Wait for step 1.
+      # Where step 2's folder goes, nothing can be made any more.
+      directory.rename(tmp_path / 'saved')
+      directory.write_text('')
+      checkpoints.save(2, _tiny_state(2), [])
+      checkpoints.save(3, _tiny_state(3), [])
+  assert time.monotonic() - start < 60  # Not orbax's minutes of waiting.
 
 
 def test_no_checkpoint_restores_is_an_error_not_a_fresh_start(tmp_path):

@@ -1,0 +1,127 @@
+"""Whether a run fits in memory, decided before anything is allocated.
+
+A model too big for its device does not always fail: XLA on CPU can sit in an
+allocation for ever. So a run's memory is estimated from shapes alone
+(`params.module_memory`: parameters, gradients, optimizer state and the
+activations the backward pass keeps, at the batch each device takes) and
+compared with what the backend has: `bytes_limit` of the device's memory
+statistics where the backend reports it (GPU, TPU), else the host's RAM (CPU,
+whose devices all share it). The estimate leaves out transient buffers, so a
+run close under the limit may still run out; one over it never starts.
+"""
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from beta_lasso import input_pipeline
+from beta_lasso import models
+
+_GIB = 2**30
+
+
+class TooBigError(ValueError):
+  """The run's estimated memory is more than the device has."""
+
+
+def size_field(model: str) -> str:
+  """The config field that sizes `model` (dotted, as on the command line)."""
+  return {'3fc': 'model_kwargs.width',
+          'resnet18': 'model_kwargs.kernel_size'}.get(model, 'alpha')
+
+
+def _sharing_devices() -> int:
+  """Devices of this process that share one memory: all of them on CPU."""
+  return jax.local_device_count() if jax.default_backend() == 'cpu' else 1
+
+
+def capacity() -> tuple[int, str] | None:
+  """(bytes, what they are) of the memory one device's share lives in.
+
+  None where the backend tells nothing (then no run is refused).
+  """
+  device = jax.local_devices()[0]
+  try:
+    stats = device.memory_stats() or {}
+  except Exception:  # pylint: disable=broad-except
+    stats = {}  # Not every backend implements it.
+  if stats.get('bytes_limit'):
+    return stats['bytes_limit'], f'{device.device_kind} memory'
+  if device.platform == 'cpu':
+    try:
+      ram = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    except (ValueError, OSError):
+      return None
+    return ram, 'host memory'
+  return None
+
+
+def estimate(config: ml_collections.ConfigDict) -> int:
+  """Bytes a training step of `config` needs in the memory of `capacity`."""
+  # params defines its command-line flags when imported; imported here, after
+  # main's flags are parsed, they stay out of main's command line.
+  from beta_lasso import params  # pylint: disable=g-import-not-at-top
+  info = input_pipeline.DATASETS[config.dataset]
+  precision = 'bf16' if config.half_precision else 'fp32'
+  model = models.create_model(
+      config.model, num_classes=info.num_classes, alpha=config.alpha,
+      dropout_rate=config.dropout_rate,
+      dtype=jnp.bfloat16 if config.half_precision else None,
+      **config.model_kwargs)
+  # Optimizer state: SGD keeps a momentum copy only when it has momentum.
+  keeps_momentum = config.optimizer == 'sgd' and config.momentum
+  per_device = params.module_memory(
+      model, batch_size=max(1, config.batch_size // jax.device_count()),
+      precision=precision,
+      optimizer='sgd' if keeps_momentum else 'beta_lasso',
+      image_shape=info.image_shape).total
+  return per_device * _sharing_devices()
+
+
+def _size(config: ml_collections.ConfigDict) -> int:
+  field = size_field(config.model)
+  if field == 'alpha':
+    return config.alpha
+  return config.model_kwargs[field.split('.')[1]]
+
+
+def _resized(config: ml_collections.ConfigDict, size: int):
+  """A copy of `config` with the model's size set to `size`."""
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    field = size_field(config.model)
+    if field == 'alpha':
+      config.alpha = size
+    else:
+      config.model_kwargs[field.split('.')[1]] = size
+  return config
+
+
+def check(config: ml_collections.ConfigDict):
+  """Raises TooBigError, naming the largest size that fits, for a run too big.
+
+  Only the model's size is searched; the batch size stays as given.
+  """
+  available = capacity()
+  if available is None:
+    return
+  limit, where = available
+  needed = estimate(config)
+  if needed <= limit:
+    return
+  field = size_field(config.model)
+  value = _size(config)
+  from beta_lasso import params  # pylint: disable=g-import-not-at-top
+  # Memory grows about as size^2 (weights), so this start is close.
+  start = int(value * math.sqrt(limit / needed))
+  largest = params.largest_true(
+      lambda n: estimate(_resized(config, n)) <= limit, start)
+  fits = (f'the largest {field} that fits is {largest}' if largest else
+          f'not even {field}=1 fits; lower config.batch_size')
+  raise TooBigError(
+      f'config.{field}={value} needs about {needed / _GIB:.1f} GiB '
+      f'(parameters, gradients, optimizer state and activations at batch '
+      f'{config.batch_size}), more than the {limit / _GIB:.1f} GiB of '
+      f'{where}; {fits}')
