@@ -9,7 +9,8 @@ are read from their newest checkpoint). Into --out go `report.md` and:
 - `fig3_nonzeros.png`: non-zeros per layer over training, with S-CONV's and
   S-LOCAL's counts at the same alpha as reference lines (Figure 3);
 - `fig4_filters_<run>.png`: first-layer filters of each run (Figure 4), shown
-  side by side in report.md;
+  side by side in report.md; drawn from the newest checkpoint, or, for a run
+  stored without checkpoints, copied from its `fig4_filters.png`;
 - `fig5_resnet_kernels.png`: ResNet18 accuracy against kernel size (Figure 5),
   when ResNet18 runs are given;
 - `fig_locality.png`: the first layer's window share and spread over training,
@@ -37,6 +38,9 @@ from beta_lasso.report import loading
 from beta_lasso.report import mdl
 from beta_lasso.report import plots
 from beta_lasso.report import tables
+
+# Figure 4 of a run stored without its checkpoints (results/ in the repo).
+ARCHIVED_FILTERS = 'fig4_filters.png'
 
 _WORKDIRS = flags.DEFINE_list(
     'workdirs', None, 'Comma-separated globs of training workdirs.')
@@ -97,12 +101,17 @@ def write_report(workdirs: list[str], out, *, bits: int = 32,
   filters = []
   for results, name in zip(runs, names):
     model = results.get('config', {}).get('model')
-    if (filters_lib.first_layer_name(model) is None
-        or not loading.checkpoint_steps(results['workdir'])):
-      continue
     file_name = f'fig4_filters_{name}.png'
-    filters_lib.plot_workdir_filters(results['workdir'], out / file_name,
-                                     num_filters=16, columns=8)
+    archived = epath.Path(results['workdir']) / ARCHIVED_FILTERS
+    if filters_lib.first_layer_name(model) is None:
+      continue
+    if loading.checkpoint_steps(results['workdir']):
+      filters_lib.plot_workdir_filters(results['workdir'], out / file_name,
+                                       num_filters=16, columns=8)
+    elif archived.exists():  # A stored run keeps its figure, not its weights.
+      (out / file_name).write_bytes(archived.read_bytes())
+    else:
+      continue
     filters.append((figures.run_label(results.get('config', {})), file_name))
 
   path = out / 'report.md'

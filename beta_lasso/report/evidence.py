@@ -32,8 +32,7 @@ def plot_accuracy_vs_weights(results_list: Sequence[dict[str, Any]],
   lines: dict[str, list[tuple[int, float]]] = {}
   for results in results_list:
     config = results.get('config', {})
-    label = figures.run_label({k: v for k, v in config.items()
-                               if k != 'alpha'})
+    label = figures.run_label(config, size=False)
     lines.setdefault(label, []).append(
         (_total(results['weights']), 100 * results['test_accuracy']))
   fig, axes = plots.new_panels(1, 1, (6.4, 4.2))
@@ -108,7 +107,8 @@ def plot_locality(results_list: Sequence[dict[str, Any]], path, *,
     return None
   to_x, x_label = plots.x_values(runs, 'epoch')
   labels = plots.run_labels(runs, None)
-  fig, axes = plots.new_panels(1, len(_LOCALITY_PANELS), (5.0, 3.8))
+  # A last panel holds the legend, which would hide the curves of many runs.
+  fig, axes = plots.new_panels(1, len(_LOCALITY_PANELS) + 1, (5.0, 3.8))
   for ax, (metric, y_label, log) in zip(axes[0], _LOCALITY_PANELS):
     for i, (results, label) in enumerate(zip(runs, labels)):
       history = [h for h in results['history'] if 'locality' in h]
@@ -128,8 +128,11 @@ def plot_locality(results_list: Sequence[dict[str, Any]], path, *,
       ax.set_yscale('log')
     ax.grid(True, alpha=0.3)
   axes[0][0].plot([], [], color='k', linestyle='--', linewidth=1,
-                  label='null: pixels permuted')
-  axes[0][0].legend(fontsize=6, loc='best')
+                  label='null: the same weights, pixels permuted')
+  legend_ax = axes[0][-1]
+  legend_ax.axis('off')
+  legend_ax.legend(*axes[0][0].get_legend_handles_labels(), fontsize=8,
+                   loc='center left', frameon=False)
   which = ('units with ≥ 20 non-zeros' if subset == 'active' else 'all units')
   fig.suptitle(f'First-layer locality over training (median and quartiles '
                f'over {which})', fontsize=11)

@@ -28,17 +28,17 @@ _MODEL_NAMES = {
 }
 
 
-def run_label(config: dict[str, Any]) -> str:
+def run_label(config: dict[str, Any], *, size: bool = True) -> str:
   """E.g. 'S-FC, beta-LASSO beta=50, alpha=150' from a run's config."""
   model = config.get('model', '?')
   parts = [model_name(model)]
-  if model == 'resnet18':
+  if size and model == 'resnet18':
     parts[0] += f' k={config.get("model_kwargs", {}).get("kernel_size", 3)}'
   if config.get('optimizer') == 'beta_lasso':
     parts.append(f'β-LASSO β={config.get("beta", 0):g}')
   else:
     parts.append(config.get('optimizer', '?').upper())
-  if model in S_FAMILY or model in ('dconv', 'dlocal', 'dfc'):
+  if size and (model in S_FAMILY or model in ('dconv', 'dlocal', 'dfc')):
     parts.append(f'α={config.get("alpha")}')
   if config.get('permute_pixels'):
     parts.append('permuted pixels')

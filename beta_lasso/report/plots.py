@@ -292,11 +292,19 @@ def _define_flags():
 
 
 def file_names(workdirs: Sequence[str]) -> list[str]:
-  """A file-name-safe name per workdir, unique among them."""
+  """A file-name-safe name per workdir, unique among them.
+
+  The folder's name, with its parent's in front where two folders share a
+  name (runs of two sweeps), and a number where that is not enough.
+  """
+  safe = lambda text: re.sub(r'[^A-Za-z0-9_.-]+', '_', text or 'workdir')
+  paths = [epath.Path(w) for w in workdirs]
+  base = [p.name for p in paths]
   names = []
-  for workdir in workdirs:
-    name = re.sub(r'[^A-Za-z0-9_.-]+', '_',
-                  epath.Path(workdir).name or 'workdir')
+  for path in paths:
+    name = safe(path.name)
+    if base.count(path.name) > 1:
+      name = safe(f'{path.parent.name}_{path.name}')
     names.append(name if name not in names else f'{name}_{len(names)}')
   return names
 
