@@ -96,11 +96,11 @@ def row(results: dict[str, Any], *, bits: int = 32,
 
 
 def sort_key(r: dict[str, Any]):
-  """Models in the paper's order, then optimizer, pixels, size."""
+  """Pixels, models in the paper's order, optimizer, then size."""
   model = (_MODEL_ORDER.index(r['model']) if r['model'] in _MODEL_ORDER
            else len(_MODEL_ORDER))
   return (r['dataset'], r['pixels'] != 'image', model, r['optimizer'],
-          r['size'], r['workdir'])
+          r['weights'], r['workdir'])
 
 
 def _pct(x) -> str:
@@ -153,7 +153,7 @@ def locality_table(rows: Sequence[dict[str, Any]]) -> str:
     if r['first_layer'] is None:
       continue
     lines.append([
-        f'{figures.model_name(r["model"])}, {r["optimizer"]}'
+        f'{figures.model_name(r["model"])}, {r["optimizer"]}, {r["size"]}'
         + (', permuted' if r['pixels'] == 'permuted' else ''),
         _count(r['first_nnz'], r['first_weights']),
         (f'{int(r["active_units"]):,} / {int(r["units"]):,}'
