@@ -136,10 +136,14 @@ def _resolve_data_dir(data_dir: Optional[str]) -> str:
   return os.environ.get('TFDS_DATA_DIR', default)
 
 
-def _builder(name: str, data_dir: Optional[str]):
+def dataset_builder(name: str, data_dir: Optional[str]):
+  """The TFDS builder of dataset `name` in `data_dir` (None: TFDS_DATA_DIR).
+
+  The one place where the data dir is resolved. Constructing a builder only
+  reads dataset_info.json when present; it writes nothing into data_dir (GCS
+  look-ups are off by default in TFDS).
+  """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  # Constructing a builder only reads dataset_info.json when present; it writes
-  # nothing into data_dir (GCS look-ups are off by default in TFDS).
   return tfds.builder(
       _dataset_info(name).tfds_name, data_dir=_resolve_data_dir(data_dir))
 
@@ -176,7 +180,7 @@ def check_dataset(name: str,
   """
   info = _dataset_info(name)
   if not download:
-    builder = _builder(name, data_dir)
+    builder = dataset_builder(name, data_dir)
     if not builder.is_prepared():
       raise DatasetNotFoundError(_not_found_message(name, builder))
   return info
@@ -225,7 +229,7 @@ def load_split(name: str,
     return data_cache.load_split(data_file, split)
   check_dataset(name, data_dir, download)
   _hide_gpus_from_tf()
-  builder = _builder(name, data_dir)
+  builder = dataset_builder(name, data_dir)
   if not builder.is_prepared():
     try:
       builder.download_and_prepare()

@@ -7,8 +7,29 @@ One step of Algorithm 1 is
 
 which here is `optax.chain(add_l1_sign, scale_by_learning_rate,
 hard_threshold)`. The threshold beta * lambda is not scaled by the learning
-rate. By default only Flax `kernel` leaves (weight matrices and conv kernels)
-are regularized; biases and BatchNorm parameters are left alone.
+rate. Non-finite values propagate as in `optax.sgd`: a NaN gradient gives a
+NaN parameter, never a zero.
+
+What is regularized. By default every floating-point leaf with ndim >= 2
+(the usual weight-decay convention: weight matrices and conv kernels in any
+framework, whatever their names) except leaves named like biases or norm
+parameters ('bias', 'scale', and Haiku's 'b', 'offset'): the unshared bias of
+`models.LocallyConnected2D` and the per-position BatchNorm of S-FC and D-FC
+are 3-D. `kernel_mask` selects Flax `kernel` leaves by name instead; the
+training code here uses it, as the paper regularizes kernels. A `mask` is a
+pytree of bools, a callable params -> pytree of bools, or a regex string
+searched in each '/'-joined path; a mask that selects no parameter is an error.
+
+Paths. Masks, `per_layer_l1` and the counts name a leaf by its keys from the
+root of the tree they receive, joined by '/' (dict keys, sequence indices,
+attribute names), e.g. 'layer1/kernel' for linen `params` but
+'params/layer1/kernel' for the whole `variables`. The trailing `.value` of a
+Flax NNX Variable is dropped, so NNX state reads like linen.
+
+Per-parameter values (`l1`, `threshold`) are looked up by path: a tree that
+holds only the leaves a transform regularizes (e.g. the subtree it sees under
+`optax.multi_transform`) is enough, and a value for a subtree applies to its
+leaves.
 
 The module also has helpers to pick parameters by path, build per-layer
 lambdas and count the non-zero weights of each layer.
@@ -25,7 +46,8 @@ import optax
 
 # A float, a schedule (step count -> float) or a pytree of floats like params.
 Hyperparam = Union[float, jax.Array, optax.Schedule, Any]
-Mask = Optional[Union[Any, Callable[[optax.Params], Any]]]
+# A pytree of bools, a callable params -> pytree of bools, or a path regex.
+Mask = Optional[Union[str, Any, Callable[[optax.Params], Any]]]
 
 
 class L1SignState(NamedTuple):
@@ -41,6 +63,9 @@ class ScheduleCountState(NamedTuple):
   count: jax.Array
 
 
+# ----------------------------------------------------------------------------
+# Paths and masks.
+# ----------------------------------------------------------------------------
 def _key_str(key) -> str:
   for attr in ('key', 'idx', 'name'):  # DictKey, SequenceKey, GetAttrKey.
     if hasattr(key, attr):
@@ -49,60 +74,216 @@ def _key_str(key) -> str:
 
 
 def _path_str(path) -> str:
+  # An NNX Variable flattens to its `.value`: drop it so that
+  # 'layer1/kernel' means the same in linen params and NNX state.
+  if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and (
+      path[-1].name == 'value'):
+    path = path[:-1]
   return '/'.join(_key_str(k) for k in path)
+
+
+def _compile(pattern: str, what: str) -> re.Pattern:
+  try:
+    return re.compile(pattern)
+  except (re.error, TypeError) as e:
+    raise ValueError(f'{what} {pattern!r} is not a valid regex: {e}') from None
 
 
 def path_mask(params: Any, pattern: str) -> Any:
   """Pytree of bools, True where `re.search(pattern, '/'-joined path)`."""
+  regex = _compile(pattern, 'path_mask: pattern')
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: re.search(pattern, _path_str(path)) is not None, params)
+      lambda path, _: regex.search(_path_str(path)) is not None, params)
+
+
+# Biases and norm parameters in Flax and Haiku; some are 3-D (an unshared
+# local bias, a per-position BatchNorm), so ndim alone does not tell.
+_NOT_WEIGHTS = ('bias', 'scale', 'b', 'offset')
+
+
+def weight_mask(params: Any) -> Any:
+  """Pytree of bools, True for the weights: floating leaves with ndim >= 2.
+
+  Leaves whose last key is a bias or norm name (`_NOT_WEIGHTS`) are not
+  weights whatever their shape. The default of every function here. Under
+  `jax.vmap` (an ensemble) it sees the shapes of one member.
+  """
+  def is_weight(path, x):
+    dtype = getattr(x, 'dtype', None)
+    return (dtype is not None and jnp.issubdtype(dtype, jnp.floating)
+            and len(getattr(x, 'shape', ())) >= 2
+            and _path_str(path).split('/')[-1] not in _NOT_WEIGHTS)
+  return jax.tree_util.tree_map_with_path(is_weight, params)
 
 
 def kernel_mask(params: Any) -> Any:
   """Pytree of bools, True exactly for leaves whose last key is 'kernel'."""
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: bool(path) and _key_str(path[-1]) == 'kernel', params)
+      lambda path, _: _path_str(path).split('/')[-1] == 'kernel', params)
+
+
+def _as_mask(mask: Mask, caller: str):
+  """`mask` as optax.masked takes it; None means `weight_mask`."""
+  if mask is None:
+    return weight_mask
+  if isinstance(mask, str):
+    # optax.masked would take a string as "every leaf" (it is truthy).
+    regex = _compile(mask, f'{caller}: mask')
+    return lambda params: path_mask(params, regex.pattern)
+  if callable(mask):
+    return mask
+  for leaf in jax.tree.leaves(mask):
+    if not isinstance(leaf, (bool, np.bool_)):
+      raise ValueError(
+          f'{caller}: mask must be a pytree of bools, a callable or a path '
+          f'regex; it holds {leaf!r} ({type(leaf).__name__}).')
+  return mask
+
+
+def _check_selects_some(mask, params, caller: str):
+  """Raises when `params` holds arrays but `mask` selects none of them."""
+  selected = mask(params) if callable(mask) else mask
+  if any(jax.tree.leaves(selected)):
+    return
+  paths = [_path_str(path) for path, leaf in
+           jax.tree_util.tree_flatten_with_path(params)[0]
+           if hasattr(leaf, 'shape')]
+  if paths:  # optax's tree_map_params calls init with a placeholder.
+    shown = ', '.join(paths[:6]) + (', ...' if len(paths) > 6 else '')
+    raise ValueError(
+        f'{caller}: the mask selects no parameter, so nothing would be '
+        f'regularized (parameters: {shown}). The default mask takes floating '
+        'leaves with ndim >= 2 not named like biases; pass mask= as a pytree '
+        'of bools, a callable or a regex over these paths.')
+
+
+# ----------------------------------------------------------------------------
+# Hyperparameters.
+# ----------------------------------------------------------------------------
+def _check_nonnegative(caller: str, name: str, value: Any,
+                       schedule: bool = True):
+  """Raises one ValueError naming `name` unless value is finite and >= 0.
+
+  Traced values (under `optax.inject_hyperparams` in jit) cannot be read and
+  pass; a schedule is checked when it runs.
+  """
+  kinds = ('a finite number >= 0, a schedule or a pytree of such numbers'
+           if schedule else 'a finite number >= 0')
+  if callable(value) and schedule:
+    return
+  leaves = jax.tree.leaves(value)
+  if not leaves or not (schedule or len(leaves) == 1):
+    raise ValueError(f'{caller}: {name} must be {kinds}; got {value!r}.')
+  for leaf in leaves:
+    if isinstance(leaf, (str, bytes, bool, np.bool_)):
+      raise ValueError(f'{caller}: {name} must be {kinds}; got {leaf!r} '
+                       f'({type(leaf).__name__}).')
+    try:
+      x = np.asarray(leaf)
+    except (jax.errors.TracerArrayConversionError,
+            jax.errors.ConcretizationTypeError):
+      continue
+    if not np.issubdtype(x.dtype, np.number):
+      raise ValueError(f'{caller}: {name} must be {kinds}; got {leaf!r}.')
+    x = x.astype(np.float64)
+    if not np.all(np.isfinite(x)) or np.any(x < 0):
+      raise ValueError(f'{caller}: {name} must be {kinds}; got {leaf!r}.')
 
 
 def per_layer_l1(params: Any, default: float,
-                 overrides: Sequence[tuple[str, float]] = ()) -> Any:
+                 overrides: Sequence[tuple[str, float]] = (), *,
+                 allow_unmatched: bool = False) -> Any:
   """Per-parameter lambdas: the first (regex, value) whose regex matches wins.
 
   Args:
-    params: the parameter pytree (arrays or `jax.ShapeDtypeStruct`s).
+    params: the parameter pytree (arrays or `jax.ShapeDtypeStruct`s), the one
+      the optimizer receives: paths start at its root ('layer1/kernel' for
+      linen `params`, 'params/layer1/kernel' for the whole `variables`).
     default: lambda for paths that no regex matches.
     overrides: (regex, value) pairs, tried in order with `re.search` on the
       '/'-joined path, e.g. `[(r'^layer1/', 2e-5)]`.
+    allow_unmatched: by default a regex that matches no path is an error, so
+      that a misspelt or wrongly anchored one cannot fall back to `default`
+      silently; True allows it (e.g. one config for models with and without
+      the layer).
 
   Returns:
     A pytree with the structure of `params` and float leaves.
+
+  Raises:
+    ValueError: for a negative or non-finite value, an invalid regex, or a
+      regex that matches no path.
   """
+  _check_nonnegative('per_layer_l1', 'default', default, schedule=False)
+  compiled = []
+  for pattern, value in overrides:
+    _check_nonnegative('per_layer_l1', f'the value for {pattern!r}', value,
+                       schedule=False)
+    compiled.append((_compile(pattern, 'per_layer_l1: regex'), value))
+  paths = [_path_str(p) for p, _ in
+           jax.tree_util.tree_flatten_with_path(params)[0]]
+  if not allow_unmatched:
+    for regex, _ in compiled:
+      if not any(regex.search(p) for p in paths):
+        shown = ', '.join(paths[:6]) + (', ...' if len(paths) > 6 else '')
+        raise ValueError(
+            f'per_layer_l1: regex {regex.pattern!r} matches no parameter '
+            f'path (paths: {shown}); paths start at the root of the tree '
+            'passed.')
+
   def pick(path, _):
     name = _path_str(path)
-    return next((v for r, v in overrides if re.search(r, name)), default)
+    return next((v for r, v in compiled if r.search(name)), default)
   return jax.tree_util.tree_map_with_path(pick, params)
 
 
 def _is_leaf(x) -> bool:
-  # optax.masked hands the inner transform MaskedNode for skipped leaves;
-  # treating them as leaves lets a full-size hyperparameter tree line up.
+  # optax.masked hands the inner transform MaskedNode for skipped leaves.
   return x is None or isinstance(x, optax.MaskedNode)
 
 
-def _map(fn, updates, params, value):
-  """Applies fn(u, p, v) leafwise; `value` is a scalar or a tree like params."""
+def _values_by_path(value: Any) -> dict[str, Any]:
+  return {_path_str(path): v for path, v in
+          jax.tree_util.tree_flatten_with_path(value, is_leaf=_is_leaf)[0]
+          if not _is_leaf(v)}
+
+
+def _lookup(table: dict[str, Any], path: str, caller: str, name: str):
+  """The value at `path`, or at its longest prefix (a value for a subtree)."""
+  parts = path.split('/')
+  for end in range(len(parts), 0, -1):
+    key = '/'.join(parts[:end])
+    if key in table:
+      return table[key]
+  shown = ', '.join(list(table)[:6]) + (', ...' if len(table) > 6 else '')
+  raise ValueError(
+      f'{caller}: {name} has no value for parameter {path!r} (it has: '
+      f'{shown}). A pytree {name} must hold the paths of the params the '
+      'transform receives, from their root, at least for the leaves it '
+      'regularizes.')
+
+
+def _map(fn, updates, params, value, caller: str, name: str):
+  """Applies fn(u, p, v) leafwise; `value` is a scalar or a tree by path."""
   if jax.tree_util.treedef_is_leaf(jax.tree.structure(value)):
     return jax.tree.map(
         lambda u, p: u if _is_leaf(u) else fn(u, p, value),
         updates, params, is_leaf=_is_leaf)
-  return jax.tree.map(
-      lambda u, p, v: u if _is_leaf(u) else fn(u, p, v),
-      updates, params, value, is_leaf=_is_leaf)
+  table = _values_by_path(value)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, u, p: u if _is_leaf(u) else fn(
+          u, p, _lookup(table, _path_str(path), caller, name)),
+      updates, params, is_leaf=_is_leaf)
 
 
-def _leafwise(name: str, value: Hyperparam, fn, empty_state,
-              mask: Mask) -> optax.GradientTransformation:
+# ----------------------------------------------------------------------------
+# Transforms.
+# ----------------------------------------------------------------------------
+def _leafwise(caller: str, name: str, value: Hyperparam, fn, empty_state,
+              mask: Mask) -> optax.GradientTransformationExtraArgs:
   """Builds a transform u -> fn(u, p, value at this step), masked like optax."""
+  _check_nonnegative(caller, name, value)
+  mask = _as_mask(mask, caller)
 
   def init_fn(params):
     del params
@@ -113,61 +294,94 @@ def _leafwise(name: str, value: Hyperparam, fn, empty_state,
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError(
-          f'{name} needs params: pass them as `opt.update(updates, state, '
+          f'{caller} needs params: pass them as `opt.update(updates, state, '
           'params)`.')
     if callable(value):
       current = value(state.count)
       state = ScheduleCountState(optax.safe_increment(state.count))
     else:
       current = value
-    return _map(fn, updates, params, current), state
+    return _map(fn, updates, params, current, caller, name), state
 
-  return optax.masked(optax.GradientTransformation(init_fn, update_fn),
-                      kernel_mask if mask is None else mask)
+  masked = optax.masked(optax.GradientTransformation(init_fn, update_fn), mask)
+
+  def masked_init(params):
+    _check_selects_some(mask, params, caller)
+    if not callable(value) and not jax.tree_util.treedef_is_leaf(
+        jax.tree.structure(value)):
+      # Fails here, not at the first step, when a value is missing.
+      table = _values_by_path(value)
+      mask_tree = mask(params) if callable(mask) else mask
+      selected = jax.tree.map(lambda m, p: p if m else optax.MaskedNode(),
+                              mask_tree, params)
+      for path, leaf in jax.tree_util.tree_flatten_with_path(
+          selected, is_leaf=_is_leaf)[0]:
+        if not _is_leaf(leaf):
+          _lookup(table, _path_str(path), caller, name)
+    return masked.init(params)
+
+  return optax.GradientTransformationExtraArgs(masked_init, masked.update)
+
+
+def _l1_sign(u, p, s):
+  # Cast back: a float32 lambda must not promote bfloat16 updates.
+  return (u + s * jnp.sign(p).astype(u.dtype)).astype(u.dtype)
+
+
+def _threshold(u, p, t):
+  # Zero only where |p + u| < t is known: NaN compares False, so a
+  # non-finite parameter stays non-finite instead of becoming 0.
+  return jnp.where(jnp.abs(p + u) < t, -p.astype(u.dtype), u)
 
 
 def add_l1_sign(l1: Hyperparam,
-                mask: Mask = None) -> optax.GradientTransformation:
+                mask: Mask = None) -> optax.GradientTransformationExtraArgs:
   """Adds the L1 subgradient: updates += l1 * sign(params).
 
   Example:
     >>> opt = optax.chain(add_l1_sign(1e-5), optax.sgd(0.1))
 
   Args:
-    l1: lambda: a float, a schedule of the step count, or a pytree of floats
-      with the structure of params (see `per_layer_l1`).
-    mask: pytree of bools or callable params -> pytree of bools, as in
-      `optax.masked`; None means `kernel_mask`.
+    l1: lambda >= 0: a float, a schedule of the step count, or a pytree of
+      floats looked up by path (see the module docstring and `per_layer_l1`).
+    mask: which parameters: a pytree of bools, a callable params -> pytree of
+      bools (as in `optax.masked`) or a regex over '/'-joined paths; None
+      means `weight_mask` (floating leaves with ndim >= 2, not biases).
 
   Returns:
-    An `optax.GradientTransformation`.
+    An `optax.GradientTransformationExtraArgs`.
+
+  Raises:
+    ValueError: at construction for a negative, non-finite or string `l1` or
+      an invalid mask; at init when the mask selects no parameter.
   """
-  return _leafwise('add_l1_sign', l1,
-                   lambda u, p, s: u + s * jnp.sign(p).astype(u.dtype),
-                   L1SignState(), mask)
+  return _leafwise('add_l1_sign', 'l1', l1, _l1_sign, L1SignState(), mask)
 
 
 def hard_threshold(threshold: Hyperparam,
-                   mask: Mask = None) -> optax.GradientTransformation:
+                   mask: Mask = None) -> optax.GradientTransformationExtraArgs:
   """Zeroes parameters whose magnitude after the update is below `threshold`.
 
-  Returns updates u' with p + u' = p + u where |p + u| >= threshold and 0.0
-  exactly elsewhere (u' = -p, like `optax.keep_params_nonnegative`), so it
-  must be the last transform of a chain.
+  Returns updates u' with p + u' = p + u where |p + u| >= threshold or is not
+  finite, and 0.0 exactly elsewhere (u' = -p, like
+  `optax.keep_params_nonnegative`), so it must be the last transform of a
+  chain.
 
   Example:
     >>> opt = optax.chain(optax.sgd(0.1), hard_threshold(1e-4))
 
   Args:
-    threshold: a float, a schedule of the step count, or a pytree of floats
-      with the structure of params.
-    mask: as in `add_l1_sign`; None means `kernel_mask`.
+    threshold: >= 0: a float, a schedule of the step count, or a pytree of
+      floats looked up by path.
+    mask: as in `add_l1_sign`; None means `weight_mask`.
 
   Returns:
-    An `optax.GradientTransformation`.
+    An `optax.GradientTransformationExtraArgs`.
+
+  Raises:
+    ValueError: as in `add_l1_sign`.
   """
-  return _leafwise('hard_threshold', threshold,
-                   lambda u, p, t: jnp.where(jnp.abs(p + u) >= t, u, -p),
+  return _leafwise('hard_threshold', 'threshold', threshold, _threshold,
                    HardThresholdState(), mask)
 
 
@@ -178,26 +392,38 @@ def _scaled(beta, value: Hyperparam) -> Hyperparam:
 
 
 def beta_lasso(learning_rate: optax.ScalarOrSchedule, l1: Hyperparam,
-               beta: float, mask: Mask = None) -> optax.GradientTransformation:
+               beta: float = 50.0,
+               mask: Mask = None) -> optax.GradientTransformationExtraArgs:
   """beta-LASSO, Algorithm 1 of Neyshabur (2020): L1 SGD, then hard threshold.
 
   No momentum. Works under `optax.inject_hyperparams` for numeric
-  hyperparameters (pass a callable mask with `static_args=('mask',)`).
+  hyperparameters (pass a callable mask with `static_args=('mask',)`), under
+  `optax.multi_transform` (a pytree `l1` may hold only the leaves this
+  transform sees), `jax.vmap` over an ensemble and sharded params.
 
   Example:
-    >>> opt = beta_lasso(optax.cosine_decay_schedule(0.1, 1000), 2e-5, 50.)
+    >>> opt = beta_lasso(optax.cosine_decay_schedule(0.1, 1000), 2e-5)
 
   Args:
-    learning_rate: a float or an optax schedule.
+    learning_rate: a float >= 0 or an optax schedule.
     l1: lambda, as in `add_l1_sign`.
-    beta: parameters with |theta| < beta * lambda are set to zero; beta=0 is
-      plain L1 SGD.
-    mask: which parameters are regularized and thresholded; None means
-      `kernel_mask`.
+    beta: parameters with |theta| < beta * lambda are set to zero; the
+      paper's 50 by default; 0 is plain L1 SGD.
+    mask: which parameters are regularized and thresholded, as in
+      `add_l1_sign`; None means `weight_mask` (floating leaves with
+      ndim >= 2, not biases). Pass `kernel_mask` for Flax `kernel` leaves.
 
   Returns:
-    An `optax.GradientTransformation`.
+    An `optax.GradientTransformationExtraArgs`.
+
+  Raises:
+    ValueError: at construction for a negative, non-finite or string
+      learning_rate, l1 or beta, or an invalid mask; at init when the mask
+      selects no parameter.
   """
+  _check_nonnegative('beta_lasso', 'learning_rate', learning_rate)
+  _check_nonnegative('beta_lasso', 'l1', l1)
+  _check_nonnegative('beta_lasso', 'beta', beta, schedule=False)
   return optax.chain(
       add_l1_sign(l1, mask),
       optax.scale_by_learning_rate(learning_rate),
@@ -205,6 +431,9 @@ def beta_lasso(learning_rate: optax.ScalarOrSchedule, l1: Hyperparam,
   )
 
 
+# ----------------------------------------------------------------------------
+# Counting.
+# ----------------------------------------------------------------------------
 def layer_order(name: str):
   """Network order: layer<N> (conv-standing), then fc<N>, then head."""
   kind = {'layer': 0, 'fc': 1, 'head': 2}
@@ -218,18 +447,23 @@ def layer_order(name: str):
 
 def sum_per_layer(params: Any, count: Callable[[Any], int],
                   mask: Mask = None) -> dict[str, int]:
-  """Sums `count(leaf)` per layer over the masked leaves (kernels by default).
+  """Sums `count(leaf)` per layer over the masked leaves.
 
   Args:
     params: a pytree of arrays (or of per-leaf values computed elsewhere, e.g.
-      non-zero counts from a jitted function).
+      non-zero counts from a jitted function: then pass the mask of the
+      arrays, since the default looks at shapes).
     count: maps a leaf to an int.
-    mask: which leaves count; None means `kernel_mask`.
+    mask: which leaves count, as in `add_l1_sign`; None means `weight_mask`.
 
   Returns:
-    Dict from the '/'-joined path, less a trailing '/kernel', to a sum.
+    Dict from the '/'-joined path, less a trailing '/kernel', to a sum, in
+    network order (see `layer_order`).
+
+  Raises:
+    ValueError: when the mask selects no leaf.
   """
-  mask = kernel_mask(params) if mask is None else mask
+  mask = _as_mask(mask, 'sum_per_layer')
   mask = mask(params) if callable(mask) else mask
   out = {}
   for (path, leaf), keep in zip(
@@ -238,6 +472,8 @@ def sum_per_layer(params: Any, count: Callable[[Any], int],
       name = _path_str(path)
       name = name[:-len('/kernel')] if name.endswith('/kernel') else name
       out[name] = out.get(name, 0) + int(count(leaf))
+  if not out and jax.tree.leaves(params):
+    raise ValueError('sum_per_layer: the mask selects no leaf.')
   return dict(sorted(out.items(), key=lambda item: layer_order(item[0])))
 
 
@@ -246,7 +482,7 @@ def count_nonzero(params: Any, mask: Mask = None) -> dict[str, int]:
 
   Args:
     params: parameter pytree (numpy or jax arrays); read on host.
-    mask: which leaves count; None means `kernel_mask`.
+    mask: which leaves count; None means `weight_mask`.
 
   Returns:
     Dict from the '/'-joined path, less a trailing '/kernel', to a count.
@@ -257,9 +493,11 @@ def count_nonzero(params: Any, mask: Mask = None) -> dict[str, int]:
 def count_weights(params: Any, mask: Mask = None) -> dict[str, int]:
   """Total entries per layer, keyed like `count_nonzero`.
 
+  The one weight counter: `models.kernel_counts` and `params` use it.
+
   Args:
     params: parameter pytree; arrays or `jax.ShapeDtypeStruct`s.
-    mask: which leaves count; None means `kernel_mask`.
+    mask: which leaves count; None means `weight_mask`.
 
   Returns:
     Dict from layer name to its number of entries.

@@ -37,11 +37,11 @@ from typing import NamedTuple
 from absl import app
 from absl import flags
 import flax.linen as nn
-from flax import traverse_util
 import jax
 import jax.numpy as jnp
 
 from beta_lasso import models
+from beta_lasso import optim
 from beta_lasso.models import layers
 from beta_lasso.models import local
 from beta_lasso.models import resnet
@@ -197,11 +197,11 @@ def module_memory(model: nn.Module, *, batch_size: int, precision: str,
 
   x, variables = jax.eval_shape(train_forward)
   stored = variables.pop('intermediates')
-  flat = traverse_util.flatten_dict(variables['params'], sep='/')
-  n_params = sum(p.size for p in flat.values())
+  n_params = sum(p.size for p in jax.tree.leaves(variables['params']))
   grads = 4 * n_params
   return Memory(
-      weights=sum(p.size for k, p in flat.items() if k.endswith('/kernel')),
+      weights=sum(optim.count_weights(variables['params'],
+                                      optim.kernel_mask).values()),
       params=_nbytes(variables),
       grads=grads,
       optimizer=grads if optimizer == 'sgd' else 0,

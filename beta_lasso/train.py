@@ -68,16 +68,18 @@ def create_optimizer(config: ml_collections.ConfigDict, params,
         0.0, config.learning_rate, warmup, num_train_steps)
   else:
     schedule = optax.cosine_decay_schedule(config.learning_rate, num_train_steps)
-  mask = optim.kernel_mask if config.regularize == 'kernels' else None
-  if config.regularize == 'all':
-    mask = lambda p: jax.tree.map(lambda _: True, p)
+  # The paper regularizes kernels only (not biases or BatchNorm).
+  mask = {'kernels': optim.kernel_mask,
+          'all': lambda p: jax.tree.map(lambda _: True, p)}[config.regularize]
   if config.optimizer == 'sgd':
     tx = optax.chain(
         optax.add_decayed_weights(config.weight_decay, mask=mask),
         optax.sgd(schedule, momentum=config.momentum or None))
   elif config.optimizer == 'beta_lasso':
+    # 3-FC has no conv-standing layer for the override to match.
     l1 = optim.per_layer_l1(params, default=config.l1,
-                            overrides=[(models.CONV_KERNEL_REGEX, config.l1_conv)])
+                            overrides=[(models.CONV_KERNEL_REGEX, config.l1_conv)],
+                            allow_unmatched=True)
     tx = optim.beta_lasso(schedule, l1, config.beta, mask=mask)
   else:  # validation.validate_config rejects this earlier.
     raise ValueError(f'unknown optimizer {config.optimizer!r}')
@@ -285,7 +287,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   def evaluate(state):
     accuracy, loss = accuracy_and_loss(state, test_images, test_labels)
-    nnz = optim.sum_per_layer(jax.device_get(p_nonzeros(state.params)), int)
+    nnz = optim.sum_per_layer(jax.device_get(p_nonzeros(state.params)), int,
+                              optim.weight_mask(state.params))
     return {'test_accuracy': accuracy, 'test_loss': loss,
             'nnz': nnz, **first_layer_locality(state.params)}
 

@@ -7,7 +7,6 @@ import contextlib
 import logging as pylogging
 import math
 import numbers
-import os
 
 from absl import logging
 import jax
@@ -143,11 +142,7 @@ def _check_data_file(config: ml_collections.ConfigDict):
 
 def _check_splits(config: ml_collections.ConfigDict):
   """Split names and sizes, from the metadata of a prepared dataset."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  info = input_pipeline.DATASETS[config.dataset]
-  # As input_pipeline does: TFDS reads TFDS_DATA_DIR only once, at import.
-  builder = tfds.builder(info.tfds_name, data_dir=(
-      config.data_dir or os.environ.get('TFDS_DATA_DIR')))
+  builder = input_pipeline.dataset_builder(config.dataset, config.data_dir)
   if not builder.is_prepared():
     return  # It is downloaded first; load_split checks the splits then.
   sizes = {}

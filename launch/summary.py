@@ -6,15 +6,15 @@ from typing import Optional, Sequence
 
 from etils import epath
 
+from beta_lasso import workdir as workdir_lib
 from launch import planning
 
-RESULTS_FILE = 'results.json'  # Written by beta_lasso.main at the end of a run.
 SUMMARY_FILE = 'summary.csv'
 
 
 def read_results(workdir: str) -> Optional[dict]:
   """The run's results.json, or None while it has not finished."""
-  path = epath.Path(workdir) / RESULTS_FILE
+  path = epath.Path(workdir) / workdir_lib.RESULTS_FILE
   if not path.exists():
     return None
   try:
@@ -47,7 +47,7 @@ def summarize(runs: Sequence[planning.Run],
     if results is None:
       row['status'] = statuses.get(run.name, 'missing')
     elif results.get('unreadable'):
-      row['status'] = f'unreadable {RESULTS_FILE}'
+      row['status'] = f'unreadable {workdir_lib.RESULTS_FILE}'
     else:
       row['test_accuracy'] = results.get('test_accuracy')
       # Totals over layers; the per-layer counts stay in results.json.

@@ -42,29 +42,21 @@ def test_load_cifar10(cifar10):
   np.testing.assert_array_equal(np.bincount(test_labels), [1000] * 10)
 
 
-def test_dataset_table():
-  assert set(input_pipeline.DATASETS) == {'cifar10', 'cifar100', 'svhn_cropped'}
-  for name, info in input_pipeline.DATASETS.items():
-    assert info.image_shape == (32, 32, 3)
-    assert len(info.mean) == len(info.std) == 3
-    assert info.flip == (name != 'svhn_cropped')
-  assert input_pipeline.DATASETS['cifar100'].num_classes == 100
-  assert input_pipeline.DATASETS['svhn_cropped'].cutout == 20
+def test_cifar10_entry_agrees_with_its_tfds_metadata():
+  info = input_pipeline.dataset_builder('cifar10', None).info
+  assert CIFAR10.num_classes == info.features['label'].num_classes
+  assert CIFAR10.image_shape == info.features['image'].shape
 
 
 def test_check_dataset_prepared():
-  start = time.perf_counter()
   info = input_pipeline.check_dataset('cifar10', download=False)
   assert info is CIFAR10
-  assert time.perf_counter() - start < 2
 
 
 def test_check_dataset_missing(tmp_path):
-  start = time.perf_counter()
   with pytest.raises(input_pipeline.DatasetNotFoundError) as e:
     input_pipeline.check_dataset('cifar100', data_dir=str(tmp_path),
                                  download=False)
-  assert time.perf_counter() - start < 2
   message = str(e.value)
   assert 'cifar100' in message and str(tmp_path) in message
   assert '\n' not in message
@@ -92,11 +84,6 @@ def test_unknown_dataset(tmp_path):
 # ----------------------------------------------------------------------------
 # Training indices.
 # ----------------------------------------------------------------------------
-
-
-def test_steps_per_epoch():
-  assert input_pipeline.steps_per_epoch(50000, 512) == 97
-  assert input_pipeline.steps_per_epoch(50000, 500) == 100
 
 
 def test_train_indices_pure():

@@ -298,11 +298,9 @@ def test_interrupt_stops_runs_and_starts_no_more(tmp_path, monkeypatch):
     os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C.
 
   threading.Thread(target=interrupt_when_ready, daemon=True).start()
-  start = time.time()
   statuses = sweep_lib.execute(runs, 'configs/sfc.py', [], parallel=2)
   assert statuses == {'alpha=1': 'stopped', 'alpha=2': 'stopped',
                       'alpha=3': 'not started'}
-  assert time.time() - start < 20
   # The sweep's handlers are gone again.
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from beta_lasso import models
+from beta_lasso import optim
 from beta_lasso.models import local
 
 # Weights only (kernels), 32x32x3 inputs, 10 classes: Table 1 sizes.
@@ -101,6 +102,26 @@ def test_layer_names_are_consistent_across_families():
     assert n_conv == expected_conv[name], name
     assert n_conv + n_fc == len(paths), name
     assert 'head/kernel' in paths
+
+
+@pytest.mark.parametrize('name', sorted(_TINY))
+def test_optimizer_default_mask_is_the_kernels_of_every_model(name):
+  # optim's default (floating, ndim >= 2, not a bias) selects exactly the
+  # kernels, though S-FC's per-position BatchNorm is 3-D.
+  model = models.create_model(name, num_classes=10, **_TINY[name])
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))['params']
+  assert optim.weight_mask(shapes) == optim.kernel_mask(shapes)
+  if name == 'sfc':
+    assert shapes['bn1']['scale'].ndim == 3
+
+
+def test_unshared_local_bias_is_3d_and_not_a_weight():
+  layer = local.LocallyConnected2D(4, 3, use_bias=True)
+  shapes = jax.eval_shape(
+      lambda: layer.init(jax.random.key(0), jnp.zeros((1, 8, 8, 2))))['params']
+  assert shapes['bias'].shape == (8, 8, 4)
+  assert optim.weight_mask(shapes) == {'kernel': True, 'bias': False}
 
 
 def test_odd_image_side_gives_the_same_units_in_every_s_model():

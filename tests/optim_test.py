@@ -1,5 +1,7 @@
 """Tests for beta_lasso.optim: exact numbers and Algorithm 1 step for step."""
 
+import inspect
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -16,7 +18,7 @@ def _f32(x):
 
 def _two_leaf():
   """A kernel and a bias, with values exact in float32."""
-  return {'w': {'kernel': _f32([2., -1., 0., 0.25])},
+  return {'w': {'kernel': _f32([[2., -1.], [0., 0.25]])},
           'b': {'bias': _f32([1., -2.])}}
 
 
@@ -30,12 +32,12 @@ def _assert_tree_equal(actual, expected):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(e))
 
 
-def _run(opt, params, grads_seq):
-  """Applies `opt` to a sequence of gradients under jit; returns params."""
-  @jax.jit
+def _run(opt, params, grads_seq, jit=True):
+  """Applies `opt` to a sequence of gradients (under jit); returns params."""
   def step(params, state, grads):
     updates, state = opt.update(grads, state, params)
     return optax.apply_updates(params, updates), state
+  step = jax.jit(step) if jit else step
 
   state = opt.init(params)
   for grads in grads_seq:
@@ -51,7 +53,7 @@ def test_add_l1_sign_default_mask_only_touches_kernels():
   ones = jax.tree.map(np.ones_like, params)
   opt = optim.add_l1_sign(0.5)
   updates, _ = opt.update(ones, opt.init(params), params)
-  _assert_tree_equal(updates, {'w': {'kernel': _f32([1.5, 0.5, 1., 1.5])},
+  _assert_tree_equal(updates, {'w': {'kernel': _f32([[1.5, .5], [1., 1.5]])},
                                'b': {'bias': _f32([1., 1.])}})
 
 
@@ -61,7 +63,7 @@ def test_add_l1_sign_explicit_mask():
   opt = optim.add_l1_sign(
       0.5, mask={'w': {'kernel': False}, 'b': {'bias': True}})
   updates, _ = opt.update(ones, opt.init(params), params)
-  _assert_tree_equal(updates, {'w': {'kernel': _f32([1., 1., 1., 1.])},
+  _assert_tree_equal(updates, {'w': {'kernel': _f32([[1., 1.], [1., 1.]])},
                                'b': {'bias': _f32([1.5, 0.5])}})
 
 
@@ -71,40 +73,40 @@ def test_add_l1_sign_per_parameter_l1():
   l1 = {'w': {'kernel': 0.25}, 'b': {'bias': 2.0}}
   opt = optim.add_l1_sign(l1, mask=_all_true)
   updates, _ = opt.update(zeros, opt.init(params), params)
-  _assert_tree_equal(updates, {'w': {'kernel': _f32([.25, -.25, 0., .25])},
+  _assert_tree_equal(updates, {'w': {'kernel': _f32([[.25, -.25], [0., .25]])},
                                'b': {'bias': _f32([2., -2.])}})
 
 
 def test_hard_threshold_default_mask():
   params = _two_leaf()
   # p + u = [1.5, -0.75, 3, 1.0] for the kernel; 1.0 sits on the threshold.
-  updates = {'w': {'kernel': _f32([-0.5, 0.25, 3., 0.75])},
+  updates = {'w': {'kernel': _f32([[-0.5, 0.25], [3., 0.75]])},
              'b': {'bias': _f32([-0.5, 1.75])}}
   opt = optim.hard_threshold(1.0)
   new_updates, _ = opt.update(updates, opt.init(params), params)
-  _assert_tree_equal(new_updates, {'w': {'kernel': _f32([-.5, 1., 3., .75])},
+  _assert_tree_equal(new_updates, {'w': {'kernel': _f32([[-.5, 1.], [3., .75]])},
                                    'b': {'bias': _f32([-.5, 1.75])}})
   new_params = optax.apply_updates(params, new_updates)
-  _assert_tree_equal(new_params, {'w': {'kernel': _f32([1.5, 0., 3., 1.])},
+  _assert_tree_equal(new_params, {'w': {'kernel': _f32([[1.5, 0.], [3., 1.]])},
                                   'b': {'bias': _f32([.5, -.25])}})
 
 
 def test_hard_threshold_all_masked_and_per_parameter():
   params = _two_leaf()
-  updates = {'w': {'kernel': _f32([-0.5, 0.25, 3., 0.75])},
+  updates = {'w': {'kernel': _f32([[-0.5, 0.25], [3., 0.75]])},
              'b': {'bias': _f32([-0.5, 1.75])}}
   for threshold in (1.0, {'w': {'kernel': 1.0}, 'b': {'bias': 1.0}}):
     opt = optim.hard_threshold(threshold, mask=_all_true)
     new_updates, _ = opt.update(updates, opt.init(params), params)
     _assert_tree_equal(optax.apply_updates(params, new_updates),
-                       {'w': {'kernel': _f32([1.5, 0., 3., 1.])},
+                       {'w': {'kernel': _f32([[1.5, 0.], [3., 1.]])},
                         'b': {'bias': _f32([0., 0.])}})
   # A per-parameter threshold: 4 on the kernel, 0.3 on the bias.
   opt = optim.hard_threshold({'w': {'kernel': 4.0}, 'b': {'bias': 0.3}},
                              mask=_all_true)
   new_updates, _ = opt.update(updates, opt.init(params), params)
   _assert_tree_equal(optax.apply_updates(params, new_updates),
-                     {'w': {'kernel': _f32([0., 0., 0., 0.])},
+                     {'w': {'kernel': _f32([[0., 0.], [0., 0.]])},
                       'b': {'bias': _f32([.5, 0.])}})
 
 
@@ -248,7 +250,7 @@ def test_inject_hyperparams():
 
 
 def test_l1_schedule_moves_l1_and_threshold_together():
-  params = {'d': {'kernel': _f32([1., -1., .375, 2.])}}
+  params = {'d': {'kernel': _f32([[1., -1., .375, 2.]])}}
   zeros = jax.tree.map(np.zeros_like, params)
   # lambda_t = .125, .25, .375 (exact in float32): thresholds .25, .5, .75.
   l1 = optax.linear_schedule(0.125, 0.375, transition_steps=2)
@@ -258,7 +260,7 @@ def test_l1_schedule_moves_l1_and_threshold_together():
   for _ in range(3):
     updates, state = opt.update(zeros, state, params)
     params = optax.apply_updates(params, updates)
-    seen.append(np.asarray(params['d']['kernel']))
+    seen.append(np.asarray(params['d']['kernel'])[0])
   # Step 0: .375 - .125 = .25 sits on the threshold and is kept.
   np.testing.assert_array_equal(seen[0], _f32([.875, -.875, .25, 1.875]))
   # Step 1: .875 - .25 = .625 >= .5 is kept; .25 - .25 = 0.
@@ -281,20 +283,142 @@ def test_init_on_shape_dtype_structs():
 
 
 def test_non_flax_pytree():
-  params = (_f32([2., -1., 0.]), [_f32([1., -.2])])
-  grads = (_f32([1., 1., 1.]), [_f32([0., 0.])])
-  # Default mask: no 'kernel' keys, so this is plain SGD.
-  got = _run(optim.beta_lasso(1.0, .5, 1.0), params, [grads])
-  _assert_tree_equal(got, (_f32([1., -2., -1.]), [_f32([1., -.2])]))
-  # Explicit mask: regularize and threshold the first leaf only.
-  got = _run(optim.beta_lasso(1.0, .5, 1.0, mask=(True, [False])),
-             params, [grads])
+  params = (_f32([[2., -1., 0.]]), [_f32([1., -.2])])
+  grads = (_f32([[1., 1., 1.]]), [_f32([0., 0.])])
+  # Default mask: the 2-D leaf, whatever its name; the 1-D one is a bias.
   # [2 - 1.5, -1 - .5, 0 - 1] = [.5, -1.5, -1]; all >= .5 * 1 are kept.
-  _assert_tree_equal(got, (_f32([.5, -1.5, -1.]), [_f32([1., -.2])]))
+  got = _run(optim.beta_lasso(1.0, .5, 1.0), params, [grads])
+  _assert_tree_equal(got, (_f32([[.5, -1.5, -1.]]), [_f32([1., -.2])]))
   # Threshold .5 * 2 = 1: .5 goes, -1 sits on the threshold and stays.
-  got = _run(optim.beta_lasso(1.0, .5, 2.0, mask=(True, [False])),
+  got = _run(optim.beta_lasso(1.0, .5, 2.0), params, [grads])
+  _assert_tree_equal(got, (_f32([[0., -1.5, -1.]]), [_f32([1., -.2])]))
+  # An explicit mask: the 1-D leaf only.
+  got = _run(optim.beta_lasso(1.0, .5, 1.0, mask=(False, [True])),
              params, [grads])
-  _assert_tree_equal(got, (_f32([0., -1.5, -1.]), [_f32([1., -.2])]))
+  _assert_tree_equal(got, (_f32([[1., -2., -1.]]), [_f32([.5, 0.])]))
+
+
+def test_default_mask_is_weights_of_any_name():
+  # Names of other frameworks: nothing called 'kernel' (NNX state ends in
+  # 'kernel/value', Haiku has 'w', PyTorch ports 'weight').
+  params = {'linear': {'w': _f32([[1., -1.]]), 'b': _f32([1., -1.])},
+            'embed': {'weight': _f32([[2.], [-2.]])},
+            # 2-D, yet a bias and a norm scale (e.g. per position).
+            'local': {'bias': _f32([[1.]]), 'scale': _f32([[1.]])},
+            'steps': np.int32(3)}
+  mask = optim.weight_mask(params)
+  assert mask == {'linear': {'w': True, 'b': False}, 'embed': {'weight': True},
+                  'local': {'bias': False, 'scale': False}, 'steps': False}
+  ones = jax.tree.map(lambda x: np.ones_like(x, np.float32), params)
+  opt = optim.add_l1_sign(.5)
+  updates, _ = opt.update(ones, opt.init(params), params)
+  np.testing.assert_array_equal(updates['linear']['w'], [[1.5, .5]])
+  np.testing.assert_array_equal(updates['embed']['weight'], [[1.5], [.5]])
+  np.testing.assert_array_equal(updates['linear']['b'], [1., 1.])
+  np.testing.assert_array_equal(updates['local']['bias'], [[1.]])
+  assert optim.count_nonzero(params) == {'linear/w': 2, 'embed/weight': 2}
+
+
+@pytest.mark.parametrize('make', [
+    lambda mask: optim.add_l1_sign(0.1, mask),
+    lambda mask: optim.hard_threshold(0.1, mask),
+    lambda mask: optim.beta_lasso(0.1, 0.1, 2.0, mask),
+])
+def test_a_mask_that_selects_nothing_raises(make):
+  biases_only = {'dense': {'bias': _f32([1., 2.])}, 'bn': {'scale': _f32([1.])}}
+  with pytest.raises(ValueError, match='selects no parameter.*dense/bias'):
+    make(None).init(biases_only)
+  with pytest.raises(ValueError, match='selects no parameter'):
+    make(optim.kernel_mask).init({'w': _f32([[1.]])})
+  with pytest.raises(ValueError, match='selects no leaf'):
+    optim.count_nonzero(biases_only)
+
+
+def test_string_mask_is_a_path_regex():
+  params = _two_leaf()
+  ones = jax.tree.map(np.ones_like, params)
+  opt = optim.add_l1_sign(0.5, mask='bias$')  # optax would take it as True.
+  updates, _ = opt.update(ones, opt.init(params), params)
+  _assert_tree_equal(updates, {'w': {'kernel': np.ones((2, 2), np.float32)},
+                               'b': {'bias': _f32([1.5, 0.5])}})
+  with pytest.raises(ValueError, match='mask.*not a valid regex'):
+    optim.beta_lasso(0.1, 0.1, mask='layer[')
+  with pytest.raises(ValueError, match='mask must be a pytree of bools'):
+    optim.add_l1_sign(0.1, mask={'w': 'yes', 'b': False})
+
+
+@pytest.mark.parametrize('jit', [False, True])
+@pytest.mark.parametrize('beta', [0.0, 2.0])
+def test_non_finite_values_propagate_like_sgd(beta, jit):
+  params = {'dense': {'kernel': _f32([[1., -1., 1e-3, 2.]])}}
+  grads = {'dense': {'kernel': _f32([[np.nan, 0., 0., np.inf]])}}
+  got = _run(optim.beta_lasso(1.0, 1e-4, beta), params, [grads], jit)
+  want = _run(optax.sgd(1.0), params, [grads], jit)
+  # NaN and -inf where plain SGD has them, not zeros that hide divergence.
+  got, want = got['dense']['kernel'], want['dense']['kernel']
+  np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+  assert np.isnan(got[0, 0]) and got[0, 3] == -np.inf
+  # A NaN parameter stays NaN too.
+  nan_params = {'dense': {'kernel': _f32([[np.nan, 1.]])}}
+  got = _run(optim.beta_lasso(1.0, 1e-4, beta),
+             nan_params, [{'dense': {'kernel': _f32([[0., 0.]])}}], jit)
+  got = got['dense']['kernel']
+  assert np.isnan(got[0, 0]) and got[0, 1] != 0
+
+
+def test_beta_defaults_to_the_papers_50():
+  params = {'w': _f32([[1., 0.5, 0.25]])}
+  zeros = {'w': np.zeros((1, 3), np.float32)}
+  # lambda 1e-2, beta 50: threshold 0.5, so .5 - .01 and .25 - .01 go.
+  got = _run(optim.beta_lasso(1.0, 1e-2), params, [zeros])
+  np.testing.assert_allclose(got['w'], [[.99, 0., 0.]])
+  assert inspect.signature(optim.beta_lasso).parameters['beta'].default == 50
+
+
+@pytest.mark.parametrize('make, name', [
+    (lambda: optim.beta_lasso(0.1, -1e-5), 'l1'),
+    (lambda: optim.beta_lasso(0.1, float('nan')), 'l1'),
+    (lambda: optim.beta_lasso(0.1, '1e-5'), 'l1'),
+    (lambda: optim.beta_lasso(0.1, {'w': -1.}), 'l1'),
+    (lambda: optim.beta_lasso(0.1, 1e-5, -50.), 'beta'),
+    (lambda: optim.beta_lasso(0.1, 1e-5, float('inf')), 'beta'),
+    (lambda: optim.beta_lasso(0.1, 1e-5, '50'), 'beta'),
+    (lambda: optim.beta_lasso(-0.1, 1e-5), 'learning_rate'),
+    (lambda: optim.beta_lasso(float('nan'), 1e-5), 'learning_rate'),
+    (lambda: optim.beta_lasso('0.1', 1e-5), 'learning_rate'),
+    (lambda: optim.add_l1_sign(-1.), 'l1'),
+    (lambda: optim.hard_threshold(-1.), 'threshold'),
+    (lambda: optim.hard_threshold(np.inf), 'threshold'),
+    (lambda: optim.per_layer_l1({'w': 0}, -1.), 'default'),
+    (lambda: optim.per_layer_l1({'w': 0}, 1., [('w', np.nan)]), "'w'"),
+])
+def test_bad_hyperparameters_raise_at_construction(make, name):
+  with pytest.raises(ValueError, match=f'{name} must be a finite number'):
+    make()
+
+
+def test_l1_tree_for_the_leaves_a_transform_sees_under_multi_transform():
+  params = {'conv': {'kernel': _f32([[1., -1.]])},
+            'dense': {'kernel': _f32([[2., -2.]]), 'bias': _f32([1.])}}
+  zeros = jax.tree.map(np.zeros_like, params)
+  labels = {'conv': {'kernel': 'lasso'},
+            'dense': {'kernel': 'sgd', 'bias': 'sgd'}}
+  # l1 only for the leaves labelled 'lasso'; a value for a subtree applies to
+  # its leaves.
+  for l1 in ({'conv': {'kernel': .25}}, {'conv': .25}):
+    opt = optax.multi_transform(
+        {'lasso': optim.beta_lasso(1.0, l1, 0.0), 'sgd': optax.sgd(1.0)},
+        labels)
+    got = _run(opt, params, [zeros])
+    _assert_tree_equal(got, {'conv': {'kernel': _f32([[.75, -.75]])},
+                             'dense': params['dense']})
+  # A tree rooted elsewhere fails at init, naming the path it lacks.
+  opt = optax.multi_transform(
+      {'lasso': optim.beta_lasso(1.0, {'kernel': .25}), 'sgd': optax.sgd(1.0)},
+      labels)
+  with pytest.raises(ValueError, match="l1 has no value for parameter "
+                     "'conv/kernel'.*the params the transform receives"):
+    opt.init(params)
 
 
 # Masks, lambdas and counts.
@@ -320,6 +444,21 @@ def test_per_layer_l1_first_match_wins():
                                           (r'layer1|fc1', 1e-6)])
   assert lam == {'layer1': {'kernel': 2e-5, 'bias': 2e-5},
                  'fc1': {'kernel': 1e-6}, 'head': {'kernel': 5e-6}}
+
+
+def test_per_layer_l1_regex_that_matches_nothing_raises():
+  variables = {'params': {'layer1': {'kernel': 0}, 'fc1': {'kernel': 0}}}
+  # Paths of `variables` start with 'params/': '^layer1/' cannot match.
+  with pytest.raises(ValueError, match=r"'\^layer1/' matches no parameter "
+                     'path.*params/layer1/kernel'):
+    optim.per_layer_l1(variables, 5e-6, [(r'^layer1/', 2e-5)])
+  lam = optim.per_layer_l1(variables['params'], 5e-6, [(r'^layer1/', 2e-5)])
+  assert lam == {'layer1': {'kernel': 2e-5}, 'fc1': {'kernel': 5e-6}}
+  lam = optim.per_layer_l1(variables, 5e-6, [(r'^layer1/', 2e-5)],
+                           allow_unmatched=True)
+  assert jax.tree.leaves(lam) == [5e-6, 5e-6]
+  with pytest.raises(ValueError, match='not a valid regex'):
+    optim.per_layer_l1(variables, 5e-6, [('layer[', 2e-5)])
 
 
 def test_count_nonzero_and_weights():

@@ -2,27 +2,14 @@
 import pathlib
 import subprocess
 import sys
-import time
 
 import pytest
 
 from beta_lasso import models
 from beta_lasso import params
+from models_test import _GOLDEN  # Table 1 sizes: one golden table.
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
-
-# Table 1 sizes, 32x32x3, 10 classes (the values of models_test._GOLDEN).
-_GOLDEN = {
-    'sconv': 138_312_450,
-    'slocal': 147_607_200,
-    'sfc': 256_240_800,
-    'dconv': 1_445_955,
-    'dlocal': 11_713_920,
-    'dfc': 282_203_520,
-    '3fc': 256_256_043,
-    'resnet18': 11_164_352,
-}
-
 
 def test_every_model_has_a_paper_size():
   assert set(params.PAPER_SIZE) == set(params.NAMES) == set(models.MODELS)
@@ -30,7 +17,7 @@ def test_every_model_has_a_paper_size():
 
 @pytest.mark.parametrize('name', sorted(_GOLDEN))
 def test_paper_size_counts_are_golden(name):
-  assert params.weight_count(name, params.PAPER_SIZE[name]) == _GOLDEN[name]
+  assert params.weight_count(name, params.PAPER_SIZE[name]) == _GOLDEN[name][1]
 
 
 def test_3fc_width_scales_with_alpha_through_the_paper_width():
@@ -123,7 +110,6 @@ def test_max_size_agrees_with_a_linear_scan():
 
 def test_cli_prints_tables_and_writes_the_figure_without_allocating(tmp_path):
   out = tmp_path / 'fig1.png'
-  start = time.monotonic()
   # D-FC at alpha 64 or on 64x64 images has 4.5G weights (18 GB in fp32),
   # and at 80 GB the search visits 8G-weight models: shapes only.
   # The child reports its own peak: RUSAGE_CHILDREN would also count every
@@ -139,12 +125,10 @@ def test_cli_prints_tables_and_writes_the_figure_without_allocating(tmp_path):
        '--batch_size=256', '--alphas_s=1,150', '--alphas_d=15,64',
        '--kernel_sizes=3,15', '--image_sides=32,64'],
       cwd=_REPO, capture_output=True, text=True, check=True, timeout=120)
-  elapsed = time.monotonic() - start
   peak_gb = int(peak_report.read_text()) / 2**20
   # JAX and matplotlib alone take 1.5-2.5 GB here (it varies with the load);
   # D-FC at alpha 64 in these tables would take 18 GB if allocated.
   assert peak_gb < 4, peak_gb
-  assert elapsed < 90
 
   text = result.stdout
   for name in params.NAMES.values():

@@ -76,7 +76,6 @@ def test_sigkill_mid_training_resumes_bit_identical(reference, killed,
 def test_sigterm_saves_the_current_step_and_exits_cleanly(preempted):
   run = preempted.run
   assert run.returncode == 0, run.stderr[-3000:]
-  assert preempted.exit_seconds < 15
   assert 'Received SIGTERM: saving a checkpoint after this step.' in run.stderr
   match = re.search(r'^Preempted at step (\d+); checkpoint saved in (\S+)\. '
                     r'Run the same command to resume\.$', run.stdout, re.M)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -28,6 +29,55 @@ def _final_params(workdir: pathlib.Path):
     state = checkpointer.restore(path, restore_args=jax.tree.map(
         lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata))
   return state['params']
+
+
+# create_optimizer: what is regularized, and the schedule.
+_PARAMS = {'layer1': {'kernel': jnp.ones((3, 3, 3, 4))},
+           'bn1': {'scale': jnp.ones((4,)), 'bias': jnp.ones((4,))},
+           'head': {'kernel': jnp.ones((4, 10)), 'bias': jnp.ones((10,))}}
+
+
+def _first_update(config):
+  tx, _ = train.create_optimizer(config, _PARAMS, 100, 10)
+  zeros = jax.tree.map(jnp.zeros_like, _PARAMS)
+  updates, _ = tx.update(zeros, tx.init(_PARAMS), _PARAMS)
+  return {f'{layer}/{name}': bool(jnp.any(u != 0))
+          for layer, leaves in updates.items() for name, u in leaves.items()}
+
+
+def test_sgd_weight_decay_skips_biases_and_batchnorm_unless_all():
+  config = sconv.get_config('cpu')
+  # With zero gradients only weight decay moves a parameter.
+  assert _first_update(config) == {
+      'layer1/kernel': True, 'bn1/scale': False, 'bn1/bias': False,
+      'head/kernel': True, 'head/bias': False}
+  config.regularize = 'all'
+  assert all(_first_update(config).values())
+
+
+def test_beta_lasso_regularize_all_reaches_biases():
+  config = sfc_beta_lasso.get_config('cpu')
+  kernels = _first_update(config)
+  assert kernels == {'layer1/kernel': True, 'bn1/scale': False,
+                     'bn1/bias': False, 'head/kernel': True, 'head/bias': False}
+  config.regularize = 'all'
+  assert all(_first_update(config).values())
+
+
+def test_warmup_then_cosine():
+  config = sconv.get_config('cpu')
+  config.warmup_epochs = 2.0  # 20 steps at 10 steps per epoch.
+  _, schedule = train.create_optimizer(config, _PARAMS, 100, 10)
+  lr = config.learning_rate
+  assert float(schedule(0)) == 0.0
+  assert float(schedule(10)) == pytest.approx(lr / 2)
+  assert float(schedule(20)) == pytest.approx(lr)
+  assert float(schedule(60)) == pytest.approx(lr / 2, rel=1e-3)  # Cosine half.
+  assert float(schedule(100)) == pytest.approx(0.0, abs=1e-7)
+  config.warmup_epochs = 0.0
+  _, schedule = train.create_optimizer(config, _PARAMS, 100, 10)
+  assert float(schedule(0)) == pytest.approx(lr)
+  assert float(schedule(50)) == pytest.approx(lr / 2)
 
 
 def test_sconv_learns_real_cifar10(tmp_path):

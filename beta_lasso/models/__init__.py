@@ -22,10 +22,10 @@ and kernels are leaves named `kernel`, so `CONV_KERNEL_REGEX` and
 from collections.abc import Sequence
 
 import flax.linen as nn
-from flax import traverse_util
 import jax
 import jax.numpy as jnp
 
+from beta_lasso import optim
 from beta_lasso.models import deep
 from beta_lasso.models import local
 from beta_lasso.models import resnet
@@ -114,12 +114,10 @@ def kernel_counts(
   Returns:
     Layer name ('/'-joined parameter path without '/kernel', e.g. 'layer1',
     'layer2/block1/conv1', 'head') -> number of entries in its kernel, in
-    parameter-tree order. Biases and BatchNorm parameters are not weights
-    here, as in the paper's counts.
+    network order (`optim.count_weights`, the one weight counter). Biases and
+    BatchNorm parameters are not weights here, as in the paper's counts.
   """
   variables = jax.eval_shape(
       lambda: model.init(jax.random.key(0), jnp.zeros(input_shape, jnp.float32),
                          train=False))
-  flat = traverse_util.flatten_dict(variables['params'], sep='/')
-  return {path[:-len('/kernel')]: leaf.size for path, leaf in flat.items()
-          if path.endswith('/kernel')}
+  return optim.count_weights(variables['params'], optim.kernel_mask)
