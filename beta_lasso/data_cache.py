@@ -125,9 +125,15 @@ def load_split(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write(path: str, splits: dict[str, tuple[np.ndarray, np.ndarray]]):
-  """Writes {split: (images, labels)} as a cache, atomically."""
+  """Writes {split: (images, labels)} as a cache, atomically.
+
+  A sliced split is stored under its name: 'train[:1000]' becomes 'train'.
+  """
   arrays = {}
-  for name, (images, labels) in splits.items():
+  for split, (images, labels) in splits.items():
+    name, _ = parse_split(split)
+    if f'{name}_images' in arrays:
+      raise DataFileError(f'two splits named {name!r} in one data file')
     arrays[f'{name}_images'] = np.asarray(images, np.uint8)
     arrays[f'{name}_labels'] = np.asarray(labels, np.int32)
   tmp = f'{path}.tmp.npz'
@@ -135,29 +141,36 @@ def write(path: str, splits: dict[str, tuple[np.ndarray, np.ndarray]]):
   os.replace(tmp, path)
 
 
-_DATASET = flags.DEFINE_string('dataset', 'cifar10', 'TFDS dataset name.')
-_OUT = flags.DEFINE_string('out', None, 'The .npz to write.')
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data dir (default: '
-                                'TFDS_DATA_DIR or ~/tensorflow_datasets).')
-_SPLITS = flags.DEFINE_list('splits', ['train', 'test'], 'Splits to write.')
+def _define_flags():
+  """The command line's flags, defined only when this module is the script.
+
+  Defined at import, they would clash with other modules' flags of the same
+  name (params.py's --out) in every process that imports this module.
+  """
+  flags.DEFINE_string('dataset', 'cifar10', 'TFDS dataset name.')
+  flags.DEFINE_string('out', None, 'The .npz to write.')
+  flags.DEFINE_string('data_dir', None, 'TFDS data dir (default: '
+                      'TFDS_DATA_DIR or ~/tensorflow_datasets).')
+  flags.DEFINE_list('splits', ['train', 'test'], 'Splits to write.')
+  flags.mark_flag_as_required('out')
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   from beta_lasso import input_pipeline  # pylint: disable=g-import-not-at-top
-  if not _OUT.value:
-    sys.exit('error: give --out=FILE.npz')
+  args = flags.FLAGS
   try:
-    splits = {s: input_pipeline.load_split(_DATASET.value, s, _DATA_DIR.value)
-              for s in _SPLITS.value}
+    splits = {s: input_pipeline.load_split(args.dataset, s, args.data_dir)
+              for s in args.splits}
   except (ValueError, input_pipeline.DatasetNotFoundError) as e:
     sys.exit(f'error: {e}')
-  write(_OUT.value, splits)
+  write(args.out, splits)
   sizes = ', '.join(f'{s} {len(v[1]):,}' for s, v in splits.items())
-  print(f'Wrote {_OUT.value}: {sizes} examples, '
-        f'{os.path.getsize(_OUT.value) / 2**20:.0f} MiB')
+  print(f'Wrote {args.out}: {sizes} examples, '
+        f'{os.path.getsize(args.out) / 2**20:.0f} MiB')
 
 
 if __name__ == '__main__':
-  flags.mark_flag_as_required('out')
+  _define_flags()
   app.run(main)

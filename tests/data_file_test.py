@@ -87,3 +87,17 @@ def test_a_missing_data_file_is_one_line(tmp_path):
   assert proc.stderr.strip().splitlines()[-1].endswith(
       f'{tmp_path}/nope.npz does not exist')
   assert not (tmp_path / 'w').exists()
+
+
+def test_the_cache_command_writes_what_tfds_reads(tmp_path):
+  out = tmp_path / 'cifar10_test.npz'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'beta_lasso.data_cache', '--dataset=cifar10',
+       f'--out={out}', '--splits=test[:300]'],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f'Wrote {out}: test[:300] 300 examples' in proc.stdout
+  images, labels = data_cache.load_split(str(out), 'test')  # Named 'test'.
+  tfds_images, tfds_labels = input_pipeline.load_split('cifar10', 'test[:300]')
+  np.testing.assert_array_equal(images, tfds_images)
+  np.testing.assert_array_equal(labels, tfds_labels)
