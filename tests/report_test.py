@@ -90,3 +90,37 @@ def test_no_matching_workdir_is_one_line(tmp_path):
   assert proc.returncode != 0
   assert proc.stderr.strip().splitlines()[-1].startswith(
       'error: no workdir with results.json or a checkpoint matches')
+
+
+def _results(model, optimizer, test_accuracy, weights, **config):
+  return {'config': dict(model=model, optimizer=optimizer, **config),
+          'test_accuracy': test_accuracy, 'weights': {'layer1': weights},
+          'history': []}
+
+
+def test_figure5_lines_per_optimizer_and_none_without_resnets(tmp_path):
+  from beta_lasso.report import evidence  # pylint: disable=g-import-not-at-top
+  runs = [_results('resnet18', opt, acc, 10, model_kwargs={'kernel_size': k})
+          for opt, k, acc in (('sgd', 3, 0.9), ('sgd', 7, 0.88),
+                              ('beta_lasso', 3, 0.91), ('beta_lasso', 7, 0.9))]
+  fig = evidence.plot_resnet_kernels(runs + [_results('sfc', 'sgd', 0.5, 9)],
+                                     tmp_path / 'fig5.png')
+  lines = {l.get_label(): (list(l.get_xdata()), list(l.get_ydata()))
+           for l in fig.axes[0].get_lines()}
+  assert lines == {'SGD': ([3, 7], [90.0, 88.0]),
+                   'β-LASSO': ([3, 7], [91.0, 90.0])}
+  assert (tmp_path / 'fig5.png').stat().st_size > 5_000
+  assert evidence.plot_resnet_kernels(runs[:0], tmp_path / 'none.png') is None
+  assert not (tmp_path / 'none.png').exists()
+
+
+def test_figure2_joins_sizes_of_one_model(tmp_path):
+  from beta_lasso.report import evidence  # pylint: disable=g-import-not-at-top
+  runs = [_results('sconv', 'sgd', 0.7, 1_000_000, alpha=16),
+          _results('sconv', 'sgd', 0.6, 100_000, alpha=4),
+          _results('sfc', 'sgd', 0.65, 3_000_000, alpha=4)]
+  fig = evidence.plot_accuracy_vs_weights(runs, tmp_path / 'fig2.png')
+  lines = {l.get_label(): list(l.get_xdata())
+           for l in fig.axes[0].get_lines()}
+  assert lines == {'S-CONV, SGD': [100_000, 1_000_000],
+                   'S-FC, SGD': [3_000_000]}

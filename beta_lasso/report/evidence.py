@@ -22,12 +22,22 @@ def _total(counts: dict[str, int]) -> int:
   return int(sum(counts.values()))
 
 
+def _line_plot(lines: dict[str, list[tuple[float, float]]], size):
+  """One panel, one line of (x, y) points per label, points sorted by x."""
+  fig, axes = plots.new_panels(1, 1, size)
+  ax = axes[0][0]
+  for i, (label, points) in enumerate(sorted(lines.items())):
+    points = sorted(points)
+    ax.plot([p[0] for p in points], [p[1] for p in points], marker='o',
+            color=f'C{i % 10}', label=label)
+  return fig, ax
+
+
 def plot_accuracy_vs_weights(results_list: Sequence[dict[str, Any]],
                              path) -> mpl_figure.Figure:
   """Figure 2: test accuracy against weights, one line per model and optimizer.
 
-  Runs that differ only in size (alpha, width, kernel) join one line; points
-  are labelled with their epochs when runs of one line differ in them.
+  Runs that differ only in size (alpha, width, kernel) join one line.
   """
   lines: dict[str, list[tuple[int, float]]] = {}
   for results in results_list:
@@ -35,12 +45,7 @@ def plot_accuracy_vs_weights(results_list: Sequence[dict[str, Any]],
     label = figures.run_label(config, size=False)
     lines.setdefault(label, []).append(
         (_total(results['weights']), 100 * results['test_accuracy']))
-  fig, axes = plots.new_panels(1, 1, (6.4, 4.2))
-  ax = axes[0][0]
-  for i, (label, points) in enumerate(sorted(lines.items())):
-    points.sort()
-    ax.plot([p[0] for p in points], [p[1] for p in points], marker='o',
-            color=f'C{i % 10}', label=label)
+  fig, ax = _line_plot(lines, (6.4, 4.2))
   ax.set_xscale('log')
   ax.set_xlabel('weights')
   ax.set_ylabel('test accuracy (%)')
@@ -70,12 +75,7 @@ def plot_resnet_kernels(results_list: Sequence[dict[str, Any]],
         (kernel, 100 * results['test_accuracy']))
   if not lines:
     return None
-  fig, axes = plots.new_panels(1, 1, (5.2, 3.8))
-  ax = axes[0][0]
-  for i, (label, points) in enumerate(sorted(lines.items())):
-    points.sort()
-    ax.plot([p[0] for p in points], [p[1] for p in points], marker='o',
-            color=f'C{i}', label=label)
+  fig, ax = _line_plot(lines, (5.2, 3.8))
   ax.set_xlabel('kernel size k')
   ax.set_ylabel('test accuracy (%)')
   ax.grid(True, alpha=0.3)
