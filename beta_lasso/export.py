@@ -22,7 +22,7 @@ File layout (a zlib-compressed npz; the column indices deflate to about half):
 import json
 import math
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from absl import app
 from absl import flags
@@ -182,13 +182,17 @@ def network_layers(model: str, alpha: int | None, params, batch_stats,
   return _three_fc_layers(params, batch_stats, image_shape)
 
 
-def export(workdir, out, *, step: int | None = None) -> dict[str, Any]:
+def export(workdir, out, *, step: int | None = None,
+           transform_params: Callable[[Any], Any] | None = None
+           ) -> dict[str, Any]:
   """Writes the newest (or `step`) checkpoint of `workdir` to `out` (.npz).
 
   Args:
     workdir: a training workdir (config.json and checkpoints/).
     out: the file to write.
     step: which checkpoint; None means the newest.
+    transform_params: applied to the params tree before export (e.g.
+      pruning, `beta_lasso.prune`).
 
   Returns:
     The 'meta' dict stored in the file: format_version, model, alpha,
@@ -207,6 +211,8 @@ def export(workdir, out, *, step: int | None = None) -> dict[str, Any]:
   check_supported(model)  # Before reading a checkpoint of hundreds of MB.
   info = input_pipeline.DATASETS[config['dataset']]
   variables = loading.load_variables(workdir, step=step)
+  if transform_params is not None:
+    variables['params'] = transform_params(variables['params'])
   layers = network_layers(model, config.get('alpha'), variables['params'],
                           variables['batch_stats'], info.image_shape)
   model_kwargs = {k[len('model_kwargs.'):]: v for k, v in config.items()
@@ -250,19 +256,27 @@ def write(out, meta: dict[str, Any], layers: list[dict[str, Any]]
   return meta
 
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir to export.')
-_OUT = flags.DEFINE_string('out', None, 'The .npz file to write.')
-_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step; default newest.')
+def _define_flags():
+  """The command line's flags, defined only when this module is the script.
+
+  Defined at import, --workdir and --out would clash with other modules'
+  flags in a process that imports both (e.g. pytest).
+  """
+  flags.DEFINE_string('workdir', None, 'Training workdir to export.')
+  flags.DEFINE_string('out', None, 'The .npz file to write.')
+  flags.DEFINE_integer('step', None, 'Checkpoint step; default newest.')
+  flags.mark_flags_as_required(['workdir', 'out'])
 
 
 def main(argv):
   del argv
+  args = flags.FLAGS
   try:
-    meta = export(_WORKDIR.value, _OUT.value, step=_STEP.value)
+    meta = export(args.workdir, args.out, step=args.step)
   except (UnsupportedModelError, FileNotFoundError) as e:
     sys.exit(f'error: {e}')
-  size = epath.Path(_OUT.value).stat().length
-  print(f'{meta["model"]} (step {meta["step"]}) -> {_OUT.value}: '
+  size = epath.Path(args.out).stat().length
+  print(f'{meta["model"]} (step {meta["step"]}) -> {args.out}: '
         f'{size:,} bytes')
   for layer in meta['layers']:
     total = math.prod(layer['kernel_shape'])
@@ -271,5 +285,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['workdir', 'out'])
+  _define_flags()
   app.run(main)

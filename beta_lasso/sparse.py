@@ -18,7 +18,7 @@ sparse kernel does several times more work per stored weight than a dense one.
 
 Backends for the sparse layers:
   'scipy': scipy.sparse CSR products, layer by layer (the default when scipy is
-    installed; at batch 1 it is the fastest measured, see BENCHMARKS.md).
+    installed: the fastest measured, see BENCHMARKS.md).
   'bcoo': jax.experimental.sparse BCOO products, the whole network in one
     jitted function.
   'dense': every layer dense, the reference the sparse paths are checked on.
@@ -37,8 +37,9 @@ from beta_lasso import csr
 
 BACKENDS = ('scipy', 'bcoo', 'dense')
 # Layers denser than this run dense. Measured on 2 CPU cores (BENCHMARKS.md):
-# scipy CSR beats BLAS at batch 1 up to ~25% density, at batch 256 only
-# below a few percent; this value serves both.
+# scipy CSR beats XLA's dense matmul at batch 1 up to ~15% density, at batch
+# 256 only up to ~5%; one plan serves every batch size, and latency is what
+# sparsity buys most.
 DENSE_ABOVE = 0.1
 
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
@@ -179,14 +180,14 @@ class SparseNetwork:
       sparse = backend != 'dense' and _layer_density(layer) <= dense_above
       self.plan.append('sparse' if sparse else 'dense')
       fn, weights = self._make_op(layer, matrix, sparse)
-      if backend == 'bcoo':
-        bias = jnp.asarray(bias)
       self._fns.append((fn, layer['relu']))
       self._weights.append((weights, bias))
-    if backend == 'bcoo':
-      # Weights are arguments, not constants: XLA would fold the BCOO
-      # indices at compile time for minutes.
-      self._jitted = jax.jit(self._forward_jax)
+    # With no sparse layer there is nothing for scipy to do: one jitted call
+    # saves the host round trip per layer.
+    self._use_jax = backend == 'bcoo' or 'sparse' not in self.plan
+    # Weights are arguments, not constants: XLA would fold the BCOO indices
+    # at compile time for minutes.
+    self._jitted = jax.jit(self._forward_jax)
 
   def _make_op(self, layer, matrix, sparse):
     """(fn, weights) with fn(weights, x) the layer on (units, batch)."""
@@ -237,7 +238,7 @@ class SparseNetwork:
           ) * self._inv_std
       # (units, batch), contiguous: each layer multiplies from the left.
       x = np.ascontiguousarray(x.reshape(len(x), -1).T)
-      if self.backend == 'bcoo':
+      if self._use_jax:
         y = np.asarray(self._jitted(self._weights, x))
       else:
         y = self._forward_numpy(x)

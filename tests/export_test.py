@@ -21,6 +21,7 @@ from beta_lasso import export
 from beta_lasso import input_pipeline
 from beta_lasso import loading
 from beta_lasso import models
+from beta_lasso import prune
 from beta_lasso import sparse
 from beta_lasso import train
 from configs import default
@@ -134,6 +135,7 @@ def test_unsupported_model_is_one_line(tmp_path):
 # ----------------------------------------------------------------------------
 _MODELS = {  # name -> config overrides; all train 2 steps of 256 images.
     'sfc_beta_lasso': dict(alpha=2, l1_conv=2.5e-4, l1=2.5e-4),
+    'sfc_sgd': dict(alpha=2, optimizer='sgd'),
     'sconv': dict(model='sconv', optimizer='sgd', alpha=4),
     'slocal': dict(model='slocal', optimizer='sgd', alpha=2),
     '3fc': dict(model='3fc', optimizer='sgd', alpha=1,
@@ -172,7 +174,7 @@ def train_once(tmp_path_factory):
   return get
 
 
-@pytest.fixture(params=list(_MODELS))
+@pytest.fixture(params=[m for m in _MODELS if m != 'sfc_sgd'])
 def trained(request, train_once):
   return train_once(request.param)
 
@@ -244,3 +246,31 @@ print(net.predict(np.zeros((2, 32, 32, 3), np.uint8)).shape)
                        capture_output=True, text=True, timeout=120)
   assert run.returncode == 0, run.stderr[-2000:]
   assert run.stdout.strip().endswith('(2, 10)')
+
+
+# ----------------------------------------------------------------------------
+# Pruning for comparison.
+# ----------------------------------------------------------------------------
+def test_magnitude_prune_keeps_the_largest():
+  kernel = np.array([[0.5, -3.0, 0.0], [2.0, -0.1, 1.0]], np.float32)
+  pruned = prune.magnitude_prune(kernel, 2)
+  np.testing.assert_array_equal(pruned, [[0, -3, 0], [2, 0, 0]])
+  assert prune.magnitude_prune(kernel, 9) is kernel  # Nothing to remove.
+
+
+def test_prune_like_matches_the_per_layer_non_zeros(train_once, tmp_path):
+  _, _, sparse_run = train_once('sfc_beta_lasso')
+  _, _, dense_run = train_once('sfc_sgd')
+  result = prune.prune_like(dense_run, sparse_run, tmp_path / 'pruned.npz')
+  like = json.loads((sparse_run / 'results.json').read_text())['nnz']
+  assert result['nnz'] == like
+  assert {layer['name']: layer['nnz']
+          for layer in result['meta']['layers']} == like
+  # The survivors are the largest raw weights (BN folding keeps the pattern).
+  raw = loading.load_params(dense_run)['layer1']['kernel']
+  assert np.count_nonzero(raw) > like['layer1']  # There was work to do.
+  meta, arrays = sparse.read(tmp_path / 'pruned.npz')
+  exported = sparse.kernel(meta['layers'][0],
+                           sparse.layer_csr(meta['layers'][0], arrays))
+  np.testing.assert_array_equal(
+      exported != 0, prune.magnitude_prune(raw, like['layer1']) != 0)
