@@ -13,7 +13,7 @@ the non-zeros times the positions, the conv's own multiply-adds scaled by its
 density.
 
 Per layer the density decides: at or below `dense_above` the layer runs sparse,
-above it runs dense (a BLAS matmul, or the conv itself through jax.lax), since a
+above it runs dense (an XLA matmul, or the conv itself through jax.lax), since a
 sparse kernel does several times more work per stored weight than a dense one.
 
 Backends for the sparse layers:
@@ -23,7 +23,6 @@ Backends for the sparse layers:
     jitted function.
   'dense': every layer dense, the reference the sparse paths are checked on.
 """
-import functools
 import json
 import math
 from typing import Any
