@@ -80,6 +80,41 @@ def _read_tree(path: epath.Path, select) -> Any:
         item=item, restore_args=restore_args, partial_restore=True))
 
 
+def _state_path(workdir, step: int | None) -> epath.Path:
+  """The train state folder of checkpoint `step` (None: the newest)."""
+  steps = checkpoint_steps(workdir)
+  if step is None and not steps:
+    raise FileNotFoundError(f'no checkpoint in {workdir}/checkpoints')
+  step = steps[-1] if step is None else step
+  if step not in steps:
+    raise FileNotFoundError(f'no checkpoint of step {step} in {workdir} '
+                            f'(there are {steps})')
+  return epath.Path(workdir) / 'checkpoints' / str(step) / 'state'
+
+
+def load_variables(workdir, *, step: int | None = None) -> dict[str, Any]:
+  """What inference needs of a checkpoint: params and BatchNorm statistics.
+
+  Args:
+    workdir: a training workdir.
+    step: which checkpoint; None means the newest.
+
+  Returns:
+    {'params': ..., 'batch_stats': ..., 'step': int}, the trees as host numpy
+    arrays ('batch_stats' is {} for a model without BatchNorm); the optimizer
+    state is not read.
+
+  Raises:
+    FileNotFoundError: no such checkpoint.
+  """
+  path = _state_path(workdir, step)
+  variables = _read_tree(path, lambda tree: {
+      k: tree[k] for k in ('params', 'batch_stats') if tree.get(k)})
+  variables.setdefault('batch_stats', {})
+  variables['step'] = int(path.parent.name)
+  return variables
+
+
 def load_params(workdir, *, step: int | None = None,
                 layers: Sequence[str] | None = None) -> dict[str, Any]:
   """Model parameters of a checkpoint in `workdir`, as host numpy arrays.
@@ -98,14 +133,7 @@ def load_params(workdir, *, step: int | None = None,
     FileNotFoundError: no such checkpoint.
     KeyError: a name in `layers` that the model lacks.
   """
-  steps = checkpoint_steps(workdir)
-  if step is None and not steps:
-    raise FileNotFoundError(f'no checkpoint in {workdir}/checkpoints')
-  step = steps[-1] if step is None else step
-  if step not in steps:
-    raise FileNotFoundError(f'no checkpoint of step {step} in {workdir} '
-                            f'(there are {steps})')
-  path = epath.Path(workdir) / 'checkpoints' / str(step) / 'state'
+  path = _state_path(workdir, step)
 
   def select(tree):
     params = tree['params']
