@@ -38,7 +38,7 @@ import numpy as np
 
 from beta_lasso import export
 from beta_lasso import input_pipeline
-from beta_lasso import loading
+from beta_lasso.report import loading
 from beta_lasso import models
 from beta_lasso import sparse
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from beta_lasso import csr
 from beta_lasso import input_pipeline
-from beta_lasso import loading
+from beta_lasso.report import loading
 from beta_lasso import models
 from beta_lasso import workdir as workdir_lib
 from beta_lasso.models import layers as layers_lib

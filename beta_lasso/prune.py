@@ -20,7 +20,7 @@ import numpy as np
 
 from beta_lasso import export
 from beta_lasso import input_pipeline
-from beta_lasso import loading
+from beta_lasso.report import loading
 from beta_lasso import optim
 from beta_lasso import sparse
 from beta_lasso import workdir as workdir_lib

@@ -19,7 +19,7 @@ import pytest
 from beta_lasso import csr
 from beta_lasso import export
 from beta_lasso import input_pipeline
-from beta_lasso import loading
+from beta_lasso.report import loading
 from beta_lasso import models
 from beta_lasso import prune
 from beta_lasso import sparse
