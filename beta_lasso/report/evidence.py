@@ -29,7 +29,7 @@ def _line_plot(lines: dict[str, list[tuple[float, float]]], size):
   for i, (label, points) in enumerate(sorted(lines.items())):
     points = sorted(points)
     ax.plot([p[0] for p in points], [p[1] for p in points], marker='o',
-            color=f'C{i % 10}', label=label)
+            **plots.run_style(i), label=label)
   return fig, ax
 
 
@@ -114,9 +114,10 @@ def plot_locality(results_list: Sequence[dict[str, Any]], path, *,
       history = [h for h in results['history'] if 'locality' in h]
       x = [to_x[i](h['step']) for h in history]
       loc = [h['locality'] for h in history]
-      color = f'C{i % 10}'
+      style = plots.run_style(i)
+      color = style['color']
       key = f'{metric}/{subset}'
-      ax.plot(x, [l[f'{key}/median'] for l in loc], color=color, marker='.',
+      ax.plot(x, [l[f'{key}/median'] for l in loc], **style, marker='.',
               label=label)
       ax.fill_between(x, [l[f'{key}/q25'] for l in loc],
                       [l[f'{key}/q75'] for l in loc], color=color, alpha=0.15)
@@ -129,10 +130,7 @@ def plot_locality(results_list: Sequence[dict[str, Any]], path, *,
     ax.grid(True, alpha=0.3)
   axes[0][0].plot([], [], color='k', linestyle='--', linewidth=1,
                   label='null: the same weights, pixels permuted')
-  legend_ax = axes[0][-1]
-  legend_ax.axis('off')
-  legend_ax.legend(*axes[0][0].get_legend_handles_labels(), fontsize=8,
-                   loc='center left', frameon=False)
+  plots.legend_panel(axes[0][-1], [axes[0][0]])
   which = ('units with ≥ 20 non-zeros' if subset == 'active' else 'all units')
   fig.suptitle(f'First-layer locality over training (median and quartiles '
                f'over {which})', fontsize=11)

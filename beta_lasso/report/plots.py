@@ -48,6 +48,8 @@ from beta_lasso.report import loading
 from beta_lasso import optim
 
 PANEL_SIZE = (4.0, 3.2)  # Inches, one panel of fig3 / fig_accuracy.
+# Above this many runs the legend gets a panel of its own, off the curves.
+LEGEND_PANEL_ABOVE = 6
 MAX_PANEL_COLUMNS = 4
 _S_KERNEL = 9  # S family layer1 (shallow.S_LAYERS): 9x9, stride 2, SAME.
 
@@ -120,6 +122,23 @@ class _CompactLogFormatter(ticker.LogFormatter):
     return f'{x:.3g}'
 
 
+def run_style(i: int) -> dict[str, Any]:
+  """Colour and line style of the i-th run: 30 runs stay apart."""
+  return {'color': f'C{i % 10}', 'linestyle': ('-', '--', ':')[i // 10 % 3]}
+
+
+def legend_panel(ax, handles_from: Sequence[Any]):
+  """Turns `ax` into a legend of every labelled line of `handles_from`."""
+  handles, labels = [], []
+  for source in handles_from:
+    for handle, label in zip(*source.get_legend_handles_labels()):
+      if label not in labels:
+        handles.append(handle)
+        labels.append(label)
+  ax.set_axis_off()
+  ax.legend(handles, labels, fontsize=7, loc='center left', frameon=False)
+
+
 def new_panels(rows: int, columns: int, size) -> tuple[mpl_figure.Figure, Any]:
   """A grid of panels of `size` inches, margins fixed in inches.
 
@@ -162,15 +181,19 @@ def plot_nonzeros(results_list: Sequence[dict[str, Any]], path, *,
   layers = sorted(layers, key=optim.layer_order)
   if not layers:
     raise ValueError('no run has an evaluation yet: nothing to plot')
-  columns = min(len(layers), MAX_PANEL_COLUMNS)
-  rows = -(-len(layers) // columns)
+  own_legend = len(results_list) > LEGEND_PANEL_ABOVE
+  panels = len(layers) + own_legend
+  columns = min(panels, MAX_PANEL_COLUMNS)
+  rows = -(-panels // columns)
   fig, axes = new_panels(rows, columns, PANEL_SIZE)
   for ax in axes.flat[len(layers):]:
     ax.set_axis_off()
 
   for i, (results, label) in enumerate(zip(results_list, labels)):
-    color = f'C{i}'
+    style = run_style(i)
+    color = style['color']
     weights = results.get('weights', {})
+    labelled = False  # The legend names each run once, on its first panel.
     for ax, layer in zip(axes.flat, layers):
       points = [(to_x[i](h['step']), h['nnz'][layer])
                 for h in results['history'] if layer in h['nnz']]
@@ -180,8 +203,9 @@ def plot_nonzeros(results_list: Sequence[dict[str, Any]], path, *,
         ax.axhline(weights[layer], color=color, linestyle=':', linewidth=1)
       if points:
         x, y = zip(*points)
-        ax.plot(x, y, color=color, marker='.', label=label if ax is axes.flat[0]
-                else None)
+        ax.plot(x, y, **style, marker='.',
+                label=None if labelled else label)
+        labelled = True
 
   # Figure 3's reference: where S-FC's layer 1 would stand if it had learned
   # exactly a convolution (S-CONV) or a locally connected layer (S-LOCAL).
@@ -218,8 +242,10 @@ def plot_nonzeros(results_list: Sequence[dict[str, Any]], path, *,
     ax.yaxis.set_minor_formatter(_CompactLogFormatter(labelOnlyBase=False))
     ax.set_xlabel(x_label)
     ax.grid(True, which='major', alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
+    if ax.get_legend_handles_labels()[0] and not own_legend:
       ax.legend(fontsize=7, loc='best')
+  if own_legend:
+    legend_panel(axes.flat[len(layers)], axes.flat[:len(layers)])
   for row in axes:
     row[0].set_ylabel('non-zero weights')
   fig.suptitle('Non-zero weights per layer (dotted: all weights of the layer)',
@@ -244,21 +270,25 @@ def plot_accuracy(results_list: Sequence[dict[str, Any]], path, *,
   """
   labels = run_labels(results_list, labels)
   to_x, x_label = x_values(results_list, x_axis)
-  fig, axes = new_panels(1, 2, PANEL_SIZE)
-  accuracy_ax, loss_ax = axes[0]
+  own_legend = len(results_list) > LEGEND_PANEL_ABOVE
+  fig, axes = new_panels(1, 2 + own_legend, PANEL_SIZE)
+  accuracy_ax, loss_ax = axes[0][:2]
   for i, (results, label) in enumerate(zip(results_list, labels)):
     history = results['history']
     x = [to_x[i](h['step']) for h in history]
     accuracy_ax.plot(x, [100 * h['test_accuracy'] for h in history],
-                     color=f'C{i}', marker='.', label=label)
-    loss_ax.plot(x, [h['test_loss'] for h in history], color=f'C{i}',
+                     **run_style(i), marker='.', label=label)
+    loss_ax.plot(x, [h['test_loss'] for h in history], **run_style(i),
                  marker='.')
   accuracy_ax.set_ylabel('test accuracy (%)')
   loss_ax.set_ylabel('test loss')
   for ax in (accuracy_ax, loss_ax):
     ax.set_xlabel(x_label)
     ax.grid(True, alpha=0.3)
-  accuracy_ax.legend(fontsize=7, loc='best')
+  if own_legend:
+    legend_panel(axes[0][2], [accuracy_ax])
+  else:
+    accuracy_ax.legend(fontsize=7, loc='best')
   fig.suptitle('Test accuracy and test loss', fontsize=11)
   figures.save(fig, path)
   return fig
