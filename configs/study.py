@@ -23,7 +23,8 @@ from configs import default
 
 def get_config(arg=None):
   """The study's base row (S-FC, beta-LASSO); `:3fc` gives the 3-FC row."""
-  tokens = default.parse_arg(arg, valid=('3fc',))
+  # ':cpu' is accepted like every config's: the study is CPU-sized already.
+  tokens = default.parse_arg(arg, valid=('3fc', 'cpu'))
   config = default.get_config()
   config.model = 'sfc'
   config.optimizer = 'beta_lasso'

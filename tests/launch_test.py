@@ -20,7 +20,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SWEEPS = REPO / 'launch' / 'sweeps'
 # Sweep file -> runs it adds.
 EXPECTED_RUNS = {'sgd_grid': 10, 'table2': 3, 'lambda_grid': 25,
-                 'resnet_kernels': 8}
+                 'resnet_kernels': 8, 'study': 8}
 
 
 def _sweep(name):
