@@ -31,7 +31,7 @@ real peaks are somewhat higher. GB means GiB (2^30 bytes).
 from collections.abc import Callable, Sequence
 import functools
 import math
-import sys
+import types
 from typing import NamedTuple
 
 from absl import app
@@ -378,7 +378,10 @@ def main(argv):
     from beta_lasso.report import figure1  # pylint: disable=g-import-not-at-top
     figure1.plot_figure1(_OUT.value, grids, sides, sizes, c,
                          f'largest that fits ({setting})',
-                         sizing=sys.modules[__name__])
+                         sizing=types.SimpleNamespace(
+                             NAMES=NAMES, PAPER_SIZE=PAPER_SIZE,
+                             weight_count=weight_count,
+                             size_label=size_label))
     print(f'\nWrote {_OUT.value}')
 
 

@@ -23,9 +23,9 @@ def plot_figure1(path: str, grids: dict[str, Sequence[int]],
     sizes: model -> largest size that fits, marked with a star (0: none).
     num_classes: outputs of the head.
     memory_label: what the stars mean, for the legend.
-    sizing: the module `beta_lasso.params` (counts, names, paper sizes),
-      passed in: under `python -m beta_lasso.params` it is `__main__`, and
-      importing it again would define its flags twice.
+    sizing: `beta_lasso.params`'s NAMES, PAPER_SIZE, weight_count and
+      size_label, passed in: under `python -m beta_lasso.params` that module
+      is `__main__`, and importing it again would define its flags twice.
   """
   fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
   for i, (name, grid) in enumerate(grids.items()):
