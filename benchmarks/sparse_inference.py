@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from beta_lasso import augmentation
 from beta_lasso import export
 from beta_lasso import input_pipeline
 from beta_lasso.report import loading
@@ -78,7 +79,7 @@ def dense_forward(model_name: str, alpha, model_kwargs, variables, info):
 
   @jax.jit
   def apply(variables, images):
-    return model.apply(variables, input_pipeline.normalize(images, info),
+    return model.apply(variables, augmentation.normalize(images, info),
                        train=False)
 
   return lambda images: apply(variables, images).block_until_ready()

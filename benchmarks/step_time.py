@@ -32,6 +32,7 @@ def measure(name: str, steps: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from beta_lasso import augmentation  # pylint: disable=g-import-not-at-top
   from beta_lasso import input_pipeline  # pylint: disable=g-import-not-at-top
   from beta_lasso import models  # pylint: disable=g-import-not-at-top
   from beta_lasso import train  # pylint: disable=g-import-not-at-top
@@ -57,8 +58,8 @@ def measure(name: str, steps: int) -> dict:
       opt_state=tx.init(variables['params']))
   step = jax.jit(functools.partial(
       train.train_step, model=model, tx=tx,
-      augment=input_pipeline.augment_fn(config.augment, info),
-      normalize=functools.partial(input_pipeline.normalize, info=info),
+      augment=augmentation.augment_fn(config.augment, info),
+      normalize=functools.partial(augmentation.normalize, info=info),
       key=jax.random.key(1)), donate_argnums=0)
   start = time.perf_counter()
   state, metrics = step(state, batch)

@@ -1,4 +1,4 @@
-"""Input pipeline: splits held in host memory; batches and augmentation by step.
+"""Input pipeline: splits held in host memory, batches chosen by step.
 
 The datasets of the paper (CIFAR-10, CIFAR-100, SVHN) hold at most ~100k images
 of 32x32x3, so each process reads a split once through TFDS into a uint8 numpy
@@ -7,9 +7,10 @@ function of (seed, step):
 
 - `train_indices` picks which examples form a step's batch, from a permutation
   seeded by (seed, epoch);
-- `augment` (random crop, horizontal flip, Cutout) runs on the accelerator
-  inside the jitted train step, keyed by a PRNG key the caller derives from
-  (seed, step), e.g. `jax.random.fold_in(jax.random.key(seed), step)`.
+- `augmentation.augment` (random crop, horizontal flip, Cutout) runs on the
+  accelerator inside the jitted train step, keyed by a PRNG key the caller
+  derives from (seed, step), e.g. `jax.random.fold_in(jax.random.key(seed),
+  step)`.
 
 So a run resumed from a checkpoint at step t sees bit-identical batches to one
 that never stopped, with no iterator state to save.
@@ -18,29 +19,27 @@ Typical use::
 
   info = input_pipeline.DATASETS['cifar10']
   images, labels = input_pipeline.load_split('cifar10', 'train')
-  aug = input_pipeline.augment_fn('crop_flip_cutout', info)
+  aug = augmentation.augment_fn('crop_flip_cutout', info)
   # host side, every step:
   idx = input_pipeline.train_indices(len(labels), 512, seed, step,
                                      jax.process_index(), jax.process_count())
   batch = input_pipeline.train_batch(images, labels, idx)
   # inside the jitted step:
-  x = input_pipeline.normalize(aug(batch['image'], rng), info)
+  x = augmentation.normalize(aug(batch['image'], rng), info)
 """
 
 import functools
 import os
 import re
-from typing import Callable, Iterator, NamedTuple, Optional
+from typing import Iterator, NamedTuple, Optional
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 # TensorFlow and TFDS are imported where a TFDS split is read, not here: a
 # host that trains from a data file (beta_lasso.data_cache) needs neither.
-# TensorFlow only decodes records here. Its C++ start-up notices would bury our console: the level
-# hides most; the oneDNN notice goes only with oneDNN's ops, which decoding
-# does not use.
+# TensorFlow only decodes records here. Its C++ start-up notices would bury
+# our console: the level hides most; the oneDNN notice goes only with
+# oneDNN's ops, which decoding does not use.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
@@ -103,8 +102,6 @@ DATASETS = {
         std=(50.49, 51.26, 50.24),
     ),
 }
-
-AUGMENTATIONS = ('none', 'crop_flip', 'crop_flip_cutout')
 
 
 class DatasetNotFoundError(ValueError):
@@ -402,138 +399,3 @@ def eval_batches(images: np.ndarray,
     image[~mask] = 0
     label = np.where(mask, labels[idx], 0).astype(np.int32)
     yield {'image': image, 'label': label, 'mask': mask}
-
-
-# ----------------------------------------------------------------------------
-# Augmentation and normalization (device side, jax, jittable).
-# ----------------------------------------------------------------------------
-
-
-def _augment_one(padded: jax.Array, key: jax.Array, *, height: int,
-                 width: int, crop_padding: int, flip: bool, cutout: int,
-                 cutout_fill: jax.Array) -> jax.Array:
-  """Crop, flip and Cutout for one zero-padded image [H+2p, W+2p, C]."""
-  # Always three keys, so a given key crops the same way whatever flip/cutout.
-  crop_key, flip_key, cutout_key = jax.random.split(key, 3)
-  top, left = jax.random.randint(crop_key, (2,), 0, 2 * crop_padding + 1)
-  image = jax.lax.dynamic_slice(
-      padded, (top, left, 0), (height, width, padded.shape[-1]))
-  if flip:
-    image = jnp.where(jax.random.bernoulli(flip_key), image[:, ::-1], image)
-  if cutout > 0:
-    # DeVries & Taylor: centre anywhere in the image, square clipped at the
-    # borders, so near edges less than cutout x cutout pixels are erased.
-    cy, cx = jax.random.randint(
-        cutout_key, (2,), 0, jnp.array([height, width]))
-    y0, x0 = cy - cutout // 2, cx - cutout // 2
-    rows = jnp.arange(height)[:, None]
-    cols = jnp.arange(width)[None, :]
-    inside = ((rows >= y0) & (rows < y0 + cutout) &
-              (cols >= x0) & (cols < x0 + cutout))
-    image = jnp.where(inside[:, :, None], cutout_fill, image)
-  return image
-
-
-# Jitted so that eager callers (tests, notebooks) compile once per shape instead
-# of dispatching op by op; inside a jitted train step it simply inlines.
-@functools.partial(
-    jax.jit, static_argnames=('crop_padding', 'flip', 'cutout'))
-def augment(images: jax.Array,
-            rng: jax.Array,
-            *,
-            crop_padding: int = 4,
-            flip: bool = True,
-            cutout: int = 0,
-            cutout_fill=0) -> jax.Array:
-  """Random crop, horizontal flip and Cutout, independently per example.
-
-  Matches torchvision's `RandomCrop(size, padding=crop_padding)` (zero padding,
-  offsets uniform in [0, 2 * crop_padding] per axis), then
-  `RandomHorizontalFlip()` (p = 0.5), then Cutout (DeVries & Taylor, 2017).
-
-  Args:
-    images: [B, H, W, C], uint8 or float.
-    rng: a PRNG key; example i uses `jax.random.split(rng, B)[i]`.
-    crop_padding: zero padding on each side before cropping back to H x W;
-      0 disables the crop.
-    flip: whether to flip horizontally with probability 1/2.
-    cutout: side of the erased square; 0 disables Cutout.
-    cutout_fill: value written into the erased square, a scalar or a
-      per-channel [C] array. DeVries & Taylor erase after normalization, i.e.
-      to the mean; on uint8 images pass the rounded per-channel mean for that
-      (`augment_fn` does).
-
-  Returns:
-    Images of the same shape and dtype as `images`.
-  """
-  batch, height, width, _ = images.shape
-  pad = ((0, 0), (crop_padding, crop_padding), (crop_padding, crop_padding),
-         (0, 0))
-  padded = jnp.pad(images, pad)
-  keys = jax.random.split(rng, batch)
-  one = functools.partial(
-      _augment_one,
-      height=height,
-      width=width,
-      crop_padding=crop_padding,
-      flip=flip,
-      cutout=cutout,
-      cutout_fill=jnp.asarray(cutout_fill, images.dtype))
-  return jax.vmap(one)(padded, keys)
-
-
-def augment_fn(
-    name: str, info: DatasetInfo
-) -> Callable[[jax.Array, jax.Array], jax.Array]:
-  """The augmentation `name` (one of `AUGMENTATIONS`) for a dataset.
-
-  Args:
-    name: 'none' (identity), 'crop_flip' (4-pixel crop, flip where
-      `info.flip`), or 'crop_flip_cutout' (also Cutout of `info.cutout`).
-    info: the dataset's `DatasetInfo`.
-
-  Returns:
-    `fn(images, rng) -> images` on uint8 [B, H, W, C], jittable. Cutout fills
-    with the rounded dataset mean, which `normalize` maps to ~0 as in the
-    paper's (normalize-then-Cutout) recipe.
-
-  Raises:
-    ValueError: unknown `name`.
-  """
-  if name not in AUGMENTATIONS:
-    raise ValueError(
-        f'Unknown augmentation {name!r}; valid names: '
-        f'{", ".join(AUGMENTATIONS)}.')
-  if name == 'none':
-    return lambda images, rng: images
-  cutout = info.cutout if name == 'crop_flip_cutout' else 0
-  return functools.partial(
-      augment,
-      crop_padding=4,
-      flip=info.flip,
-      cutout=cutout,
-      cutout_fill=np.round(info.mean).astype(np.uint8))
-
-
-def pixel_permutation(image_shape: tuple[int, int, int], seed: int) -> np.ndarray:
-  """The fixed permutation of a `permute_pixels` run: H*W positions."""
-  height, width, _ = image_shape
-  # A stream of its own, so it never coincides with the data order's.
-  return np.random.default_rng([seed, 0x5eed]).permutation(height * width)
-
-
-def permute_pixels(images: jax.Array, permutation) -> jax.Array:
-  """Moves pixel `permutation[q]` (row-major) of [B, H, W, C] images to q."""
-  b, h, w, c = images.shape
-  return images.reshape(b, h * w, c)[:, jnp.asarray(permutation)].reshape(
-      b, h, w, c)
-
-
-def normalize(images: jax.Array,
-              info: DatasetInfo,
-              dtype: jnp.dtype = jnp.float32) -> jax.Array:
-  """Maps uint8 images to (x - mean) / std per channel, in `dtype`."""
-  # Arithmetic in float32 whatever `dtype`: bf16 would round 0-255 values.
-  mean = jnp.asarray(info.mean, jnp.float32)
-  std = jnp.asarray(info.std, jnp.float32)
-  return ((images.astype(jnp.float32) - mean) / std).astype(dtype)

@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from beta_lasso import augmentation
 from beta_lasso import checkpointing
 from beta_lasso import input_pipeline
 from beta_lasso import models
@@ -202,16 +203,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   checkpoint_every = epochs_to_steps(config.checkpoint_every_epochs,
                                      steps_per_epoch)
   dtype = jnp.bfloat16 if config.half_precision else jnp.float32
-  augment = input_pipeline.augment_fn(config.augment, info)
-  normalize = functools.partial(input_pipeline.normalize, info=info, dtype=dtype)
+  augment = augmentation.augment_fn(config.augment, info)
+  normalize = functools.partial(augmentation.normalize, info=info, dtype=dtype)
   permutation = None
   if config.get('permute_pixels'):
     permutation = workdir_lib.pixel_permutation(
-        workdir, input_pipeline.pixel_permutation(info.image_shape, config.seed))
+        workdir, augmentation.pixel_permutation(info.image_shape, config.seed))
     # After augmentation, which acts on the image's own geometry; at eval too.
     unpermuted_normalize = normalize
     normalize = lambda x: unpermuted_normalize(
-        input_pipeline.permute_pixels(x, permutation))
+        augmentation.permute_pixels(x, permutation))
 
   # --- Model and optimizer, created already sharded. ---
   model = models.create_model(

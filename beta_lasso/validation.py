@@ -12,6 +12,7 @@ from absl import logging
 import jax
 import ml_collections
 
+from beta_lasso import augmentation
 from beta_lasso import data_cache
 from beta_lasso import fits
 from beta_lasso import input_pipeline
@@ -59,7 +60,7 @@ def validate_config(config: ml_collections.ConfigDict):
   _choice(config, 'model', tuple(models.MODELS))
   _choice(config, 'dataset', tuple(input_pipeline.DATASETS))
   _choice(config, 'optimizer', OPTIMIZERS)
-  _choice(config, 'augment', input_pipeline.AUGMENTATIONS)
+  _choice(config, 'augment', augmentation.AUGMENTATIONS)
   _choice(config, 'regularize', REGULARIZE)
   # Fields newer than some configs (e.g. a workdir's saved one) may be absent.
   batch_fields = [f for f in ('batch_size', 'eval_batch_size') if f in config]

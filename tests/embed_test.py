@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from beta_lasso import augmentation
 from beta_lasso.models import embed
 from beta_lasso import input_pipeline
 from beta_lasso import models
@@ -25,7 +26,7 @@ _BATCH = 16
 def cifar10():
   """Normalized CIFAR-10 test images: 4 batches for statistics, 1 to test."""
   images, _ = input_pipeline.load_split('cifar10', f'test[:{5 * _BATCH}]')
-  x = input_pipeline.normalize(images,
+  x = augmentation.normalize(images,
                                input_pipeline.DATASETS['cifar10'])
   return x.reshape((5, _BATCH) + x.shape[1:])
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from beta_lasso import augmentation
 from beta_lasso import csr
 from beta_lasso import export
 from beta_lasso import input_pipeline
@@ -187,7 +188,7 @@ def _dense_logits(config, workdir, images):
   variables = loading.load_variables(workdir)
   apply = jax.jit(lambda x: model.apply(
       {'params': variables['params'], 'batch_stats': variables['batch_stats']},
-      input_pipeline.normalize(x, info), train=False))
+      augmentation.normalize(x, info), train=False))
   # In batches: S-LOCAL's patches of 10,000 images would take gigabytes.
   return np.concatenate([np.asarray(apply(jnp.asarray(images[i:i + 1000])))
                          for i in range(0, len(images), 1000)])

@@ -5,6 +5,7 @@ import pathlib
 import numpy as np
 import pytest
 
+from beta_lasso import augmentation
 from beta_lasso import input_pipeline
 from beta_lasso import models
 from beta_lasso import train
@@ -52,7 +53,7 @@ def test_family_trains_end_to_end(name, tmp_path):
   state = cli_runs._saved_state(tmp_path)  # pylint: disable=protected-access
   variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
   images, labels = input_pipeline.load_split('cifar10', 'test[:300]')
-  logits = model.apply(variables, input_pipeline.normalize(
+  logits = model.apply(variables, augmentation.normalize(
       images, input_pipeline.DATASETS['cifar10']), train=False)
   correct = np.asarray(logits).argmax(-1) == labels
   assert results['test_accuracy'] == pytest.approx(correct.mean(), abs=1e-6)

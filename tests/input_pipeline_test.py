@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from beta_lasso import augmentation
 from beta_lasso import input_pipeline
 
 CIFAR10 = input_pipeline.DATASETS['cifar10']
@@ -151,7 +152,7 @@ def _windows(image, padding):
 
 def test_augment_identity():
   images = _random_images()
-  out = input_pipeline.augment(jnp.asarray(images), jax.random.key(0),
+  out = augmentation.augment(jnp.asarray(images), jax.random.key(0),
                                crop_padding=0, flip=False, cutout=0)
   assert out.dtype == jnp.uint8
   np.testing.assert_array_equal(out, images)
@@ -159,7 +160,7 @@ def test_augment_identity():
 
 def test_augment_crop_is_shifted_window():
   images = _random_images((32, 32, 32, 3))
-  out = np.asarray(input_pipeline.augment(
+  out = np.asarray(augmentation.augment(
       jnp.asarray(images), jax.random.key(1), crop_padding=4, flip=False))
   offsets = set()
   for image, crop in zip(images, out):
@@ -173,7 +174,7 @@ def test_augment_crop_is_shifted_window():
 
 def test_augment_flip_is_mirror_or_identity():
   images = _random_images((64, 32, 32, 3))
-  out = np.asarray(input_pipeline.augment(
+  out = np.asarray(augmentation.augment(
       jnp.asarray(images), jax.random.key(2), crop_padding=0, flip=True))
   flipped = [np.array_equal(o, i[:, ::-1]) for i, o in zip(images, out)]
   same = [np.array_equal(o, i) for i, o in zip(images, out)]
@@ -185,7 +186,7 @@ def test_augment_flip_is_mirror_or_identity():
 def test_augment_cutout_square(size):
   # Values in [1, 255] so that zeros mark exactly the erased pixels.
   images = np.maximum(_random_images((64, 32, 32, 3), seed=size), 1)
-  out = np.asarray(input_pipeline.augment(
+  out = np.asarray(augmentation.augment(
       jnp.asarray(images), jax.random.key(3), crop_padding=0, flip=False,
       cutout=size))
   clipped = 0
@@ -212,16 +213,16 @@ def test_augment_cutout_square(size):
 def test_augment_deterministic_in_rng():
   images = jnp.asarray(_random_images((16, 32, 32, 3)))
   kwargs = dict(crop_padding=4, flip=True, cutout=16)
-  a = input_pipeline.augment(images, jax.random.key(7), **kwargs)
-  b = input_pipeline.augment(images, jax.random.key(7), **kwargs)
-  c = input_pipeline.augment(images, jax.random.key(8), **kwargs)
+  a = augmentation.augment(images, jax.random.key(7), **kwargs)
+  b = augmentation.augment(images, jax.random.key(7), **kwargs)
+  c = augmentation.augment(images, jax.random.key(8), **kwargs)
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, c)
 
 
 def test_augment_jit():
   images = jnp.asarray(_random_images((16, 32, 32, 3)))
-  fn = input_pipeline.augment_fn('crop_flip_cutout', CIFAR10)
+  fn = augmentation.augment_fn('crop_flip_cutout', CIFAR10)
   rng = jax.random.fold_in(jax.random.key(0), 12)
   eager = fn(images, rng)
   jitted = jax.jit(fn)(images, rng)
@@ -233,21 +234,21 @@ def test_augment_fn():
   images = jnp.asarray(_random_images((16, 32, 32, 3)))
   rng = jax.random.key(0)
   np.testing.assert_array_equal(
-      input_pipeline.augment_fn('none', CIFAR10)(images, rng), images)
+      augmentation.augment_fn('none', CIFAR10)(images, rng), images)
   np.testing.assert_array_equal(
-      input_pipeline.augment_fn('crop_flip', CIFAR10)(images, rng),
-      input_pipeline.augment(images, rng, crop_padding=4, flip=True))
+      augmentation.augment_fn('crop_flip', CIFAR10)(images, rng),
+      augmentation.augment(images, rng, crop_padding=4, flip=True))
   # Cutout fills with the dataset mean, which normalizes to ~0.
-  out = input_pipeline.augment_fn('crop_flip_cutout', CIFAR10)(
+  out = augmentation.augment_fn('crop_flip_cutout', CIFAR10)(
       jnp.zeros((4, 32, 32, 3), jnp.uint8), rng)
   fill = np.round(CIFAR10.mean).astype(np.uint8)
   erased = (np.asarray(out) == fill).all(axis=-1)
   assert erased.sum() >= 4 * 8 * 8
-  normalized = input_pipeline.normalize(out, CIFAR10)
+  normalized = augmentation.normalize(out, CIFAR10)
   assert np.abs(np.asarray(normalized)[erased]).max() < 0.02
   with pytest.raises(ValueError, match='autoaugment') as e:
-    input_pipeline.augment_fn('autoaugment', CIFAR10)
-  for name in input_pipeline.AUGMENTATIONS:
+    augmentation.augment_fn('autoaugment', CIFAR10)
+  for name in augmentation.AUGMENTATIONS:
     assert name in str(e.value)
 
 
@@ -289,7 +290,7 @@ def test_normalize(cifar10):
 
   @jax.jit
   def channel_stats(images):
-    x = input_pipeline.normalize(images, CIFAR10).reshape(-1, 3)
+    x = augmentation.normalize(images, CIFAR10).reshape(-1, 3)
     # XLA's tree reductions keep float32 accurate; numpy's strided float32
     # sums over these 51M values drift by ~8%.
     mean = x.mean(axis=0)
@@ -298,10 +299,10 @@ def test_normalize(cifar10):
   mean, std = channel_stats(images)
   np.testing.assert_allclose(mean, 0, atol=0.05)
   np.testing.assert_allclose(std, 1, atol=0.05)
-  x = input_pipeline.normalize(images[:8], CIFAR10)
+  x = augmentation.normalize(images[:8], CIFAR10)
   assert x.dtype == jnp.float32 and x.shape == (8, 32, 32, 3)
   np.testing.assert_allclose(
       x, (images[:8] - np.array(CIFAR10.mean)) / np.array(CIFAR10.std),
       rtol=1e-6, atol=1e-6)
-  bf16 = input_pipeline.normalize(images[:8], CIFAR10, dtype=jnp.bfloat16)
+  bf16 = augmentation.normalize(images[:8], CIFAR10, dtype=jnp.bfloat16)
   assert bf16.dtype == jnp.bfloat16

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from beta_lasso import input_pipeline
+from beta_lasso import augmentation
 from beta_lasso.models import local
 from beta_lasso.report import locality
 
@@ -113,7 +113,7 @@ def test_summarize_separates_local_units_from_their_null():
 def test_a_permuted_run_is_measured_in_image_coordinates():
   unit = np.zeros((1, *IMAGE), np.float32)
   unit[0, 10:15, 3:8, :] = 1.0
-  permutation = input_pipeline.pixel_permutation(IMAGE, seed=0)
+  permutation = augmentation.pixel_permutation(IMAGE, seed=0)
   # What the model sees at pixel q is image pixel permutation[q], so a unit
   # local in the image has its weights at the permuted rows.
   seen = unit.reshape(1, 32 * 32, 3)[:, permutation].reshape(1, *IMAGE)
@@ -127,9 +127,9 @@ def test_a_permuted_run_is_measured_in_image_coordinates():
 
 def test_permute_pixels_moves_pixel_permutation_q_to_q():
   images = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
-  permutation = input_pipeline.pixel_permutation((4, 4, 3), seed=3)
+  permutation = augmentation.pixel_permutation((4, 4, 3), seed=3)
   assert sorted(permutation) == list(range(16))
-  out = np.asarray(input_pipeline.permute_pixels(images, permutation))
+  out = np.asarray(augmentation.permute_pixels(images, permutation))
   for q, p in enumerate(permutation):
     np.testing.assert_array_equal(out[:, q // 4, q % 4],
                                   images[:, p // 4, p % 4])

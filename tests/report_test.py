@@ -1,5 +1,4 @@
 """`python -m beta_lasso.report` end to end on two tiny real runs."""
-import json
 import pathlib
 import subprocess
 import sys
@@ -7,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from beta_lasso import input_pipeline
+from beta_lasso import augmentation
 from beta_lasso import train
 from beta_lasso import workdir as workdir_lib
 from beta_lasso.report import locality
@@ -49,7 +48,7 @@ def test_the_permutation_is_saved_and_restored(runs, tmp_path):
   workdir, _ = runs['sfc_bl_permuted']
   saved = np.load(workdir / workdir_lib.PERMUTATION_FILE)
   np.testing.assert_array_equal(
-      saved, input_pipeline.pixel_permutation((32, 32, 3), seed=0))
+      saved, augmentation.pixel_permutation((32, 32, 3), seed=0))
   # A workdir keeps the permutation it started with.
   other = np.arange(1024)[::-1]
   np.save(tmp_path / workdir_lib.PERMUTATION_FILE, other)
