@@ -176,9 +176,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   info = input_pipeline.DATASETS[config.dataset]
   checkpoints = checkpointing.Checkpointer(
       epath.Path(workdir) / 'checkpoints', config.max_checkpoints_to_keep)
-  # Without config.json, the newest checkpoint still knows its run's config.
-  workdir_lib.check_config(workdir, config, allow_change=allow_config_change,
-                           saved=checkpoints.saved_extras().get('config'))
+  if workdir_lib.read_config(workdir) is None:
+    # Without config.json, the newest checkpoint still knows its run's config.
+    workdir_lib.check_config(workdir, config, allow_change=allow_config_change,
+                             saved=checkpoints.saved_extras().get('config'))
 
   # --- Mesh: one data axis over every device of every process. ---
   mesh = jax.make_mesh((jax.device_count(),), ('data',),

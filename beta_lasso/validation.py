@@ -120,43 +120,21 @@ def validate_config(config: ml_collections.ConfigDict):
     _check_splits(config)
 
 
-def _check_data_file(config: ml_collections.ConfigDict):
-  """Splits of `config.data_file` exist and hold enough examples."""
-  try:
-    available = data_cache.splits_in(config.data_file)
-    for field, minimum in (('train_split', config.batch_size),
-                           ('eval_split', 1)):
-      name, part = data_cache.parse_split(config[field])
-      if name not in available:
-        raise ConfigError(
-            f'config.{field}={config[field]!r} is not in data file '
-            f'{config.data_file}; it holds: {", ".join(available)}')
-      size = len(range(*part.indices(
-          data_cache.split_size(config.data_file, name))))
-      if size < minimum:
-        raise ConfigError(
-            f'config.{field}={config[field]!r} holds {size} examples; it must '
-            f'hold at least {minimum}' + (' (one batch)' if minimum > 1 else ''))
-  except data_cache.DataFileError as e:
-    raise ConfigError(f'config.data_file: {e}') from None
+def _check_split_sizes(config: ml_collections.ConfigDict, split_size):
+  """Both splits hold enough examples, and the eval batch fits the eval split.
 
-
-def _check_splits(config: ml_collections.ConfigDict):
-  """Split names and sizes, from the metadata of a prepared dataset."""
-  builder = input_pipeline.dataset_builder(config.dataset, config.data_dir)
-  if not builder.is_prepared():
-    return  # It is downloaded first; load_split checks the splits then.
+  Args:
+    config: the run's config.
+    split_size: (field, split) -> examples in that split; raises ConfigError
+      for a split that does not exist.
+  """
   sizes = {}
   for field, minimum in (('train_split', config.batch_size),
                          ('eval_split', 1)):
     split = config.get(field)
     if split is None:
       continue
-    try:
-      sizes[field] = size = builder.info.splits[split].num_examples
-    except (ValueError, KeyError, TypeError) as e:
-      raise ConfigError(f'config.{field}={split!r} is not valid: '
-                        f'{str(e).splitlines()[0]}') from None
+    sizes[field] = size = split_size(field, split)
     if size < minimum:
       raise ConfigError(
           f'config.{field}={split!r} holds {size} examples; it must hold at '
@@ -172,6 +150,44 @@ def _check_splits(config: ml_collections.ConfigDict):
           f'config.eval_batch_size={config.eval_batch_size} is larger than '
           f'config.eval_split={config.eval_split!r} ({sizes["eval_split"]} '
           f'examples); use at most {most}')
+
+
+def _check_data_file(config: ml_collections.ConfigDict):
+  """Splits of `config.data_file`: they exist and are large enough."""
+  try:
+    available = data_cache.splits_in(config.data_file)
+  except data_cache.DataFileError as e:
+    raise ConfigError(f'config.data_file: {e}') from None
+
+  def split_size(field, split):
+    try:
+      name, part = data_cache.parse_split(split)
+      if name not in available:
+        raise ConfigError(
+            f'config.{field}={split!r} is not in data file '
+            f'{config.data_file}; it holds: {", ".join(available)}')
+      return len(range(*part.indices(
+          data_cache.split_size(config.data_file, name))))
+    except data_cache.DataFileError as e:
+      raise ConfigError(f'config.data_file: {e}') from None
+
+  _check_split_sizes(config, split_size)
+
+
+def _check_splits(config: ml_collections.ConfigDict):
+  """Split names and sizes, from the metadata of a prepared dataset."""
+  builder = input_pipeline.dataset_builder(config.dataset, config.data_dir)
+  if not builder.is_prepared():
+    return  # It is downloaded first; load_split checks the splits then.
+
+  def split_size(field, split):
+    try:
+      return builder.info.splits[split].num_examples
+    except (ValueError, KeyError, TypeError) as e:
+      raise ConfigError(f'config.{field}={split!r} is not valid: '
+                        f'{str(e).splitlines()[0]}') from None
+
+  _check_split_sizes(config, split_size)
 
 
 def _is_prepared(name: str, data_dir) -> bool:

@@ -60,7 +60,8 @@ def test_training_without_tensorflow(data_file, tmp_path):
   proc = subprocess.run(
       [sys.executable, 'tests/without_tensorflow.py', 'beta_lasso.main',
        '--config=configs/sfc.py:cpu', '--config.alpha=2',
-       '--config.batch_size=128', '--config.num_epochs=2',
+       '--config.batch_size=128', '--config.eval_batch_size=250',
+       '--config.num_epochs=2',
        '--config.eval_every_epochs=1', f'--config.data_file={data_file}',
        f'--workdir={workdir}'],
       cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
@@ -101,3 +102,22 @@ def test_the_cache_command_writes_what_tfds_reads(tmp_path):
   tfds_images, tfds_labels = input_pipeline.load_split('cifar10', 'test[:300]')
   np.testing.assert_array_equal(images, tfds_images)
   np.testing.assert_array_equal(labels, tfds_labels)
+
+
+def test_a_data_file_run_checks_its_splits_like_a_tfds_run(data_file):
+  from beta_lasso import validation  # pylint: disable=g-import-not-at-top
+  from configs import sfc  # pylint: disable=g-import-not-at-top
+  config = sfc.get_config('cpu')
+  config.data_file = str(data_file)
+  config.eval_split = 'test[:100]'
+  config.eval_batch_size = 200
+  with pytest.raises(validation.ConfigError,
+                     match=r"eval_batch_size=200 is larger than .* \(100 "):
+    validation.validate_config(config)
+  config.eval_batch_size = 100
+  config.train_split = 'train[:100]'  # Less than one batch of 256.
+  with pytest.raises(validation.ConfigError, match='holds 100 examples'):
+    validation.validate_config(config)
+  config.train_split = 'validation'
+  with pytest.raises(validation.ConfigError, match='holds: test, train'):
+    validation.validate_config(config)
