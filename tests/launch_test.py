@@ -247,16 +247,20 @@ if 'alpha=3' not in workdir.name:  # alpha=3 exits cleanly without results.
 '''
 
 
-@pytest.mark.parametrize('parallel', [1, 2])
-def test_execute_reports_each_run_and_goes_on(tmp_path, monkeypatch, capsys,
-                                              parallel):
+def _fake_sweep(monkeypatch, tmp_path, program: str, alphas) -> list:
+  """Runs of S-FC at `alphas` whose command is `program`, not training."""
   monkeypatch.setattr(
       planning, 'command',
       lambda config_arg, workdir, *args, **kwargs: [
-          sys.executable, '-c', _FAKE_MAIN, workdir])
+          sys.executable, '-c', program, workdir])
   config = planning.load_config('configs/sfc.py')
-  runs = planning.plan([{'alpha': a} for a in (1, 2, 3, 4)], config,
-                       str(tmp_path))
+  return planning.plan([{'alpha': a} for a in alphas], config, str(tmp_path))
+
+
+@pytest.mark.parametrize('parallel', [1, 2])
+def test_execute_reports_each_run_and_goes_on(tmp_path, monkeypatch, capsys,
+                                              parallel):
+  runs = _fake_sweep(monkeypatch, tmp_path, _FAKE_MAIN, (1, 2, 3, 4))
   _fake_results(tmp_path / 'alpha=4', 0.9, 1)
   statuses = sweep_lib.execute(runs, 'configs/sfc.py', [], parallel=parallel)
   assert statuses == {'alpha=1': 'done', 'alpha=2': 'failed (exit 1)',
@@ -282,13 +286,7 @@ time.sleep(60)
 
 
 def test_interrupt_stops_runs_and_starts_no_more(tmp_path, monkeypatch):
-  monkeypatch.setattr(
-      planning, 'command',
-      lambda config_arg, workdir, *args, **kwargs: [
-          sys.executable, '-c', _FAKE_LONG_MAIN, workdir])
-  config = planning.load_config('configs/sfc.py')
-  runs = planning.plan([{'alpha': a} for a in (1, 2, 3)], config,
-                       str(tmp_path))
+  runs = _fake_sweep(monkeypatch, tmp_path, _FAKE_LONG_MAIN, (1, 2, 3))
 
   def interrupt_when_ready():
     deadline = time.time() + 30
@@ -306,12 +304,7 @@ def test_interrupt_stops_runs_and_starts_no_more(tmp_path, monkeypatch):
 
 
 def test_unreadable_results_run_again(tmp_path, monkeypatch):
-  monkeypatch.setattr(
-      planning, 'command',
-      lambda config_arg, workdir, *args, **kwargs: [
-          sys.executable, '-c', _FAKE_MAIN, workdir])
-  config = planning.load_config('configs/sfc.py')
-  runs = planning.plan([{'alpha': 1}], config, str(tmp_path))
+  runs = _fake_sweep(monkeypatch, tmp_path, _FAKE_MAIN, (1,))
   (tmp_path / 'alpha=1').mkdir()
   (tmp_path / 'alpha=1' / 'results.json').write_text('{"test_acc')  # Torn.
   assert sweep_lib.execute(runs, 'configs/sfc.py', []) == {'alpha=1': 'done'}
