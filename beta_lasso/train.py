@@ -353,7 +353,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             **{f'locality/{k}': v
                for k, v in last_eval.get('locality', {}).items()
                if k.endswith('/median')}})
-        history.append({'step': done, **last_eval})
+        # Epoch and wall time place the eval on a learning curve and give the
+        # throughput between evals (launch/full_scale.py reports it).
+        history.append({'step': done, 'epoch': done / steps_per_epoch,
+                        'wall_seconds': saved_extras()['wall_seconds'],
+                        **last_eval})
         logging.info('Step %d: test accuracy %.4f, non-zeros %s', done,
                      last_eval['test_accuracy'], last_eval['nnz'])
       if save_now or preempted:

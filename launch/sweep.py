@@ -19,6 +19,8 @@ multi-host TPU slice, `-- --config.dataset=cifar100` for every run). Runs whose
 workdir has a readable results.json are skipped, so running the same sweep again
 resumes it; an unfinished run resumes from its own checkpoints. A failed run is
 reported and the sweep goes on; the exit status is 1 if any run did not finish.
+`--time_limit=SECONDS` stops the sweep after that long as Ctrl-C does (the
+running runs checkpoint), for hosts lent for a fixed time.
 At the end a table of test accuracy and non-zero weights is printed and written
 to `WORKDIR_ROOT/summary.csv`.
 
@@ -105,7 +107,8 @@ def _finished(run: planning.Run) -> bool:
 
 
 def execute(runs: Sequence[planning.Run], config_arg: str,
-            extra_args: Sequence[str], parallel: int = 1) -> dict[str, str]:
+            extra_args: Sequence[str], parallel: int = 1,
+            deadline: float | None = None) -> dict[str, str]:
   """Runs every run without results.json, `parallel` at a time.
 
   Args:
@@ -114,6 +117,8 @@ def execute(runs: Sequence[planning.Run], config_arg: str,
     extra_args: appended to every command.
     parallel: runs at once. 1 shows each run's output on the terminal; above 1
       each run's output is appended to WORKDIR/sweep.log.
+    deadline: a `time.time()` at which to stop as if signalled: the running
+      runs checkpoint and exit, no more start; the same call resumes them.
 
   Returns:
     Run name -> 'done', 'skipped' (finished before), 'failed (exit N)',
@@ -133,6 +138,9 @@ def execute(runs: Sequence[planning.Run], config_arg: str,
   stopping = False
   with _Stopper() as stopper:
     while todo or running:
+      if deadline is not None and time.time() >= deadline and not stopping:
+        print('Time limit reached', flush=True)
+        stopper.signals = max(stopper.signals, 1)
       while todo and len(running) < parallel and not stopper.signals:
         i, run = todo.popleft()
         log = None
@@ -205,6 +213,9 @@ def _define_flags():
   flags.DEFINE_integer(
       'parallel', 1, 'Runs at once. Above 1 each run logs to WORKDIR/sweep.log '
       'instead of the terminal.')
+  flags.DEFINE_float(
+      'time_limit', 0, 'Seconds after which the running runs checkpoint and '
+      'stop and no more start (0: none); the same command resumes them.')
   flags.DEFINE_bool(
       'summary_only', False, 'Run nothing: print the table of what has '
       'finished and write summary.csv.')
@@ -224,6 +235,9 @@ def main(argv):
                          args.workdir_root)
     planning.check_extra_args(config, extra_args,
                               {k for run in runs for k in run.overrides})
+    if args.time_limit < 0:
+      raise planning.SweepError(
+          f'--time_limit={args.time_limit:g} must be positive (or 0: none)')
     if args.parallel < 1:
       raise planning.SweepError(
           f'--parallel={args.parallel} must be at least 1')
@@ -243,7 +257,8 @@ def main(argv):
   if not args.summary_only:
     print(f'Sweep {args.sweep}: {len(runs)} runs of {config_arg} in '
           f'{args.workdir_root}', flush=True)
-    statuses = execute(runs, config_arg, extra_args, args.parallel)
+    deadline = time.time() + args.time_limit if args.time_limit > 0 else None
+    statuses = execute(runs, config_arg, extra_args, args.parallel, deadline)
   rows = summary.summarize(runs, statuses)
   print()
   print(summary.format_table(rows))

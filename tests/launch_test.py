@@ -303,6 +303,19 @@ def test_interrupt_stops_runs_and_starts_no_more(tmp_path, monkeypatch):
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_time_limit_stops_runs_and_starts_no_more(tmp_path, monkeypatch,
+                                                   capsys):
+  runs = _fake_sweep(monkeypatch, tmp_path, _FAKE_LONG_MAIN, (1, 2))
+  start = time.time()
+  statuses = sweep_lib.execute(runs, 'configs/sfc.py', [],
+                               deadline=time.time() + 3)
+  # The first run was told to stop (it would sleep 60 s), the second never ran.
+  assert statuses == {'alpha=1': 'stopped', 'alpha=2': 'not started'}
+  assert 3 <= time.time() - start < 30
+  assert 'Time limit reached' in capsys.readouterr().out
+  assert not (tmp_path / 'alpha=2').exists()
+
+
 def test_unreadable_results_run_again(tmp_path, monkeypatch):
   runs = _fake_sweep(monkeypatch, tmp_path, _FAKE_MAIN, (1,))
   (tmp_path / 'alpha=1').mkdir()
