@@ -205,6 +205,10 @@ def _define_flags():
   flags.DEFINE_integer(
       'parallel', 1, 'Runs at once. Above 1 each run logs to WORKDIR/sweep.log '
       'instead of the terminal.')
+  flags.DEFINE_integer(
+      'shard', 0, 'With --num_shards: run only runs shard, shard + num_shards, '
+      '... (one job of a sweep fanned out by launch.cloud).')
+  flags.DEFINE_integer('num_shards', 1, 'Jobs the sweep is split into.')
   flags.DEFINE_bool(
       'summary_only', False, 'Run nothing: print the table of what has '
       'finished and write summary.csv.')
@@ -224,6 +228,10 @@ def main(argv):
                          args.workdir_root)
     planning.check_extra_args(config, extra_args,
                               {k for run in runs for k in run.overrides})
+    if not 0 <= args.shard < args.num_shards:
+      raise planning.SweepError(f'--shard={args.shard} is not in [0, '
+                                f'--num_shards={args.num_shards})')
+    all_runs, runs = runs, runs[args.shard::args.num_shards]
     if args.parallel < 1:
       raise planning.SweepError(
           f'--parallel={args.parallel} must be at least 1')
@@ -247,7 +255,9 @@ def main(argv):
   rows = summary.summarize(runs, statuses)
   print()
   print(summary.format_table(rows))
-  print(f'\nSummary: {summary.write_summary(rows, args.workdir_root)}')
+  if len(runs) == len(all_runs):
+    # One job's shard leaves summary.csv, the whole sweep's, to --summary_only.
+    print(f'\nSummary: {summary.write_summary(rows, args.workdir_root)}')
   unfinished = [row['name'] for row in rows if row['status'] != 'finished']
   failed = [row['name'] for row in rows if row['status'].startswith('failed')]
   if failed:
