@@ -157,5 +157,4 @@ def check(config: ml_collections.ConfigDict):
       f'config.{field}={value} needs about {needed / _GIB:.1f} GiB '
       f'(parameters, gradients, optimizer state and activations at batch '
       f'{config.batch_size}), more than the {limit / _GIB:.1f} GiB of '
-      f'{where}; {fits}{_mesh_that_fits(config, limit)} (python -m '
-      'beta_lasso.params --devices=N tells the mesh a model needs)')
+      f'{where}; {fits}{_mesh_that_fits(config, limit)}')
