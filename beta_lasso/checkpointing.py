@@ -135,9 +135,10 @@ class Checkpointer:
 
   def _remove_unfinished_saves(self):
     """Deletes the temporary folders of saves that a kill cut short."""
-    if not self._directory.exists():
-      return
-    for path in sorted(self._directory.iterdir()):
+    # Every process reaches the sync below: whether the folder exists can
+    # differ between them, since process 0 may create it meanwhile.
+    paths = sorted(self._directory.iterdir()) if self._directory.exists() else []
+    for path in paths:
       if _TMP_MARKER in path.name:
         # Killed, out of disk space, or failed: the save is not complete.
         logging.warning('Removing %s: a save that never finished (the run '

@@ -3,7 +3,8 @@
 A model too big for its device does not always fail: XLA on CPU can sit in an
 allocation for ever. So a run's memory is estimated from shapes alone
 (`params.module_memory`: parameters, gradients, optimizer state and the
-activations the backward pass keeps, at the batch each device takes) and
+activations the backward pass keeps, at the batch each device takes; of the
+parameters, the share each device holds under the run's mesh) and
 compared with what the backend has: `bytes_limit` of the device's memory
 statistics where the backend reports it (GPU, TPU), else the host's RAM (CPU,
 whose devices all share it). The estimate leaves out transient buffers, so a
@@ -18,6 +19,7 @@ import ml_collections
 
 from beta_lasso import input_pipeline
 from beta_lasso import models
+from beta_lasso import sharding
 
 _GIB = 2**30
 
@@ -72,12 +74,19 @@ def estimate(config: ml_collections.ConfigDict) -> int:
       **config.model_kwargs)
   # Optimizer state: SGD keeps a momentum copy only when it has momentum.
   keeps_momentum = config.optimizer == 'sgd' and config.momentum
-  per_device = params.module_memory(
-      model, batch_size=max(1, config.batch_size // jax.device_count()),
+  data, model_axis = sharding.mesh_shape(config)
+  memory = params.module_memory(
+      model, batch_size=max(1, config.batch_size // data),
       precision=precision,
       optimizer='sgd' if keeps_momentum else 'beta_lasso',
-      image_shape=info.image_shape).total
-  return per_device * _sharing_devices()
+      image_shape=info.image_shape)
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, *info.image_shape)), train=False))
+  fraction = sharding.fraction_per_device(
+      shapes['params'], {sharding.DATA: data, sharding.MODEL: model_axis},
+      fsdp=config.get('fsdp', False),
+      min_weights=config.get('shard_min_weights', 2**20))
+  return params.per_device(memory, fraction) * _sharing_devices()
 
 
 def _size(config: ml_collections.ConfigDict) -> int:
@@ -99,10 +108,34 @@ def _resized(config: ml_collections.ConfigDict, size: int):
   return config
 
 
+def _with(config: ml_collections.ConfigDict, **fields):
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.update(fields)
+  return config
+
+
+def _mesh_that_fits(config: ml_collections.ConfigDict, limit: int) -> str:
+  """Advice on a mesh of this host's devices that fits `config`, or ''."""
+  local = jax.local_device_count()
+  for model_axis in range(config.get('mesh_model', 1) + 1, local + 1):
+    if local % model_axis:
+      continue
+    for fsdp in (False, True):
+      if estimate(_with(config, mesh_model=model_axis, fsdp=fsdp)) <= limit:
+        return (f'; config.mesh_model={model_axis}'
+                + (' with config.fsdp=True' if fsdp else '') +
+                ' fits by sharding the big kernels')
+  if not config.get('fsdp', False) and estimate(_with(config, fsdp=True)) <= limit:
+    return '; config.fsdp=True fits by sharding the big kernels over data'
+  return ''
+
+
 def check(config: ml_collections.ConfigDict):
   """Raises TooBigError, naming the largest size that fits, for a run too big.
 
-  Only the model's size is searched; the batch size stays as given.
+  The model's size is searched, and a mesh of this host's devices that would
+  hold it at its size; the batch size stays as given.
   """
   available = capacity()
   if available is None:
@@ -124,4 +157,4 @@ def check(config: ml_collections.ConfigDict):
       f'config.{field}={value} needs about {needed / _GIB:.1f} GiB '
       f'(parameters, gradients, optimizer state and activations at batch '
       f'{config.batch_size}), more than the {limit / _GIB:.1f} GiB of '
-      f'{where}; {fits}')
+      f'{where}; {fits}{_mesh_that_fits(config, limit)}')

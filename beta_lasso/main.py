@@ -32,7 +32,15 @@ _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     'Continue a workdir whose saved config differs from --config.')
 _JAX_DISTRIBUTED = flags.DEFINE_bool(
     'jax_distributed', False,
-    'Call jax.distributed.initialize() (multi-host TPU pods and GPU clusters).')
+    'Call jax.distributed.initialize(): on Cloud TPU (and SLURM) it finds the '
+    'other processes by itself; elsewhere give the three flags below.')
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    'coordinator_address', None,
+    'host:port of process 0, for jax.distributed; implies --jax_distributed.')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', None, 'Processes of the run, for jax.distributed.')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', None, 'This process, in [0, num_processes).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 # Errors that are the user's to fix: one line, exit 1, no traceback. OSError
@@ -95,8 +103,11 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   console = _ConsoleFilter()
   logging.get_absl_handler().addFilter(console)
-  if _JAX_DISTRIBUTED.value:
-    jax.distributed.initialize()
+  if _JAX_DISTRIBUTED.value or _COORDINATOR_ADDRESS.value:
+    # Unset flags (None) leave JAX to detect them (Cloud TPU, SLURM).
+    jax.distributed.initialize(coordinator_address=_COORDINATOR_ADDRESS.value,
+                               num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
   try:
     # train_and_evaluate repeats these checks; run first with INFO hidden,
     # a mistake shows as a single line on the console.

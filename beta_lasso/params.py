@@ -2,11 +2,14 @@ r"""Model sizes (paper Figure 1) and the largest model that fits in memory.
 
     python -m beta_lasso.params                      # 16 GB, fp32, SGD, 512
     python -m beta_lasso.params --memory_gb=80 --precision=bf16 --out=fig1.png
+    python -m beta_lasso.params --devices=8 --memory_gb=16 --out=   # meshes
 
 Prints weights-only counts (kernels, as in the paper) of every registered
 model against its size and against the image side, the paper-sized counts
 beside Table 1's, and the largest size whose training step fits in
-`--memory_gb`; then draws Figure 1. Everything comes from `jax.eval_shape`:
+`--memory_gb`; then draws Figure 1. With `--devices=N`, the mesh each model
+needs on N such devices: the smallest model axis (`config.mesh_model`, with
+or without `config.fsdp`) under which one device's share fits. Everything comes from `jax.eval_shape`:
 no model is ever allocated, so paper-sized and bigger models cost a trace.
 
 "Size" is what scales a model: base channels alpha for the S and D families;
@@ -56,6 +59,9 @@ _OPTIMIZER = flags.DEFINE_enum(
     'optimizer', 'sgd', ['sgd', 'beta_lasso'],
     'sgd: momentum, one extra copy of the parameters; beta_lasso: none.')
 _NUM_CLASSES = flags.DEFINE_integer('num_classes', 10, 'Outputs of the head.')
+_DEVICES = flags.DEFINE_integer(
+    'devices', 1, 'Devices of a run (a TPU slice, a GPU host); above 1, the '
+    'mesh each model needs is printed.')
 _OUT = flags.DEFINE_string('out', 'fig1.png',
                            'Where to write Figure 1; empty: no figure.')
 _ALPHAS_S = flags.DEFINE_list('alphas_s', '1,2,4,8,16,32,64,128,150',
@@ -136,6 +142,16 @@ class Memory(NamedTuple):
             self.activations)
 
 
+def per_device(m: Memory, fraction: float) -> int:
+  """`m.total` on one device that holds `fraction` of the parameters.
+
+  Parameters, their gradients, optimizer state and bf16 copies are sharded
+  alike (beta_lasso.sharding); activations are those of one device's batch.
+  """
+  return (round((m.params + m.grads + m.optimizer + m.compute_copy) * fraction)
+          + m.activations)
+
+
 def _nbytes(tree) -> int:
   return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
@@ -207,6 +223,51 @@ def module_memory(model: nn.Module, *, batch_size: int, precision: str,
       optimizer=grads if optimizer == 'sgd' else 0,
       compute_copy=2 * n_params if precision == 'bf16' else 0,
       activations=_nbytes(x) + _nbytes(stored))
+
+
+@functools.lru_cache(maxsize=None)
+def _param_shapes(name: str, size: int, image_side: int, num_classes: int):
+  model = _model(name, size, num_classes)
+  return jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, image_side, image_side, 3)),
+      train=False))['params']
+
+
+def mesh_needed(name: str, size: int, memory_gb: float, devices: int, *,
+                batch_size: int = 512, image_side: int = 32,
+                num_classes: int = 10, **kwargs) -> tuple[int, bool, int] | None:
+  """The smallest mesh of `devices` on which `name` at `size` trains.
+
+  Args:
+    name: a registered model.
+    size: alpha, or the kernel size for 'resnet18'.
+    memory_gb: memory of one device in GiB.
+    devices: devices of the run.
+    batch_size: the global batch.
+    image_side: images are image_side x image_side x 3.
+    num_classes: outputs of the head.
+    **kwargs: `memory`'s precision and optimizer.
+
+  Returns:
+    (mesh_model, fsdp, bytes per device) of the first that fits, trying model
+    axes 1, 2, 4, ... without then with FSDP; None when none fits.
+  """
+  from beta_lasso import sharding  # pylint: disable=g-import-not-at-top
+  shapes = _param_shapes(name, size, image_side, num_classes)
+  model_axis = 1
+  while model_axis <= devices:
+    data = devices // model_axis
+    m = memory(name, size, batch_size=max(1, batch_size // data),
+               image_side=image_side, num_classes=num_classes, **kwargs)
+    for fsdp in (False, True):
+      fraction = sharding.fraction_per_device(
+          shapes, {sharding.DATA: data, sharding.MODEL: model_axis},
+          fsdp=fsdp, min_weights=2**20)
+      need = per_device(m, fraction)
+      if need <= memory_gb * _GIB:
+        return model_axis, fsdp, need
+    model_axis *= 2
+  return None
 
 
 def largest_true(pred: Callable[[int], bool], start: int) -> int:
@@ -327,6 +388,26 @@ def _memory_table(sizes: dict[str, int], **kwargs) -> str:
                      'size+1 GB'], rows)
 
 
+# A ~1B-weight S-FC (1.03B kernel entries at 32x32x3), beside the paper sizes.
+BILLION_SFC = 350
+
+
+def _mesh_table(devices: int, memory_gb: float, **kwargs) -> str:
+  rows = []
+  for name, size in [*PAPER_SIZE.items(), ('sfc', BILLION_SFC)]:
+    found = mesh_needed(name, size, memory_gb, devices, **kwargs)
+    if found is None:
+      rows.append([NAMES[name], str(size), 'does not fit', '-', '-'])
+      continue
+    model_axis, fsdp, need = found
+    rows.append([NAMES[name], str(size),
+                 f'data={devices // model_axis} model={model_axis}',
+                 str(fsdp), f'{need / _GIB:.2f}'])
+  return _table(f'Mesh needed on {devices} devices of {memory_gb:g} GB '
+                '(config.mesh_model, config.fsdp):',
+                ['model', 'size', 'mesh', 'fsdp', 'GB per device'], rows)
+
+
 def size_label(name: str) -> str:
   if name == 'resnet18':
     return f'k={PAPER_SIZE[name]}'
@@ -370,6 +451,10 @@ def main(argv):
              f'{_OPTIMIZER.value}, batch {_BATCH_SIZE.value}')
   print(f'Largest size that trains in {setting} (alpha; ResNet18: k):'
         + _memory_table(sizes, **kwargs))
+
+  if _DEVICES.value > 1:
+    print()
+    print(_mesh_table(_DEVICES.value, _MEMORY_GB.value, **kwargs))
 
   if _OUT.value:
     grids = {name: alphas_s for name in S_FAMILY}

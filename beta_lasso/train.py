@@ -24,6 +24,7 @@ from beta_lasso import checkpointing
 from beta_lasso import input_pipeline
 from beta_lasso import models
 from beta_lasso import optim
+from beta_lasso import sharding
 from beta_lasso import validation
 from beta_lasso import workdir as workdir_lib
 from beta_lasso import writers
@@ -181,11 +182,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     workdir_lib.check_config(workdir, config, allow_change=allow_config_change,
                              saved=checkpoints.saved_extras().get('config'))
 
-  # --- Mesh: one data axis over every device of every process. ---
-  mesh = jax.make_mesh((jax.device_count(),), ('data',),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  # --- Mesh: ('data', 'model') over every device of every process. ---
+  mesh = sharding.create_mesh(config)
   replicated = jax.NamedSharding(mesh, jax.P())
-  data_sharding = jax.NamedSharding(mesh, jax.P('data'))
+  data_sharding = jax.NamedSharding(mesh, jax.P(sharding.DATA))
   logging.info('Process %d of %d, %d local / %d global devices',
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
@@ -236,7 +236,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=batch_stats, opt_state=tx.init(params))
 
-  state = jax.jit(init_state, out_shardings=replicated)(init_key)
+  # Big kernels (and their optimizer state) split over the mesh; see sharding.
+  state_sharding = sharding.state_shardings(
+      jax.eval_shape(init_state, init_key), mesh, config)
+  state = jax.jit(init_state, out_shardings=state_sharding)(init_key)
+  logging.info('Mesh %s; sharded: %s', dict(mesh.shape),
+               sharding.describe(state) or 'nothing')
   weights = optim.count_weights(state.params)
   logging.info('Model %s, alpha %s: %s kernel weights %s', config.model,
                config.alpha, f'{sum(weights.values()):,}', weights)
@@ -261,11 +266,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   p_train_step = jax.jit(
       functools.partial(train_step, model=model, tx=tx, augment=augment,
                         normalize=normalize, key=train_key),
-      in_shardings=(replicated, data_sharding),
-      out_shardings=(replicated, replicated), donate_argnums=0)
+      in_shardings=(state_sharding, data_sharding),
+      out_shardings=(state_sharding, replicated), donate_argnums=0)
   p_eval_step = jax.jit(
       functools.partial(eval_step, model=model, normalize=normalize),
-      in_shardings=(replicated, data_sharding), out_shardings=replicated)
+      in_shardings=(state_sharding, data_sharding), out_shardings=replicated)
   # Counted on device: only one number per leaf comes back to the host.
   p_nonzeros = jax.jit(lambda p: jax.tree.map(jnp.count_nonzero, p),
                        out_shardings=replicated)
@@ -299,7 +304,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     name = models.FIRST_LAYER.get(config.model)
     if name is None:
       return {}
-    kernel = jax.device_get(params[name]['kernel'])
+    kernel = sharding.gather(params[name]['kernel'])
     if permutation is not None and kernel.ndim != 2:
       return {}  # Patches of permuted pixels have no image geometry to measure.
     return {'locality': locality.summarize(

@@ -17,6 +17,7 @@ from beta_lasso import data_cache
 from beta_lasso import fits
 from beta_lasso import input_pipeline
 from beta_lasso import models
+from beta_lasso import sharding
 
 OPTIMIZERS = ('sgd', 'beta_lasso')
 REGULARIZE = ('kernels', 'all')
@@ -87,6 +88,15 @@ def validate_config(config: ml_collections.ConfigDict):
     raise ConfigError(f'config.warmup_epochs={config.warmup_epochs!r} is not '
                       f'valid; it must be < num_epochs ({config.num_epochs})')
 
+  if not isinstance(config.get('fsdp', False), bool):
+    raise ConfigError(f'config.fsdp={config.fsdp!r} is not valid; it must be '
+                      'True or False')
+  if 'shard_min_weights' in config:
+    _number(config, 'shard_min_weights', integer=True)
+  try:
+    sharding.mesh_shape(config)
+  except sharding.MeshError as e:
+    raise ConfigError(str(e)) from None
   devices = jax.device_count()
   for field in batch_fields:
     if config[field] % devices:

@@ -47,6 +47,12 @@ def get_config():
   config.beta = 50.0  # beta-LASSO threshold is beta * lambda (not scaled by the lr).
   config.regularize = 'kernels'  # What L1 / weight decay touch: kernels or all.
 
+  # Devices (see beta_lasso/sharding.py). The mesh is (data, model); batches
+  # split over data, big kernels over model.
+  config.mesh_model = 1  # Devices on the model axis (within one process); 1: parameters replicated.
+  config.fsdp = False  # Also split big kernels over the data axis (FSDP), gathered for each step.
+  config.shard_min_weights = 2**20  # Kernels with fewer entries stay replicated.
+
   # Loop.
   config.seed = 0
   config.log_every_steps = 100

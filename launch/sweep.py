@@ -216,6 +216,10 @@ def _define_flags():
   flags.DEFINE_float(
       'time_limit', 0, 'Seconds after which the running runs checkpoint and '
       'stop and no more start (0: none); the same command resumes them.')
+  flags.DEFINE_integer(
+      'shard', 0, 'With --num_shards: run only runs shard, shard + num_shards, '
+      '... (one job of a sweep fanned out by launch.cloud).')
+  flags.DEFINE_integer('num_shards', 1, 'Jobs the sweep is split into.')
   flags.DEFINE_bool(
       'summary_only', False, 'Run nothing: print the table of what has '
       'finished and write summary.csv.')
@@ -238,6 +242,10 @@ def main(argv):
     if args.time_limit < 0:
       raise planning.SweepError(
           f'--time_limit={args.time_limit:g} must be positive (or 0: none)')
+    if not 0 <= args.shard < args.num_shards:
+      raise planning.SweepError(f'--shard={args.shard} is not in [0, '
+                                f'--num_shards={args.num_shards})')
+    all_runs, runs = runs, runs[args.shard::args.num_shards]
     if args.parallel < 1:
       raise planning.SweepError(
           f'--parallel={args.parallel} must be at least 1')
@@ -262,7 +270,9 @@ def main(argv):
   rows = summary.summarize(runs, statuses)
   print()
   print(summary.format_table(rows))
-  print(f'\nSummary: {summary.write_summary(rows, args.workdir_root)}')
+  if len(runs) == len(all_runs):
+    # One job's shard leaves summary.csv, the whole sweep's, to --summary_only.
+    print(f'\nSummary: {summary.write_summary(rows, args.workdir_root)}')
   unfinished = [row['name'] for row in rows if row['status'] != 'finished']
   failed = [row['name'] for row in rows if row['status'].startswith('failed')]
   if failed:

@@ -22,6 +22,19 @@ from cli_runs import (CHECKPOINT_EVERY, NUM_STEPS, Reference, _finish,
                       _Interrupter, _saved_state, _start)
 
 
+def pytest_collection_modifyitems(items):
+  """Under pytest-xdist, one worker per file, and one for the shared runs.
+
+  A file's module fixtures (trained models, loaded splits) are then computed
+  once, and the files that use the session's runs below share one worker, so
+  those runs train once.
+  """
+  shared = {item.path for item in items if 'first_runs' in item.fixturenames}
+  for item in items:
+    group = 'first_runs' if item.path in shared else item.path.name
+    item.add_marker(pytest.mark.xdist_group(group))
+
+
 # ----------------------------------------------------------------------------
 # Shared runs, once a session: one uninterrupted, one SIGKILLed after its
 # first checkpoint, one SIGTERMed after its second. They start together: on 2
