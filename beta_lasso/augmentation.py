@@ -2,7 +2,8 @@
 
 Everything here runs inside the jitted train or eval step on uint8 NHWC
 batches that `input_pipeline` gathered on the host: random crop, horizontal
-flip and Cutout keyed by a PRNG key derived from (seed, step); the fixed
+flip and Cutout keyed by a PRNG key derived from (seed, step), after Fast
+AutoAugment's policies (`autoaugment`) for 'fast_autoaugment'; the fixed
 pixel permutation of `permute_pixels` runs; and the per-channel
 normalization of `input_pipeline.DatasetInfo`.
 """
@@ -13,9 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from beta_lasso import autoaugment
 from beta_lasso.input_pipeline import DatasetInfo
 
-AUGMENTATIONS = ('none', 'crop_flip', 'crop_flip_cutout')
+AUGMENTATIONS = ('none', 'crop_flip', 'crop_flip_cutout', 'fast_autoaugment')
 
 
 def _augment_one(padded: jax.Array, key: jax.Array, *, height: int,
@@ -98,13 +100,16 @@ def augment_fn(
 
   Args:
     name: 'none' (identity), 'crop_flip' (4-pixel crop, flip where
-      `info.flip`), or 'crop_flip_cutout' (also Cutout of `info.cutout`).
+      `info.flip`), 'crop_flip_cutout' (also Cutout of `info.cutout`), or
+      'fast_autoaugment' (a sub-policy of `info.autoaugment_policy` per
+      image, then crop_flip_cutout, as Lim et al. train).
     info: the dataset's `DatasetInfo`.
 
   Returns:
     `fn(images, rng) -> images` on uint8 [B, H, W, C], jittable. Cutout fills
     with the rounded dataset mean, which `normalize` maps to ~0 as in the
-    paper's (normalize-then-Cutout) recipe.
+    paper's (normalize-then-Cutout) recipe; so does the policies' Cutout
+    (the authors fill with CIFAR-10's, the same three values).
 
   Raises:
     ValueError: unknown `name`.
@@ -115,13 +120,23 @@ def augment_fn(
         f'{", ".join(AUGMENTATIONS)}.')
   if name == 'none':
     return lambda images, rng: images
-  cutout = info.cutout if name == 'crop_flip_cutout' else 0
-  return functools.partial(
+  fill = np.round(info.mean).astype(np.uint8)
+  crop_flip = functools.partial(
       augment,
       crop_padding=4,
       flip=info.flip,
-      cutout=cutout,
-      cutout_fill=np.round(info.mean).astype(np.uint8))
+      cutout=info.cutout if name != 'crop_flip' else 0,
+      cutout_fill=fill)
+  if name != 'fast_autoaugment':
+    return crop_flip
+
+  def policy_then_crop_flip(images, rng):
+    policy_rng, crop_rng = jax.random.split(rng)
+    images = autoaugment.fast_autoaugment(
+        images, policy_rng, policy=info.autoaugment_policy, fill=fill)
+    return crop_flip(images, crop_rng)
+
+  return policy_then_crop_flip
 
 
 def pixel_permutation(image_shape: tuple[int, int, int], seed: int) -> np.ndarray:

@@ -27,7 +27,9 @@ def get_config():
   config.data_file = ml_collections.config_dict.placeholder(str)
   config.train_split = 'train'  # TFDS split; e.g. 'train[:45000]' to hold out a validation set.
   config.eval_split = 'test'  # TFDS split evaluated; e.g. 'train[45000:]' for validation.
-  config.augment = 'crop_flip'  # none, crop_flip or crop_flip_cutout.
+  # none, crop_flip, crop_flip_cutout or fast_autoaugment (Lim et al.'s
+  # searched policy for the dataset, then crop_flip_cutout).
+  config.augment = 'crop_flip'
   # One fixed permutation of pixel positions (seeded by `seed`), applied to
   # every split after augmentation: the images keep their content and lose
   # their geometry. Saved in the workdir (pixel_permutation.npy).
