@@ -24,8 +24,14 @@ import orbax.checkpoint as ocp
 
 # Orbax names a step folder being written `<step>.orbax-checkpoint-tmp[-<id>]`.
 _TMP_MARKER = '.orbax-checkpoint-tmp'
-# The metric orbax keeps beside a save marked best: the order of those saves.
+# The metric orbax keeps beside every save: its step when marked best, else
+# -1. Unmarked saves tie at -1, and BestN then keeps the newest of them, which
+# LatestN keeps anyway.
 _BEST = 'best_order'
+
+
+def _best_order(metrics) -> float:
+  return metrics[_BEST]
 
 
 
@@ -114,12 +120,14 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(
         self._directory,
         options=ocp.CheckpointManagerOptions(
-            # Only saves marked best carry metrics, each better than the last:
-            # the newest of them is the best.
+            # A save marked best is better than every earlier one, so the
+            # newest of them is the one to keep. best_fn makes orbax write the
+            # metric to disk, so a resumed run keeps it too.
             preservation_policy=policies.AnyPreservationPolicy([
                 policies.LatestN(n=max_to_keep),
-                policies.BestN(get_metric_fn=lambda metrics: metrics[_BEST],
-                               n=1, keep_checkpoints_without_metrics=False)]),
+                policies.BestN(get_metric_fn=_best_order, n=1,
+                               keep_checkpoints_without_metrics=False)]),
+            best_fn=_best_order,
             create=True,
             # Where orbax marks completion differently (e.g. GCS), it knows
             # best what an unfinished save looks like.
@@ -258,7 +266,7 @@ class Checkpointer:
           history=ocp.args.JsonSave({'evals': history,
                                      'fingerprint': fingerprint(state),
                                      'extras': extras or {}})),
-                         metrics={_BEST: step} if best else None, force=True)
+                         metrics={_BEST: step if best else -1}, force=True)
     except OSError as e:
       raise CheckpointError(
           f'cannot save the checkpoint of step {step} in {self._directory}: '
@@ -269,8 +277,9 @@ class Checkpointer:
 
   def best_step(self) -> int | None:
     """The newest step saved with `best=True` that is still kept."""
-    return max((step for step in self._manager.all_steps()
-                if self._manager.metrics(step) is not None), default=None)
+    step = self._manager.best_step()
+    metrics = None if step is None else self._manager.metrics(step)
+    return step if metrics and metrics[_BEST] >= 0 else None
 
   def reached_preemption(self, step: int) -> bool:
     """True when JAX's preemption notice (TPU VMs) asks to save and stop.
