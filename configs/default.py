@@ -135,11 +135,11 @@ def cpu_sized(config: ml_collections.ConfigDict, *, num_epochs: float,
   Returns:
     `config`, updated in place.
   """
-  config.update(dict(
+  settings = dict(
       batch_size=256, num_epochs=num_epochs, log_every_steps=50,
       # The whole train split, no selection: the README's numbers.
       train_split='train', val_split=None,
       # Five evals and checkpoints per run show the curve and bound lost work.
-      eval_every_epochs=num_epochs / 5, checkpoint_every_epochs=num_epochs / 5,
-      **overrides))
+      eval_every_epochs=num_epochs / 5, checkpoint_every_epochs=num_epochs / 5)
+  config.update({**settings, **overrides})
   return config
