@@ -24,6 +24,14 @@ import orbax.checkpoint as ocp
 
 # Orbax names a step folder being written `<step>.orbax-checkpoint-tmp[-<id>]`.
 _TMP_MARKER = '.orbax-checkpoint-tmp'
+# The metric orbax keeps beside every save: its step when marked best, else
+# -1. Unmarked saves tie at -1, and BestN then keeps the newest of them, which
+# LatestN keeps anyway.
+_BEST = 'best_order'
+
+
+def _best_order(metrics) -> float:
+  return metrics[_BEST]
 
 
 
@@ -98,6 +106,8 @@ def _check_fingerprint(state, saved: dict[str, int] | None):
 class Checkpointer:
   """Saves and restores the train state and the eval history of a run.
 
+  Keeps the newest `max_to_keep` checkpoints and, beside them, the newest one
+  saved with `best=True` (the run's best validation step), whatever its age.
   Used as a context manager, it waits on exit for the save in flight, so an
   error in the loop (e.g. divergence) never leaves the last good checkpoint
   half-written, and then closes.
@@ -106,10 +116,19 @@ class Checkpointer:
   def __init__(self, directory, max_to_keep: int):
     self._directory = epath.Path(directory).absolute()
     self._remove_unfinished_saves()
+    policies = ocp.checkpoint_managers
     self._manager = ocp.CheckpointManager(
         self._directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True,
+            # A save marked best is better than every earlier one, so the
+            # newest of them is the one to keep. best_fn makes orbax write the
+            # metric to disk, so a resumed run keeps it too.
+            preservation_policy=policies.AnyPreservationPolicy([
+                policies.LatestN(n=max_to_keep),
+                policies.BestN(get_metric_fn=_best_order, n=1,
+                               keep_checkpoints_without_metrics=False)]),
+            best_fn=_best_order,
+            create=True,
             # Where orbax marks completion differently (e.g. GCS), it knows
             # best what an unfinished save looks like.
             cleanup_tmp_directories=True,
@@ -226,7 +245,8 @@ class Checkpointer:
                     'to %s.', step, aside)
     self._manager.reload()
 
-  def save(self, step: int, state, history, extras: dict | None = None):
+  def save(self, step: int, state, history, extras: dict | None = None, *,
+           best: bool = False):
     """Starts an asynchronous save; the arrays are copied off device first.
 
     Args:
@@ -234,6 +254,8 @@ class Checkpointer:
       state: the train state.
       history: the evals so far.
       extras: small JSON data kept beside them (e.g. the run's config).
+      best: the state is the best so far (e.g. on validation accuracy); kept
+        until a later save is marked best.
 
     Raises:
       CheckpointError: the step's folder cannot be made (read-only, full or
@@ -245,7 +267,7 @@ class Checkpointer:
           history=ocp.args.JsonSave({'evals': history,
                                      'fingerprint': fingerprint(state),
                                      'extras': extras or {}})),
-                         force=True)
+                         metrics={_BEST: step if best else -1}, force=True)
     except OSError as e:
       raise CheckpointError(
           f'cannot save the checkpoint of step {step} in {self._directory}: '
@@ -253,6 +275,12 @@ class Checkpointer:
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
+
+  def best_step(self) -> int | None:
+    """The newest step saved with `best=True` that is still kept."""
+    step = self._manager.best_step()
+    metrics = None if step is None else self._manager.metrics(step)
+    return step if metrics and metrics[_BEST] >= 0 else None
 
   def reached_preemption(self, step: int) -> bool:
     """True when JAX's preemption notice (TPU VMs) asks to save and stop.

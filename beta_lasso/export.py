@@ -30,7 +30,7 @@ from etils import epath
 import numpy as np
 
 from beta_lasso import csr
-from beta_lasso import input_pipeline
+from beta_lasso import datasets
 from beta_lasso.report import loading
 from beta_lasso import models
 from beta_lasso import workdir as workdir_lib
@@ -209,7 +209,7 @@ def export(workdir, out, *, step: int | None = None,
       (epath.Path(workdir) / workdir_lib.CONFIG_FILE).read_text())
   model = config['model']
   check_supported(model)  # Before reading a checkpoint of hundreds of MB.
-  info = input_pipeline.DATASETS[config['dataset']]
+  info = datasets.load(workdir, config['dataset'])
   variables = loading.load_variables(workdir, step=step)
   if transform_params is not None:
     variables['params'] = transform_params(variables['params'])

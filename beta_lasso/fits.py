@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from beta_lasso import input_pipeline
+from beta_lasso import datasets
 from beta_lasso import models
 from beta_lasso import sharding
 
@@ -65,7 +65,7 @@ def estimate(config: ml_collections.ConfigDict) -> int:
   # params defines its command-line flags when imported; imported here, after
   # main's flags are parsed, they stay out of main's command line.
   from beta_lasso import params  # pylint: disable=g-import-not-at-top
-  info = input_pipeline.DATASETS[config.dataset]
+  info = datasets.base_info(config)
   precision = 'bf16' if config.half_precision else 'fp32'
   model = models.create_model(
       config.model, num_classes=info.num_classes, alpha=config.alpha,

@@ -55,7 +55,8 @@ class DatasetInfo(NamedTuple):
     flip: whether horizontal flips preserve the label (not for digits).
     cutout: Cutout side in pixels used by the paper's recipe.
     autoaugment_policy: the Fast AutoAugment policy (a key of
-      `autoaugment.POLICIES`) that Lim et al. train this dataset with.
+      `autoaugment.POLICIES`) that Lim et al. train this dataset with; None
+      for a dataset they did not search a policy for.
     mean: per-channel mean of the training images, 0-255 scale.
     std: per-channel standard deviation over all training pixels, 0-255 scale.
   """
@@ -64,7 +65,7 @@ class DatasetInfo(NamedTuple):
   image_shape: tuple[int, int, int]
   flip: bool
   cutout: int
-  autoaugment_policy: str
+  autoaugment_policy: str | None
   mean: tuple[float, float, float]
   std: tuple[float, float, float]
 
@@ -125,14 +126,7 @@ class DatasetReadError(ValueError):
 # ----------------------------------------------------------------------------
 
 
-def _dataset_info(name: str) -> DatasetInfo:
-  if name not in DATASETS:
-    raise ValueError(
-        f'Unknown dataset {name!r}; valid names: {", ".join(DATASETS)}.')
-  return DATASETS[name]
-
-
-def _resolve_data_dir(data_dir: Optional[str]) -> str:
+def resolve_data_dir(data_dir: Optional[str]) -> str:
   # TFDS reads TFDS_DATA_DIR once, at import; resolving it here, per call,
   # lets tests and launchers set it late and gives error messages a real path.
   if data_dir:
@@ -147,10 +141,35 @@ def dataset_builder(name: str, data_dir: Optional[str]):
   The one place where the data dir is resolved. Constructing a builder only
   reads dataset_info.json when present; it writes nothing into data_dir (GCS
   look-ups are off by default in TFDS).
+
+  Args:
+    name: a key of `DATASETS`, or any TFDS dataset name (registered, or
+      prepared in the data dir).
+    data_dir: TFDS data dir.
+
+  Raises:
+    ValueError: TFDS knows no dataset `name`.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  return tfds.builder(
-      _dataset_info(name).tfds_name, data_dir=_resolve_data_dir(data_dir))
+  data_dir = resolve_data_dir(data_dir)
+  tfds_name = DATASETS[name].tfds_name if name in DATASETS else name
+  try:
+    return tfds.builder(tfds_name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    # TFDS's own message lists every dataset it has, one per line.
+    raise ValueError(
+        f'Unknown dataset {name!r}: not one of {", ".join(DATASETS)} nor a '
+        f'TFDS dataset (tfds.list_builders()) or one prepared in data dir '
+        f'{data_dir}.') from None
+
+
+def supervised_keys(info) -> tuple[str, str]:
+  """The (image, label) feature names of a TFDS DatasetInfo."""
+  keys = info.supervised_keys
+  if isinstance(keys, tuple) and len(keys) == 2 and all(
+      isinstance(k, str) for k in keys):
+    return keys
+  return 'image', 'label'  # What image classification builders mostly use.
 
 
 def _not_found_message(name: str, builder) -> str:
@@ -163,32 +182,32 @@ def _not_found_message(name: str, builder) -> str:
 
 def check_dataset(name: str,
                   data_dir: Optional[str] = None,
-                  download: bool = True) -> DatasetInfo:
+                  download: bool = True) -> Optional[DatasetInfo]:
   """Fails fast, before any compute, if `name` cannot be loaded.
 
   Cheap (well under a second): reads at most the dataset's metadata.
 
   Args:
-    name: a key of `DATASETS`.
+    name: a key of `DATASETS` or a TFDS dataset name.
     data_dir: TFDS data dir; None means `TFDS_DATA_DIR`, else
       `~/tensorflow_datasets`, as TFDS does.
     download: whether `load_split` may download and prepare the dataset. When
       False, the dataset must already be prepared in `data_dir`.
 
   Returns:
-    The dataset's `DatasetInfo`.
+    The dataset's `DatasetInfo` for the table's datasets; None for the others
+    (`beta_lasso.datasets` reads theirs from the metadata).
 
   Raises:
-    ValueError: `name` is not in `DATASETS`.
+    ValueError: TFDS knows no dataset `name`.
     DatasetNotFoundError: `download` is False and the dataset is not prepared
       in the data dir.
   """
-  info = _dataset_info(name)
-  if not download:
+  if not download or name not in DATASETS:
     builder = dataset_builder(name, data_dir)
-    if not builder.is_prepared():
+    if not download and not builder.is_prepared():
       raise DatasetNotFoundError(_not_found_message(name, builder))
-  return info
+  return DATASETS.get(name)
 
 
 def _hide_gpus_from_tf() -> None:
@@ -213,7 +232,7 @@ def load_split(name: str,
   arrays mean the same examples on every run and every process.
 
   Args:
-    name: a key of `DATASETS`.
+    name: a key of `DATASETS` or a TFDS dataset name.
     split: a TFDS split, e.g. 'train', 'test', or a slice such as 'train[:90%]'.
     data_dir: TFDS data dir; None means `TFDS_DATA_DIR`, else
       `~/tensorflow_datasets`.
@@ -225,7 +244,7 @@ def load_split(name: str,
     (images, labels): uint8 [N, H, W, C] and int32 [N] numpy arrays.
 
   Raises:
-    ValueError: unknown `name`.
+    ValueError: TFDS knows no dataset `name`.
     DatasetNotFoundError: the dataset is missing and `download` is False, or
       downloading or preparing it failed.
   """
@@ -272,8 +291,9 @@ def _read_split(name: str, split: str,
         f'{shard or data_dir} is damaged ({type(e).__name__}: {cause}); '
         f'delete {data_dir} and run again with --config.download=True (or '
         f'`tfds build {builder.info.name}`) to prepare it anew') from None
-  images = np.asarray(data['image'], dtype=np.uint8)
-  labels = np.asarray(data['label'], dtype=np.int32)
+  image_key, label_key = supervised_keys(builder.info)
+  images = np.asarray(data[image_key], dtype=np.uint8)
+  labels = np.asarray(data[label_key], dtype=np.int32)
   images.flags.writeable = False
   labels.flags.writeable = False
   return images, labels

@@ -21,9 +21,11 @@ import optax
 
 from beta_lasso import augmentation
 from beta_lasso import checkpointing
+from beta_lasso import datasets
 from beta_lasso import input_pipeline
 from beta_lasso import models
 from beta_lasso import optim
+from beta_lasso import selection
 from beta_lasso import sharding
 from beta_lasso import validation
 from beta_lasso import workdir as workdir_lib
@@ -78,9 +80,11 @@ def create_optimizer(config: ml_collections.ConfigDict, params,
         optax.add_decayed_weights(config.weight_decay, mask=mask),
         optax.sgd(schedule, momentum=config.momentum or None))
   elif config.optimizer == 'beta_lasso':
-    # 3-FC has no conv-standing layer for the override to match.
-    l1 = optim.per_layer_l1(params, default=config.l1,
-                            overrides=[(models.CONV_KERNEL_REGEX, config.l1_conv)],
+    # 3-FC has no conv-standing layer for the override to match (its
+    # l1_conv is None or 0: validation.UNUSED).
+    overrides = ([(models.CONV_KERNEL_REGEX, config.l1_conv)]
+                 if config.l1_conv is not None else [])
+    l1 = optim.per_layer_l1(params, default=config.l1, overrides=overrides,
                             allow_unmatched=True)
     tx = optim.beta_lasso(schedule, l1, config.beta, mask=mask)
   else:  # validation.validate_config rejects this earlier.
@@ -174,7 +178,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # is caught before any compute and before the workdir is touched.
   validation.validate_config(config)
   workdir_lib.check_config(workdir, config, allow_change=allow_config_change)
-  info = input_pipeline.DATASETS[config.dataset]
+  info = datasets.base_info(config)
   checkpoints = checkpointing.Checkpointer(
       epath.Path(workdir) / 'checkpoints', config.max_checkpoints_to_keep)
   if workdir_lib.read_config(workdir) is None:
@@ -197,6 +201,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   test_images, test_labels = input_pipeline.load_split(
       config.dataset, config.eval_split, config.data_dir, config.download,
       config.get('data_file'))
+  val_split = None
+  if config.get('val_split'):  # Model selection, as the paper does.
+    val_split = input_pipeline.load_split(
+        config.dataset, config.val_split, config.data_dir, config.download,
+        config.get('data_file'))
+  info = datasets.with_stats(info, config, train_images, workdir)
   steps_per_epoch = input_pipeline.steps_per_epoch(len(train_labels),
                                                    config.batch_size)
   num_train_steps = epochs_to_steps(config.num_epochs, steps_per_epoch)
@@ -253,6 +263,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     logging.info('Resumed from step %d of %d', initial_step, num_train_steps)
   # The run has started: only now is the workdir's config recorded.
   workdir_lib.save_config(workdir, config)
+  workdir_lib.write_dataset(workdir, datasets.describe(info, config))
   if permutation is not None:
     workdir_lib.save_pixel_permutation(workdir, permutation)
   # Wall time of the earlier processes of this run, up to their last save.
@@ -294,9 +305,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   def evaluate(state):
     accuracy, loss = accuracy_and_loss(state, test_images, test_labels)
+    val = {}
+    if val_split is not None:
+      val_accuracy, val_loss = accuracy_and_loss(state, *val_split)
+      val = {'val_accuracy': val_accuracy, 'val_loss': val_loss}
     nnz = optim.sum_per_layer(jax.device_get(p_nonzeros(state.params)), int,
                               optim.weight_mask(state.params))
-    return {'test_accuracy': accuracy, 'test_loss': loss,
+    return {'test_accuracy': accuracy, 'test_loss': loss, **val,
             'nnz': nnz, **first_layer_locality(state.params)}
 
   def first_layer_locality(params):
@@ -348,16 +363,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         summary = {f'train_{k}': float(v) for k, v in summary.items()}
         summary['learning_rate'] = float(schedule(done - 1))
         writer.write_scalars(done, summary)
+      is_best = False
       if eval_now:
         with report_progress.timed('eval'):
           last_eval = evaluate(state)
         writer.write_scalars(done, {
             'test_accuracy': last_eval['test_accuracy'],
             'test_loss': last_eval['test_loss'],
+            **{k: last_eval[k] for k in ('val_accuracy', 'val_loss')
+               if k in last_eval},
             **{f'nnz/{k}': v for k, v in last_eval['nnz'].items()},
             **{f'locality/{k}': v
                for k, v in last_eval.get('locality', {}).items()
                if k.endswith('/median')}})
+        # The best validation step is saved and kept whatever max_to_keep.
+        is_best = selection.improves(history, last_eval)
         # Epoch and wall time place the eval on a learning curve and give the
         # throughput between evals (launch/full_scale.py reports it).
         history.append({'step': done, 'epoch': done / steps_per_epoch,
@@ -365,9 +385,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                         **last_eval})
         logging.info('Step %d: test accuracy %.4f, non-zeros %s', done,
                      last_eval['test_accuracy'], last_eval['nnz'])
-      if save_now or preempted:
+      if save_now or preempted or is_best:
         with report_progress.timed('checkpoint'):
-          checkpoints.save(done, state, history, saved_extras())
+          checkpoints.save(done, state, history, saved_extras(), best=is_best)
       if preempted and not is_last:
         # Leaving the block waits for this save to finish.
         writer.flush()
@@ -386,6 +406,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   results = {
       'test_accuracy': last_eval['test_accuracy'],
       'test_loss': last_eval['test_loss'],
+      **selection.results(history),
       'train_accuracy': train_accuracy,
       'train_loss': train_loss,
       'train_examples': len(train_labels),
@@ -399,6 +420,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       'wall_seconds_last': time.time() - start_time,
       'history': history,
       'config': json.loads(config.to_json_best_effort()),
+      'dataset': datasets.describe(info, config),
   }
   workdir_lib.write_results(workdir, results)
   logging.info('Test accuracy %.4f after %d steps; non-zeros / weights: %s',

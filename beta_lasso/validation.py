@@ -14,6 +14,7 @@ import ml_collections
 
 from beta_lasso import augmentation
 from beta_lasso import data_cache
+from beta_lasso import datasets
 from beta_lasso import fits
 from beta_lasso import input_pipeline
 from beta_lasso import models
@@ -21,6 +22,26 @@ from beta_lasso import sharding
 
 OPTIMIZERS = ('sgd', 'beta_lasso')
 REGULARIZE = ('kernels', 'all')
+
+# The settings that a choice leaves unused: (field, value) -> (the fields it
+# does not read, why). An unused field must be off (None, 0 or False), so that
+# a saved config says what ran and an override of an unused field is an error
+# instead of a no-op.
+UNUSED = {
+    ('optimizer', 'sgd'): (('l1', 'l1_conv', 'beta'),
+                           'SGD has no L1 term and no threshold'),
+    ('optimizer', 'beta_lasso'): (
+        ('momentum', 'weight_decay'),
+        'beta-LASSO (Algorithm 1) has no momentum, and its L1 term replaces '
+        'weight decay'),
+    ('model', '3fc'): (('alpha', 'l1_conv'),
+                       '3-FC is sized by model_kwargs.width and has no layer '
+                       'that stands for a convolution'),
+    ('model', 'resnet18'): (('alpha',), 'ResNet18 is sized by '
+                            'model_kwargs.width and model_kwargs.kernel_size'),
+    ('augment', 'none'): (('flip', 'cutout'), 'it does not augment'),
+    ('augment', 'crop_flip'): (('cutout',), 'it has no Cutout'),
+}
 
 
 class ConfigError(ValueError):
@@ -56,25 +77,54 @@ def _number(config, field, *, positive=False, integer=False, below=None,
         f'config.{field}={value!r} is not valid; it must be < {below}')
 
 
-def validate_config(config: ml_collections.ConfigDict):
-  """Raises ConfigError (or DatasetNotFoundError) for the first bad value."""
+def unused_fields(config: ml_collections.ConfigDict) -> dict[str, str]:
+  """Field -> why, for every field that `config`'s choices leave unused."""
+  unused = {}
+  for (choice, value), (fields, why) in UNUSED.items():
+    if config.get(choice) == value:
+      for field in fields:
+        unused.setdefault(field, f'with {choice}={value!r} ({why})')
+  return unused
+
+
+def check_fields(config: ml_collections.ConfigDict):
+  """The checks that read nothing but `config`: choices, numbers, unused fields.
+
+  Raises:
+    ConfigError: the first bad value.
+  """
   _choice(config, 'model', tuple(models.MODELS))
-  _choice(config, 'dataset', tuple(input_pipeline.DATASETS))
   _choice(config, 'optimizer', OPTIMIZERS)
   _choice(config, 'augment', augmentation.AUGMENTATIONS)
   _choice(config, 'regularize', REGULARIZE)
+  unused = unused_fields(config)
+
+  def number(field, **kwargs):
+    # An unused field may be None; whether it is off is checked below.
+    if not (field in unused and config.get(field) is None):
+      _number(config, field, **kwargs)
+
   # Fields newer than some configs (e.g. a workdir's saved one) may be absent.
   batch_fields = [f for f in ('batch_size', 'eval_batch_size') if f in config]
   for field in ('alpha', 'log_every_steps', 'max_checkpoints_to_keep',
                 *batch_fields):
-    _number(config, field, positive=True, integer=True)
+    number(field, positive=True, integer=True)
   for field in ('learning_rate', 'num_epochs', 'eval_every_epochs',
                 'checkpoint_every_epochs'):
-    _number(config, field, positive=True)
+    number(field, positive=True)
   for field in ('l1', 'l1_conv', 'beta', 'weight_decay', 'warmup_epochs'):
-    _number(config, field)
-  _number(config, 'momentum', below=1)
-  _number(config, 'dropout_rate', below=1)
+    number(field)
+  number('momentum', below=1)
+  number('dropout_rate', below=1)
+  if config.get('flip') is not None and not isinstance(config.flip, bool):
+    raise ConfigError(f'config.flip={config.flip!r} is not valid; it must be '
+                      'True, False or None (the dataset\'s default)')
+  if config.get('cutout') is not None:
+    _number(config, 'cutout', integer=True)
+  for field, why in unused.items():
+    if config.get(field):  # None, 0 and False are off; absent is too.
+      raise ConfigError(f'config.{field}={config[field]!r} is not used {why}; '
+                        'set it to 0 or None')
   # JAX takes a seed as a signed 64-bit integer.
   _number(config, 'seed', integer=True, below=2**63)
   # Every model keyword is a size (width, kernel_size): a positive integer.
@@ -93,17 +143,37 @@ def validate_config(config: ml_collections.ConfigDict):
                       'True or False')
   if 'shard_min_weights' in config:
     _number(config, 'shard_min_weights', integer=True)
+
+
+def validate_config(config: ml_collections.ConfigDict):
+  """Raises ConfigError (or DatasetNotFoundError) for the first bad value."""
+  check_fields(config)
   try:
     sharding.mesh_shape(config)
   except sharding.MeshError as e:
     raise ConfigError(str(e)) from None
   devices = jax.device_count()
-  for field in batch_fields:
-    if config[field] % devices:
+  for field in ('batch_size', 'eval_batch_size'):
+    if field in config and config[field] % devices:
       raise ConfigError(
           f'config.{field}={config[field]} cannot be split over {devices} '
           f'devices; use a multiple of {devices}')
-  info = input_pipeline.DATASETS[config.dataset]
+  with _no_tfds_warnings():
+    try:
+      info = datasets.base_info(config)
+    except datasets.DatasetError as e:
+      raise ConfigError(str(e)) from None
+  if config.augment == 'fast_autoaugment' and info.autoaugment_policy is None:
+    searched = [name for name, table_info in input_pipeline.DATASETS.items()
+                if table_info.autoaugment_policy]
+    raise ConfigError(
+        f"config.augment='fast_autoaugment' has no policy for "
+        f'config.dataset={config.dataset!r}; Lim et al. searched policies for '
+        f'{", ".join(searched)} only (use crop_flip_cutout)')
+  if config.get('cutout') is not None and config.cutout > min(
+      info.image_shape[:2]):
+    raise ConfigError(f'config.cutout={config.cutout} is not valid; it must '
+                      f'be at most the image side ({min(info.image_shape[:2])})')
   try:  # Building a module allocates nothing; it checks the model's arguments.
     models.create_model(config.model, num_classes=info.num_classes,
                         alpha=config.alpha, dropout_rate=config.dropout_rate,
@@ -131,7 +201,7 @@ def validate_config(config: ml_collections.ConfigDict):
 
 
 def _check_split_sizes(config: ml_collections.ConfigDict, split_size):
-  """Both splits hold enough examples, and the eval batch fits the eval split.
+  """The splits hold enough examples, and the eval batch fits the eval splits.
 
   Args:
     config: the run's config.
@@ -140,7 +210,7 @@ def _check_split_sizes(config: ml_collections.ConfigDict, split_size):
   """
   sizes = {}
   for field, minimum in (('train_split', config.batch_size),
-                         ('eval_split', 1)):
+                         ('eval_split', 1), ('val_split', 1)):
     split = config.get(field)
     if split is None:
       continue
@@ -152,14 +222,18 @@ def _check_split_sizes(config: ml_collections.ConfigDict, split_size):
   # A bigger eval batch is padded up from the split: memory for nothing, and
   # it would fail only after training. The split rounded up to a multiple of
   # the devices is the most that is ever useful.
-  if 'eval_split' in sizes and 'eval_batch_size' in config:
-    devices = jax.device_count()
-    most = -(-sizes['eval_split'] // devices) * devices
+  if 'eval_batch_size' not in config:
+    return
+  devices = jax.device_count()
+  for field in ('eval_split', 'val_split'):
+    if field not in sizes:
+      continue
+    most = -(-sizes[field] // devices) * devices
     if config.eval_batch_size > most:
       raise ConfigError(
           f'config.eval_batch_size={config.eval_batch_size} is larger than '
-          f'config.eval_split={config.eval_split!r} ({sizes["eval_split"]} '
-          f'examples); use at most {most}')
+          f'config.{field}={config[field]!r} ({sizes[field]} examples); use '
+          f'at most {most}')
 
 
 def _check_data_file(config: ml_collections.ConfigDict):

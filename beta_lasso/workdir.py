@@ -21,6 +21,7 @@ import numpy as np
 CONFIG_FILE = 'config.json'
 PERMUTATION_FILE = 'pixel_permutation.npy'
 RESULTS_FILE = 'results.json'
+DATASET_FILE = 'dataset.json'
 LOCK_FILE = 'lock'
 
 
@@ -127,6 +128,20 @@ def save_config(workdir, config: ml_collections.ConfigDict):
 
 def write_results(workdir, results: dict):
   _write_json(epath.Path(workdir) / RESULTS_FILE, results)
+
+
+def write_dataset(workdir, dataset: dict):
+  """Records the dataset's settings and statistics that the run uses."""
+  _write_json(epath.Path(workdir) / DATASET_FILE, dataset)
+
+
+def read_dataset(workdir) -> dict | None:
+  """The workdir's dataset.json, or None when there is none or it is damaged."""
+  path = _workdir_path(workdir) / DATASET_FILE
+  try:
+    return json.loads(path.read_text()) if path.exists() else None
+  except ValueError:  # Measured again, then written anew.
+    return None
 
 
 def pixel_permutation(workdir, permutation: np.ndarray) -> np.ndarray:

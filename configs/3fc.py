@@ -19,9 +19,11 @@ PAPER_WIDTH = 14_541  # Equals beta_lasso.models.PAPER_WIDTH_3FC.
 def get_config(arg=None):
   config = default.get_config()
   config.model = '3fc'
-  config.alpha = 1  # Unused: 3-FC is sized by its width.
+  config.alpha = None  # Unused: 3-FC is sized by its width.
   config.model_kwargs = ml_collections.ConfigDict({'width': PAPER_WIDTH})
-  if 'cpu' in default.parse_arg(arg):
+  tokens = default.parse_arg(arg)
+  default.paper_epochs(config, tokens)
+  if 'cpu' in tokens:
     default.cpu_sized(config, num_epochs=8.0)
     config.model_kwargs.width = 1024
   return config

@@ -16,6 +16,8 @@ def get_config(arg=None):
   config = default.get_config()
   config.model = 'dfc'
   config.alpha = 15
-  if 'cpu' in default.parse_arg(arg):
+  tokens = default.parse_arg(arg)
+  default.paper_epochs(config, tokens)
+  if 'cpu' in tokens:
     default.cpu_sized(config, num_epochs=2.0, alpha=1)
   return config

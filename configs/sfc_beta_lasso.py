@@ -32,6 +32,8 @@ def get_config(arg=None):
   config.l1 = 5e-6
   config.l1_conv = 2e-5
   config.beta = 50.0
-  if 'cpu' in default.parse_arg(arg):
+  tokens = default.parse_arg(arg)
+  default.paper_epochs(config, tokens)  # `:400` for Table 1's budget.
+  if 'cpu' in tokens:
     default.cpu_sized(config, num_epochs=8.0, alpha=8, l1=5e-5, l1_conv=2e-4)
   return config

@@ -15,6 +15,8 @@ def get_config(arg=None):
   config = default.get_config()
   config.model = 'slocal'
   config.alpha = 150
-  if 'cpu' in default.parse_arg(arg):
+  tokens = default.parse_arg(arg)
+  default.paper_epochs(config, tokens)
+  if 'cpu' in tokens:
     default.cpu_sized(config, num_epochs=4.0, alpha=8)
   return config

@@ -10,6 +10,8 @@ from beta_lasso import workdir as workdir_lib
 from launch import planning
 
 SUMMARY_FILE = 'summary.csv'
+# What results.json reports of the step of best validation accuracy.
+_SELECTION = ('best_val_accuracy', 'best_step', 'test_accuracy_at_best_val')
 
 
 def read_results(workdir: str) -> Optional[dict]:
@@ -34,15 +36,18 @@ def summarize(runs: Sequence[planning.Run],
 
   Returns:
     Rows with the run's name, overrides, status, test_accuracy,
-    nonzero_weights and weights (None where there are no results), epochs,
-    wall_seconds and workdir.
+    best_val_accuracy, best_step, test_accuracy_at_best_val, nonzero_weights
+    and weights (None where there are no results), epochs, wall_seconds and
+    workdir. Ranked as the paper selects: by best validation accuracy, best
+    first; runs without one follow in sweep order.
   """
   statuses = statuses or {}
   rows = []
   for run in runs:
     results = read_results(run.workdir)
     row = {'name': run.name, **run.overrides, 'status': 'finished',
-           'test_accuracy': None, 'nonzero_weights': None, 'weights': None,
+           'test_accuracy': None, **dict.fromkeys(_SELECTION),
+           'nonzero_weights': None, 'weights': None,
            'epochs': None, 'wall_seconds': None, 'workdir': run.workdir}
     if results is None:
       row['status'] = statuses.get(run.name, 'missing')
@@ -50,6 +55,7 @@ def summarize(runs: Sequence[planning.Run],
       row['status'] = f'unreadable {workdir_lib.RESULTS_FILE}'
     else:
       row['test_accuracy'] = results.get('test_accuracy')
+      row.update({k: results.get(k) for k in _SELECTION})
       # Totals over layers; the per-layer counts stay in results.json.
       if 'nnz' in results:
         row['nonzero_weights'] = sum(results['nnz'].values())
@@ -58,18 +64,28 @@ def summarize(runs: Sequence[planning.Run],
       row['epochs'] = results.get('epochs')
       row['wall_seconds'] = results.get('wall_seconds')
     rows.append(row)
-  return rows
+  # A stable sort: equal or missing validation accuracies keep sweep order.
+  return sorted(rows, key=lambda row: (row['best_val_accuracy'] is None,
+                                       -(row['best_val_accuracy'] or 0.0)))
 
 
 def format_table(rows: Sequence[dict]) -> str:
-  """A fixed-width text table: run, status, test accuracy, non-zero weights."""
-  header = ('run', 'status', 'test_acc', 'non-zero', 'weights')
+  """A fixed-width text table: run, status, accuracies, non-zero weights.
+
+  With validation, the best validation accuracy and the test accuracy at its
+  step come before the final test accuracy.
+  """
+  selected = any(row.get('best_val_accuracy') is not None for row in rows)
+  accuracies = (('best_val_accuracy', 'test_accuracy_at_best_val')
+                if selected else ()) + ('test_accuracy',)
+  header = ('run', 'status',
+            *(('val_acc', 'test_acc@val') if selected else ()),
+            'test_acc', 'non-zero', 'weights')
   lines = [header]
   for row in rows:
-    acc = row['test_accuracy']
     lines.append((
         row['name'], row['status'],
-        '-' if acc is None else f'{acc:.4f}',
+        *('-' if row.get(k) is None else f'{row[k]:.4f}' for k in accuracies),
         *('-' if row[k] is None else f'{row[k]:,}'
           for k in ('nonzero_weights', 'weights'))))
   widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -81,8 +97,8 @@ def format_table(rows: Sequence[dict]) -> str:
 
 def write_summary(rows: Sequence[dict], workdir_root: str) -> str:
   """Writes the rows to WORKDIR_ROOT/summary.csv; returns its path."""
-  fixed = ('status', 'test_accuracy', 'nonzero_weights', 'weights', 'epochs',
-           'wall_seconds', 'workdir')
+  fixed = ('status', 'test_accuracy', *_SELECTION, 'nonzero_weights',
+           'weights', 'epochs', 'wall_seconds', 'workdir')
   columns = ['name']
   for row in rows:  # The union of the runs' overrides, in the order first seen.
     columns += [k for k in row if k not in columns and k not in fixed]

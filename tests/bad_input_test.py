@@ -32,7 +32,20 @@ pytestmark = IGNORE_UNFINISHED_RESTORES
 # ----------------------------------------------------------------------------
 _BAD_VALUES = [
     ('model', 'mlp', r"config\.model='mlp' .* one of: sconv, slocal, sfc"),
-    ('dataset', 'mnist', r"config\.dataset='mnist' .* cifar10, cifar100"),
+    ('dataset', 'mnist_typo', r"config\.dataset='mnist_typo': Unknown "
+     r"dataset 'mnist_typo': not one of cifar10, cifar100, svhn_cropped nor a "
+     r'TFDS dataset'),
+    ('dataset', 'cats_vs_dogs', r"config\.dataset='cats_vs_dogs' has images of "
+     r'varying size \(None, None, 3\)'),
+    ('val_split', 'train[50000:]', r"config\.val_split='train\[50000:\]' "
+     r'holds 0 examples; it must hold at least 1$'),
+    ('optimizer', 'beta_lasso', r'config\.momentum=0\.9 is not used with '
+     r"optimizer='beta_lasso' \(beta-LASSO \(Algorithm 1\) has no momentum.*"
+     r'set it to 0 or None$'),
+    ('l1', 1e-5, r"config\.l1=1e-05 is not used with optimizer='sgd' \(SGD "
+     r'has no L1 term and no threshold\)'),
+    ('cutout', 8, r"config\.cutout=8 is not used with augment='crop_flip'"),
+    ('cutout', -2, r'config\.cutout=-2 .* >= 0'),
     ('optimizer', 'adam', r"config\.optimizer='adam' .* sgd, beta_lasso"),
     ('augment', 'mixup', r"config\.augment='mixup' .* none, crop_flip"),
     ('regularize', 'some', r"config\.regularize='some' .* kernels, all"),
@@ -96,6 +109,7 @@ _BAD_MODEL_KWARGS = [
 def test_model_kwargs_are_checked(model, field, value, message):
   config = sconv.get_config('cpu')
   config.model = model
+  config.alpha = None  # Both are sized by their model_kwargs.
   config.model_kwargs = {'width': 64, field: value}
   with pytest.raises(validation.ConfigError, match=message):
     validation.validate_config(config)

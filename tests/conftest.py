@@ -18,6 +18,7 @@ import signal
 import pytest
 
 from beta_lasso import workdir as workdir_lib
+import generated_datasets
 from cli_runs import (CHECKPOINT_EVERY, NUM_STEPS, Reference, _finish,
                       _Interrupter, _saved_state, _start)
 
@@ -63,3 +64,11 @@ def reference(first_runs) -> Reference:
   results = json.loads((workdir / workdir_lib.RESULTS_FILE).read_text())
   assert results['steps'] == NUM_STEPS
   return Reference(workdir, run, results, _saved_state(workdir))
+
+
+@pytest.fixture(scope='session')
+def generated_data_dir(tmp_path_factory) -> str:
+  """A TFDS data dir holding `generated_datasets.SHAPES` (~2 s to write)."""
+  data_dir = tmp_path_factory.mktemp('tfds')
+  generated_datasets.build(str(data_dir))
+  return str(data_dir)

@@ -134,13 +134,15 @@ def test_unsupported_model_is_one_line(tmp_path):
 # ----------------------------------------------------------------------------
 # Trained networks, end to end.
 # ----------------------------------------------------------------------------
+# SGD without momentum or weight decay (the beta-LASSO config's 0s); its
+# lambdas and beta are unused, so 0 (validation.UNUSED).
+_SGD = dict(optimizer='sgd', l1=0.0, l1_conv=0.0, beta=0.0)
 _MODELS = {  # name -> config overrides; all train 2 steps of 256 images.
     'sfc_beta_lasso': dict(alpha=2, l1_conv=2.5e-4, l1=2.5e-4),
-    'sfc_sgd': dict(alpha=2, optimizer='sgd'),
-    'sconv': dict(model='sconv', optimizer='sgd', alpha=4),
-    'slocal': dict(model='slocal', optimizer='sgd', alpha=2),
-    '3fc': dict(model='3fc', optimizer='sgd', alpha=1,
-                model_kwargs={'width': 64}),
+    'sfc_sgd': dict(alpha=2, **_SGD),
+    'sconv': dict(model='sconv', alpha=4, **_SGD),
+    'slocal': dict(model='slocal', alpha=2, **_SGD),
+    '3fc': dict(model='3fc', alpha=None, model_kwargs={'width': 64}, **_SGD),
 }
 
 

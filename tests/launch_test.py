@@ -19,7 +19,7 @@ from launch import sweep as sweep_lib
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SWEEPS = REPO / 'launch' / 'sweeps'
 # Sweep file -> runs it adds.
-EXPECTED_RUNS = {'sgd_grid': 10, 'table2': 3, 'lambda_grid': 25,
+EXPECTED_RUNS = {'sgd_grid': 20, 'table2': 3, 'lambda_grid': 50,
                  'resnet_kernels': 8, 'study': 8}
 
 
@@ -74,14 +74,15 @@ def test_workdir_names_are_unique_and_safe(name):
 
 
 def test_grids_are_the_papers():
-  assert {(o['momentum'], o['weight_decay'])
+  dropout = (0.0, 0.5)  # On the last two FC layers, or nowhere.
+  assert {(o['momentum'], o['weight_decay'], o['dropout_rate'])
           for o in planning.expand(_sweep('sgd_grid').sweep)} == {
-              (m, wd) for m in (0.0, 0.9)
-              for wd in (0.0, 1e-4, 2e-4, 5e-4, 1e-3)}
+              (m, wd, d) for m in (0.0, 0.9)
+              for wd in (0.0, 1e-4, 2e-4, 5e-4, 1e-3) for d in dropout}
   lambdas = (1e-6, 2e-6, 5e-6, 1e-5, 2e-5)
-  assert {(o['l1_conv'], o['l1'])
+  assert {(o['l1_conv'], o['l1'], o['dropout_rate'])
           for o in planning.expand(_sweep('lambda_grid').sweep)} == {
-              (a, b) for a in lambdas for b in lambdas}
+              (a, b, d) for a in lambdas for b in lambdas for d in dropout}
   assert [o['beta'] for o in planning.expand(_sweep('table2').sweep)] == [
       0.0, 1.0, 50.0]
 
@@ -183,12 +184,33 @@ def test_unknown_field_fails_in_one_line_creating_nothing(tmp_path):
   assert not root.exists()
 
 
-def _fake_results(workdir, accuracy, nnz):
+def _fake_results(workdir, accuracy, nnz, val=None):
   workdir.mkdir(parents=True)
+  selection = {} if val is None else {
+      'best_val_accuracy': val, 'best_step': 7,
+      'test_accuracy_at_best_val': accuracy - 0.01}
   (workdir / 'results.json').write_text(json.dumps({
       'test_accuracy': accuracy, 'nnz': {'layer1': nnz, 'head': 10},
       'weights': {'layer1': 1000, 'head': 10}, 'epochs': 8.0,
-      'wall_seconds': 12.5}))
+      'wall_seconds': 12.5, **selection}))
+
+
+def test_summary_ranks_by_validation_accuracy(tmp_path):
+  config = planning.load_config('configs/sfc_beta_lasso.py')
+  runs = planning.plan([{'beta': 0.0}, {'beta': 1.0}, {'beta': 50.0}],
+                       config, str(tmp_path))
+  # The best test accuracy is not the best validation accuracy's run.
+  _fake_results(tmp_path / 'beta=0.0', 0.86, 990, val=0.80)
+  _fake_results(tmp_path / 'beta=50.0', 0.85, 90, val=0.84)
+  rows = summary.summarize(runs)
+  assert [(r['name'], r['best_val_accuracy'], r['test_accuracy_at_best_val'])
+          for r in rows] == [('beta=50.0', 0.84, 0.84), ('beta=0.0', 0.80, 0.85),
+                             ('beta=1.0', None, None)]
+  header, first = summary.format_table(rows).splitlines()[:2]
+  assert header.split() == ['run', 'status', 'val_acc', 'test_acc@val',
+                            'test_acc', 'non-zero', 'weights']
+  assert first.split()[:5] == ['beta=50.0', 'finished', '0.8400', '0.8400',
+                               '0.8500']
 
 
 def test_summary_reads_finished_and_missing_results(tmp_path):

@@ -21,7 +21,7 @@ def runs(tmp_path_factory):
   root = tmp_path_factory.mktemp('report_runs')
   out = {}
   for name, overrides in (
-      ('sfc_sgd', dict(optimizer='sgd')),
+      ('sfc_sgd', dict(study.SGD)),
       ('sfc_bl_permuted', dict(permute_pixels=True, l1_conv=1e-3))):
     config = study.get_config()
     config.update(dict(alpha=2, batch_size=128, num_epochs=0.1,

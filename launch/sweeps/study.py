@@ -12,8 +12,10 @@ S-FC (beta-LASSO) and S-CONV on permuted pixels. The slowest rows come first
 so that two runs at once finish close together.
 """
 
+from configs import study
+
 CONFIG = 'configs/study.py'
-SGD = {'optimizer': 'sgd'}
+SGD = study.SGD  # Momentum and weight decay on, no L1 (validation.UNUSED).
 
 
 def sweep(add):
