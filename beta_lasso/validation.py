@@ -17,6 +17,7 @@ from beta_lasso import data_cache
 from beta_lasso import fits
 from beta_lasso import input_pipeline
 from beta_lasso import models
+from beta_lasso.models import local
 
 OPTIMIZERS = ('sgd', 'beta_lasso')
 REGULARIZE = ('kernels', 'all')
@@ -62,6 +63,8 @@ def validate_config(config: ml_collections.ConfigDict):
   _choice(config, 'optimizer', OPTIMIZERS)
   _choice(config, 'augment', augmentation.AUGMENTATIONS)
   _choice(config, 'regularize', REGULARIZE)
+  if 'local_impl' in config:  # Absent from configs saved before it existed.
+    _choice(config, 'local_impl', local.IMPLEMENTATIONS)
   # Fields newer than some configs (e.g. a workdir's saved one) may be absent.
   batch_fields = [f for f in ('batch_size', 'eval_batch_size') if f in config]
   for field in ('alpha', 'log_every_steps', 'max_checkpoints_to_keep',
