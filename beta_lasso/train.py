@@ -228,7 +228,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # --- Model and optimizer, created already sharded. ---
   model = models.create_model(
       config.model, num_classes=info.num_classes, alpha=config.alpha,
-      dropout_rate=config.dropout_rate, dtype=dtype, **config.model_kwargs)
+      dropout_rate=config.dropout_rate, dtype=dtype,
+      local_impl=config.get('local_impl', 'auto'), **config.model_kwargs)
   key = jax.random.key(config.seed)
   init_key, train_key = jax.random.split(key)
   dummy = jnp.zeros((1, *train_images.shape[1:]), dtype)

@@ -19,6 +19,7 @@ from beta_lasso import fits
 from beta_lasso import input_pipeline
 from beta_lasso import models
 from beta_lasso import sharding
+from beta_lasso.models import local
 
 OPTIMIZERS = ('sgd', 'beta_lasso')
 REGULARIZE = ('kernels', 'all')
@@ -97,6 +98,8 @@ def check_fields(config: ml_collections.ConfigDict):
   _choice(config, 'optimizer', OPTIMIZERS)
   _choice(config, 'augment', augmentation.AUGMENTATIONS)
   _choice(config, 'regularize', REGULARIZE)
+  if 'local_impl' in config:  # Absent from configs saved before it existed.
+    _choice(config, 'local_impl', local.IMPLEMENTATIONS)
   unused = unused_fields(config)
 
   def number(field, **kwargs):

@@ -14,7 +14,7 @@ beta-LASSO beats SGD at every kernel size, and the gap grows with k.
 `configs/resnet18.py:cpu`: base width 8 instead of 64, 2 epochs, batch 256:
 56.24% test accuracy, about 5 minutes on 2 CPU cores.
 Large kernels cost time on a CPU: at that width a step takes 0.37 s with k=3
-and 8.2 s with k=15 on 2 cores (benchmarks/step_time.py), so
+and 8.2 s with k=15 on 2 cores (measured per compiled step), so
 `resnet18.py:15,cpu` needs about 27 minutes an epoch (2.1 GB peak memory).
 """
 import ml_collections

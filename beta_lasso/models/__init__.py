@@ -66,7 +66,7 @@ _ALPHA_MODELS = ('sconv', 'slocal', 'sfc', 'dconv', 'dlocal', 'dfc')
 
 def create_model(name: str, *, num_classes: int, alpha: int | None = None,
                  dtype: jnp.dtype | None = None, dropout_rate: float = 0.0,
-                 **kwargs) -> nn.Module:
+                 local_impl: str = 'auto', **kwargs) -> nn.Module:
   """Builds a registered model.
 
   Args:
@@ -77,6 +77,9 @@ def create_model(name: str, *, num_classes: int, alpha: int | None = None,
     dtype: computation dtype (e.g. jnp.bfloat16); None means float32.
     dropout_rate: dropout on the inputs of the last two dense layers (for
       ResNet18, of the head); 0 disables it.
+    local_impl: how locally connected layers compute
+      (`local.IMPLEMENTATIONS`; 'auto' picks per backend); the parameters are
+      the same whatever the choice. Only the S and D families use it.
     **kwargs: model-specific fields: `width` (required for '3fc'; for
       'resnet18' the base channels, default 64), `kernel_size` (for
       'resnet18', default 3).
@@ -85,15 +88,17 @@ def create_model(name: str, *, num_classes: int, alpha: int | None = None,
     An unbound linen module.
 
   Raises:
-    ValueError: for an unknown name, or a missing alpha / width.
+    ValueError: for an unknown name or local_impl, or a missing alpha / width.
   """
   if name not in MODELS:
     raise ValueError(
         f'Unknown model {name!r}; valid names: {", ".join(MODELS)}.')
+  local.resolve_impl(local_impl)  # A bad value fails here, not at first use.
   if name in _ALPHA_MODELS:
     if alpha is None:
       raise ValueError(f'Model {name!r} needs alpha (base channels).')
     kwargs['alpha'] = alpha
+    kwargs['local_impl'] = local_impl
   elif name == '3fc' and kwargs.get('width') is None:
     raise ValueError(
         "Model '3fc' needs width (hidden units per layer; the paper-sized "

@@ -30,6 +30,8 @@ class AllConvNet(nn.Module):
     dropout_rate: dropout on the inputs of fc1 and head; 0 disables it.
     dtype: computation dtype (e.g. jnp.bfloat16); params and BatchNorm stay
       float32. None computes in float32.
+    local_impl: how 'local' layers compute (`local.IMPLEMENTATIONS`); the
+      parameters are the same for every one.
   """
   alpha: int
   num_classes: int
@@ -38,6 +40,7 @@ class AllConvNet(nn.Module):
   fc_multiplier: int
   dropout_rate: float = 0.0
   dtype: jnp.dtype | None = None
+  local_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool) -> jax.Array:
@@ -47,7 +50,7 @@ class AllConvNet(nn.Module):
                                                            start=1):
       x = layers.make_layer(self.layer_type, multiplier * self.alpha,
                             kernel_size, strides, dtype=self.dtype,
-                            name=f'layer{i}')(x)
+                            local_impl=self.local_impl, name=f'layer{i}')(x)
       x = layers.batch_norm(train, axis=layers.bn_axis(self.layer_type),
                             name=f'bn{i}')(x)
       x = nn.relu(x)

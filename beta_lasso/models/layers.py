@@ -63,7 +63,7 @@ class FeatureMapDense(nn.Module):
 
 
 def make_layer(layer_type: str, features: int, kernel_size: int, strides: int,
-               *, dtype, name: str) -> nn.Module:
+               *, dtype, name: str, local_impl: str = 'auto') -> nn.Module:
   """A conv, or the locally connected / dense layer of the same geometry.
 
   Always SAME padding and no bias (BatchNorm follows).
@@ -75,6 +75,7 @@ def make_layer(layer_type: str, features: int, kernel_size: int, strides: int,
     strides: the stride in both spatial dimensions.
     dtype: computation dtype.
     name: the module's name, e.g. 'layer1'.
+    local_impl: how a 'local' layer computes (`local.IMPLEMENTATIONS`).
 
   Returns:
     A module mapping NHWC to NHWC.
@@ -84,7 +85,8 @@ def make_layer(layer_type: str, features: int, kernel_size: int, strides: int,
                    use_bias=False, dtype=dtype, name=name)
   if layer_type == 'local':
     return local.LocallyConnected2D(features, kernel_size, strides, 'SAME',
-                                    use_bias=False, dtype=dtype, name=name)
+                                    use_bias=False, dtype=dtype,
+                                    impl=local_impl, name=name)
   if layer_type == 'fc':
     return FeatureMapDense(features, strides, use_bias=False, dtype=dtype,
                            name=name)

@@ -1,8 +1,25 @@
 """Locally connected 2D layer: a convolution without weight sharing.
 
 `LocallyConnected2D` has the geometry of a 2D convolution (kernel size,
-strides, padding) but a separate filter at every output position. It runs on
-`jax.lax.conv_general_dilated_local`.
+strides, padding) but a separate filter at every output position.
+
+Implementations (`impl`), all computing the same function of the same kernel:
+
+- 'conv_local': `jax.lax.conv_general_dilated_local`, the reference. It
+  extracts patches with a grouped convolution against an identity kernel
+  (k_h k_w times the layer's own multiply-adds, and a slow gradient with
+  respect to the input on CPU), then contracts them per position.
+- 'patches': the patches gathered as rows of the input transposed to
+  (H * W * C_in, N), so each gathered row is a contiguous batch, then one
+  matmul per output position (a batched matmul over positions). No wasted
+  multiply-adds; its gradient with respect to the input is a scatter-add.
+- 'masked_dense': the kernel placed into the dense (H * W * C_in,
+  out_h * out_w * features) matrix of the same layer, zero outside each
+  unit's window, then one plain matmul. The placement is pads and reshapes
+  only (no scatter), so its transpose is cheap too; it wastes
+  H W / (k_h k_w) of the multiply-adds, so it pays only where the matmul is
+  much faster than the batched one (few input channels, as in S-LOCAL).
+- 'auto': the fastest measured on the backend (`AUTO`, BENCHMARKS.md).
 
 Kernel layout. The `kernel` parameter has shape
 
@@ -22,10 +39,18 @@ fan-in = k_h * k_w * C_in, the same as `nn.Conv` for the same geometry.
 """
 from collections.abc import Sequence
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+IMPLEMENTATIONS = ('auto', 'conv_local', 'patches', 'masked_dense')
+
+# What 'auto' runs, per `jax.default_backend()`; see BENCHMARKS.md for the
+# measurements behind each choice.
+AUTO = {'cpu': 'patches', 'gpu': 'patches', 'tpu': 'patches'}
 
 def default_kernel_init(key: jax.Array, shape: Sequence[int],
                         dtype=jnp.float32) -> jax.Array:
@@ -76,6 +101,170 @@ def tile_conv_kernel(conv_kernel: jax.Array,
   return jnp.broadcast_to(fused, tuple(out_spatial) + fused.shape)
 
 
+def resolve_impl(impl: str) -> str:
+  """The implementation `impl` runs on this backend ('auto' resolved).
+
+  Raises:
+    ValueError: `impl` is not one of `IMPLEMENTATIONS`.
+  """
+  if impl not in IMPLEMENTATIONS:
+    raise ValueError(f'local_impl {impl!r} is not valid; choose one of: '
+                     f'{", ".join(IMPLEMENTATIONS)}')
+  if impl == 'auto':
+    return AUTO.get(jax.default_backend(), 'conv_local')
+  return impl
+
+
+def _pads_and_out(in_hw, kernel_size, strides, padding):
+  """((lo, hi), (lo, hi)) padding and (out_h, out_w) of the geometry."""
+  pads = (jax.lax.padtype_to_pads(in_hw, kernel_size, strides, padding)
+          if isinstance(padding, str) else tuple(padding))
+  out = tuple((n + lo + hi - k) // s + 1 for n, (lo, hi), k, s in
+              zip(in_hw, pads, kernel_size, strides))
+  return pads, out
+
+
+@functools.lru_cache(maxsize=64)
+def _patch_rows(in_hw, in_features, kernel_size, strides, padding):
+  """Row of the flattened (H, W, C_in) input each kernel entry multiplies.
+
+  Returns:
+    int32 array (out_h * out_w, C_in * k_h * k_w), fused axis ordered as the
+    kernel's (C_in, k_h, k_w); entries in the padding point at row H W C_in,
+    a row of zeros.
+  """
+  (h, w), c = in_hw, in_features
+  pads, (out_h, out_w) = _pads_and_out(in_hw, kernel_size, strides, padding)
+  ci, ki, kj = (a.ravel() for a in np.meshgrid(
+      np.arange(c), np.arange(kernel_size[0]), np.arange(kernel_size[1]),
+      indexing='ij'))
+  oi, oj = (a.ravel()[:, None] for a in np.meshgrid(
+      np.arange(out_h), np.arange(out_w), indexing='ij'))
+  ih = oi * strides[0] - pads[0][0] + ki
+  iw = oj * strides[1] - pads[1][0] + kj
+  inside = (ih >= 0) & (ih < h) & (iw >= 0) & (iw < w)
+  return np.where(inside, (ih * w + iw) * c + ci, h * w * c).astype(np.int32)
+
+
+def _local_patches(inputs, kernel, kernel_size, strides, padding, precision):
+  """'patches': gathered patches, one matmul per output position."""
+  n = inputs.shape[0]
+  out_h, out_w, fused, features = kernel.shape
+  rows = _patch_rows(inputs.shape[1:3], inputs.shape[3], kernel_size,
+                     strides, padding)
+  # Batch last: every gathered row is N contiguous values.
+  table = jnp.concatenate([inputs.reshape(n, -1).T,
+                           jnp.zeros((1, n), inputs.dtype)])
+  patches = table[rows]  # (positions, fused, N)
+  y = jax.lax.dot_general(
+      patches, kernel.reshape(out_h * out_w, fused, features),
+      (((1,), (1,)), ((0,), (0,))), precision=precision)  # (positions, N, F)
+  return jnp.transpose(y, (1, 0, 2)).reshape(n, out_h, out_w, features)
+
+
+def _skew(a: jax.Array, stride: int, length: int) -> jax.Array:
+  """(o, k, ...) -> (o, length, ...) with row i holding a[i] at i * stride.
+
+  Rows padded to length + stride and read back as rows of `length` shift each
+  row by `stride` more than the one before: pads and reshapes, no scatter.
+  """
+  o, k = a.shape[:2]
+  rest = a.shape[2:]
+  a = jnp.pad(a, ((0, 0), (0, length + stride - k)) + ((0, 0),) * len(rest))
+  a = a.reshape((o * (length + stride),) + rest)[:o * length]
+  return a.reshape((o, length) + rest)
+
+
+def _crop(a: jax.Array, axis: int, start: int, size: int) -> jax.Array:
+  """a[start:start + size] along `axis`, zero-padded past its end."""
+  a = jnp.moveaxis(a, axis, 0)
+  a = jnp.pad(a, ((0, max(0, start + size - a.shape[0])),) +
+              ((0, 0),) * (a.ndim - 1))[start:start + size]
+  return jnp.moveaxis(a, 0, axis)
+
+
+def dense_kernel(kernel: jax.Array, in_shape: tuple[int, int, int],
+                 kernel_size: tuple[int, int], strides: tuple[int, int],
+                 padding) -> jax.Array:
+  """The local kernel as the dense matrix of the same layer.
+
+  Args:
+    kernel: (out_h, out_w, C_in * k_h * k_w, features), the layer's kernel.
+    in_shape: (H, W, C_in) of the layer's input.
+    kernel_size: (k_h, k_w).
+    strides: (s_h, s_w).
+    padding: 'SAME', 'VALID' or ((lo, hi), (lo, hi)).
+
+  Returns:
+    (H * W * C_in, out_h * out_w * features): rows and columns the row-major
+    flattening of (h, w, c), as `layers.FeatureMapDense`'s kernel; zero where
+    an input is outside an output unit's window.
+  """
+  h, w, c = in_shape
+  (k_h, k_w), (s_h, s_w) = kernel_size, strides
+  out_h, out_w, _, features = kernel.shape
+  pads, _ = _pads_and_out((h, w), kernel_size, strides, padding)
+  # Padded input rows/columns that some window touches.
+  span_h, span_w = (out_h - 1) * s_h + k_h, (out_w - 1) * s_w + k_w
+  a = kernel.reshape(out_h, out_w, c, k_h, k_w, features)
+  a = jnp.transpose(a, (0, 3, 1, 4, 2, 5))  # (oh, kh, ow, kw, c, f)
+  a = _skew(a, s_h, span_h)  # (oh, padded h, ow, kw, c, f)
+  a = jnp.transpose(a, (2, 3, 0, 1, 4, 5))  # (ow, kw, oh, padded h, c, f)
+  a = _skew(a, s_w, span_w)  # (ow, padded w, oh, padded h, c, f)
+  a = _crop(_crop(a, 1, pads[1][0], w), 3, pads[0][0], h)
+  a = jnp.transpose(a, (3, 1, 4, 2, 0, 5))  # (h, w, c, oh, ow, f)
+  return a.reshape(h * w * c, out_h * out_w * features)
+
+
+def _local_masked_dense(inputs, kernel, kernel_size, strides, padding,
+                        precision):
+  """'masked_dense': one matmul with the zero-filled dense kernel."""
+  n = inputs.shape[0]
+  out_h, out_w, _, features = kernel.shape
+  dense = dense_kernel(kernel, inputs.shape[1:], kernel_size, strides, padding)
+  y = jnp.matmul(inputs.reshape(n, -1), dense, precision=precision)
+  return y.reshape(n, out_h, out_w, features)
+
+
+def _local_reference(inputs, kernel, kernel_size, strides, padding,
+                     precision):
+  """'conv_local': XLA's own locally connected convolution."""
+  return jax.lax.conv_general_dilated_local(
+      lhs=inputs, rhs=kernel, window_strides=strides, padding=padding,
+      filter_shape=kernel_size, dimension_numbers=_DIMENSION_NUMBERS,
+      precision=precision)
+
+
+_IMPLS = {'conv_local': _local_reference, 'patches': _local_patches,
+          'masked_dense': _local_masked_dense}
+
+
+def local_conv(inputs: jax.Array, kernel: jax.Array,
+               kernel_size: tuple[int, int], strides: tuple[int, int],
+               padding, *, impl: str = 'auto',
+               precision: jax.lax.PrecisionLike = None) -> jax.Array:
+  """The locally connected convolution of NHWC `inputs` with `kernel`.
+
+  Args:
+    inputs: (N, H, W, C_in).
+    kernel: (out_h, out_w, C_in * k_h * k_w, features), fused axis ordered
+      (C_in, k_h, k_w).
+    kernel_size: (k_h, k_w).
+    strides: (s_h, s_w).
+    padding: 'SAME', 'VALID' or ((lo, hi), (lo, hi)).
+    impl: one of `IMPLEMENTATIONS`.
+    precision: of the matmuls.
+
+  Returns:
+    (N, out_h, out_w, features), equal across implementations up to float
+    rounding.
+  """
+  padding = padding if isinstance(padding, str) else tuple(
+      tuple(p) for p in padding)
+  return _IMPLS[resolve_impl(impl)](inputs, kernel, tuple(kernel_size),
+                                    tuple(strides), padding, precision)
+
+
 class LocallyConnected2D(nn.Module):
   """2D convolution geometry with a separate filter per output position.
 
@@ -91,6 +280,8 @@ class LocallyConnected2D(nn.Module):
     kernel_init: initializer for the kernel of shape
       (out_h, out_w, C_in * k_h * k_w, features).
     bias_init: initializer for the bias.
+    precision: of the matmuls.
+    impl: one of `IMPLEMENTATIONS`; every one takes the same parameters.
   """
   features: int
   kernel_size: int | Sequence[int]
@@ -102,6 +293,7 @@ class LocallyConnected2D(nn.Module):
   kernel_init: nn.initializers.Initializer = default_kernel_init
   bias_init: nn.initializers.Initializer = nn.initializers.zeros
   precision: jax.lax.PrecisionLike = None
+  impl: str = 'auto'
 
   @nn.compact
   def __call__(self, inputs: jax.Array) -> jax.Array:
@@ -131,14 +323,8 @@ class LocallyConnected2D(nn.Module):
 
     inputs, kernel, bias = nn.dtypes.promote_dtype(
         inputs, kernel, bias, dtype=self.dtype)
-    y = jax.lax.conv_general_dilated_local(
-        lhs=inputs,
-        rhs=kernel,
-        window_strides=strides,
-        padding=padding,
-        filter_shape=kernel_size,
-        dimension_numbers=_DIMENSION_NUMBERS,
-        precision=self.precision)
+    y = local_conv(inputs, kernel, kernel_size, strides, padding,
+                   impl=self.impl, precision=self.precision)
     if bias is not None:
       y = y + bias
     return y

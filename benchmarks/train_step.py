@@ -1,0 +1,430 @@
+r"""Training-step throughput on this backend, side by side with PyTorch.
+
+  python -m benchmarks.train_step --models=sconv:16,slocal,sfc --alpha=8 \
+      --batch_size=256 --local_impls=conv_local,patches,masked_dense
+
+`--models` names models of `beta_lasso.models` (`name:alpha` overrides
+`--alpha` for one of them). What is printed:
+
+- **matmul peak**: the rate of a float32 JAX matmul on this backend, the
+  yardstick for every FLOP/s share; timed again in every round of the steps,
+  and each share is the median over rounds against that round's matmul.
+- **step**, per model (and per locally connected implementation in
+  `--local_impls` for models with local layers): images/s of the whole
+  compiled training step (`train.train_step`: augmentation `--augment`,
+  forward, backward, SGD with weight decay), the same network's step in
+  PyTorch (`benchmarks/torch_models.py`, S family only) and the ratio,
+  achieved FLOP/s and its share of the matmul peak, compile time, and XLA's
+  memory for the step (arguments, outputs and temporaries). The JAX and
+  PyTorch steps alternate in rounds in this one process, and the medians over
+  rounds are printed, so load from other work moves both alike.
+  FLOPs are XLA's count of the step built with the 'patches' local layer
+  (no multiply-add wasted on padding or zeros): the work of the step, the
+  same whatever implementation runs it.
+- **input**: images/s of the host's part (batch indices and gather) and of
+  each augmentation on the device (`augmentation.augment_fn` + normalize).
+- **loop** (`--loop_model`): images/s of `train.train_and_evaluate` on a
+  synthetic data file against its bare step: the loop's cost is the
+  difference of two runs of different lengths (compile, evaluation and
+  checkpoints cancel), its host overhead the gap to the bare step.
+
+Threads: PyTorch gets `torch.set_num_threads` equal to the CPUs this process
+may run on, the size of XLA's CPU thread pool. Needs jax, flax, optax,
+orbax-checkpoint and ml_collections (pure Python); no TensorFlow, TFDS or
+clu. torch is optional (`benchmarks/requirements.txt`): without it the
+PyTorch columns are empty. Pass `--json=FILE` to keep every number.
+"""
+import argparse
+import functools
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from beta_lasso import augmentation
+from beta_lasso import data_cache
+from beta_lasso import input_pipeline
+from beta_lasso import models
+from beta_lasso import train
+from beta_lasso.models import local
+from configs import default
+
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+torch = torch_models = None  # Imported by main() where installed.
+
+_LOCAL_MODELS = ('slocal', 'dlocal')
+
+
+def parse_models(spec: str, alpha: int) -> list[tuple[str, int]]:
+  """'sconv:16,slocal' -> [('sconv', 16), ('slocal', alpha)].
+
+  Raises:
+    ValueError: an unknown model or a bad alpha.
+  """
+  out = []
+  for item in filter(None, (s.strip() for s in spec.split(','))):
+    name, _, arg = item.partition(':')
+    if name not in models.MODELS:
+      raise ValueError(f'model {name!r} is not valid; choose from: '
+                       f'{", ".join(models.MODELS)}')
+    if arg and not (arg.isdigit() and int(arg) > 0):
+      raise ValueError(f'alpha {arg!r} of {name} is not a positive integer')
+    out.append((name, int(arg) if arg else alpha))
+  return out
+
+
+def parse_impls(spec: str) -> list[str]:
+  """'patches,conv_local' -> a list of `local.IMPLEMENTATIONS`."""
+  impls = [s.strip() for s in spec.split(',') if s.strip()]
+  for impl in impls:
+    local.resolve_impl(impl)  # Raises for a bad name.
+  return impls
+
+
+def machine() -> dict:
+  """What the numbers were measured on."""
+  cpu = platform.processor()
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next(l.split(':', 1)[1].strip() for l in f
+                 if l.startswith('model name'))
+  except (OSError, StopIteration):
+    pass
+  return {'backend': jax.default_backend(),
+          'device': jax.devices()[0].device_kind, 'cpus': _threads(),
+          'cpu_model': cpu, 'jax': jax.__version__,
+          'torch': torch.__version__ if torch else None,
+          'date': time.strftime('%Y-%m-%d %H:%M'),
+          'load_average': os.getloadavg()}
+
+
+def _threads() -> int:
+  return len(os.sched_getaffinity(0))
+
+
+def _timed(fn, reps: int) -> list[float]:
+  """Seconds of each of `reps` calls of `fn` (which must block)."""
+  out = []
+  for _ in range(reps):
+    start = time.perf_counter()
+    fn()
+    out.append(time.perf_counter() - start)
+  return out
+
+
+def matmul_peak(reps: int = 3) -> float:
+  """Best FLOP/s of `reps` float32 square matmuls in JAX on this backend."""
+  size = 2048 if jax.default_backend() == 'cpu' else 8192
+  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+  mm = jax.jit(jnp.matmul)
+  mm(a, a).block_until_ready()
+  return 2 * size**3 / min(_timed(lambda: mm(a, a).block_until_ready(), reps))
+
+
+# ----------------------------------------------------------------------------
+# The JAX step, exactly as training builds it.
+# ----------------------------------------------------------------------------
+def make_config(name: str, alpha: int, batch_size: int, augment: str,
+                local_impl: str):
+  config = default.get_config()
+  config.update(model=name, alpha=alpha, batch_size=batch_size,
+                augment=augment, local_impl=local_impl)
+  return config
+
+
+def jax_step(config, steps_per_epoch: int = 195):
+  """(jitted step, state, device batch) of `config` on synthetic CIFAR-10."""
+  info = input_pipeline.DATASETS[config.dataset]
+  model = models.create_model(config.model, num_classes=info.num_classes,
+                              alpha=config.alpha,
+                              local_impl=config.local_impl,
+                              **config.model_kwargs)
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      jax.random.key(0), jnp.zeros((1, *info.image_shape)))
+  tx, _ = train.create_optimizer(config, variables['params'], 10_000,
+                                 steps_per_epoch)
+  state = train.TrainState(
+      step=jnp.zeros((), jnp.int32), params=variables['params'],
+      batch_stats=variables.get('batch_stats', {}),
+      opt_state=tx.init(variables['params']))
+  rng = np.random.default_rng(0)
+  batch = {
+      'image': jnp.asarray(rng.integers(
+          0, 256, (config.batch_size, *info.image_shape), dtype=np.uint8)),
+      'label': jnp.asarray(
+          np.arange(config.batch_size, dtype=np.int32) % info.num_classes)}
+  step = jax.jit(functools.partial(
+      train.train_step, model=model, tx=tx,
+      augment=augmentation.augment_fn(config.augment, info),
+      normalize=functools.partial(augmentation.normalize, info=info),
+      key=jax.random.key(1)), donate_argnums=0)
+  return step, state, batch
+
+
+def step_flops(config) -> float:
+  """XLA's FLOP count of one step with the 'patches' local layer."""
+  step, state, batch = jax_step(_with_impl(config, 'patches'))
+  cost = step.lower(state, batch).cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost['flops'])
+
+
+def _with_impl(config, impl: str):
+  config = config.copy_and_resolve_references()
+  config.local_impl = impl
+  return config
+
+
+class JaxStep:
+  """A compiled step that runs `steps` steps a call, blocking at the end."""
+
+  def __init__(self, config):
+    step, self.state, self.batch = jax_step(config)
+    start = time.perf_counter()
+    self.step = step.lower(self.state, self.batch).compile()
+    self.compile_s = time.perf_counter() - start
+    mem = self.step.memory_analysis()
+    self.memory_bytes = None if mem is None else (
+        mem.argument_size_in_bytes + mem.output_size_in_bytes +
+        mem.temp_size_in_bytes - mem.alias_size_in_bytes)
+    self(1)  # First run: allocations, thread pools.
+
+  def __call__(self, steps: int):
+    for _ in range(steps):
+      self.state, metrics = self.step(self.state, self.batch)
+    jax.block_until_ready(metrics)
+
+
+class TorchStep:
+  """The same network's step in PyTorch, on the same backend's device."""
+
+  def __init__(self, name: str, alpha: int, batch_size: int):
+    self.device = 'cuda' if (jax.default_backend() == 'gpu' and
+                             torch.cuda.is_available()) else 'cpu'
+    torch.manual_seed(0)
+    model = torch_models.ShallowNet(torch_models.MODELS[name], alpha).to(
+        self.device)
+    self.step = torch_models.train_step_fn(model)
+    self.images = torch.randn(batch_size, 3, 32, 32, device=self.device)
+    self.labels = torch.arange(batch_size, device=self.device) % 10
+    if self.device == 'cuda':
+      torch.cuda.reset_peak_memory_stats()
+    self(1)
+    self.memory_bytes = (torch.cuda.max_memory_allocated()
+                         if self.device == 'cuda' else None)
+
+  def __call__(self, steps: int):
+    for _ in range(steps):
+      loss = self.step(self.images, self.labels)
+    loss.item()  # Waits for the device.
+
+
+def measure_steps(args) -> list[dict]:
+  """One row per (model, local implementation), JAX and PyTorch alternating."""
+  rows = []
+  for name, alpha in parse_models(args.models, args.alpha):
+    impls = (parse_impls(args.local_impls) if name in _LOCAL_MODELS
+             else ['auto'])
+    configs = [make_config(name, alpha, args.batch_size, args.augment, impl)
+               for impl in impls]
+    flops = step_flops(configs[0])
+    jax_steps = [JaxStep(c) for c in configs]
+    torch_step = (TorchStep(name, alpha, args.batch_size)
+                  if torch and name in torch_models.MODELS else None)
+    times = {impl: [] for impl in impls}
+    torch_times, peaks = [], []
+    for _ in range(args.rounds):
+      peaks.append(matmul_peak(1))
+      for impl, step in zip(impls, jax_steps):
+        times[impl] += _timed(lambda: step(args.steps), 1)
+      if torch_step:
+        torch_times += _timed(lambda: torch_step(args.steps), 1)
+    for impl, step in zip(impls, jax_steps):
+      per_step = statistics.median(times[impl]) / args.steps
+      row = {'model': name, 'alpha': alpha, 'local_impl': impl,
+             'runs': local.resolve_impl(impl),
+             'images_per_s': args.batch_size / per_step,
+             'flops_per_step': flops, 'flop_per_s': flops / per_step,
+             # Against the matmul rate of the same rounds (same load).
+             'matmul_flop_per_s': statistics.median(peaks),
+             'peak_share': statistics.median(
+                 flops / (t / args.steps) / p
+                 for t, p in zip(times[impl], peaks)),
+             'compile_s': step.compile_s, 'memory_mb': _mb(step.memory_bytes)}
+      if torch_step:
+        # Ratio per round, then the median: both sides saw that round's load.
+        ratios = [t / j for t, j in zip(torch_times, times[impl])]
+        row.update(torch_images_per_s=args.batch_size * args.steps /
+                   statistics.median(torch_times),
+                   torch_memory_mb=_mb(torch_step.memory_bytes),
+                   ratio=statistics.median(ratios))
+      rows.append(row)
+      _print_step(row)
+  return rows
+
+
+def _mb(n):
+  return None if n is None else n / 2**20
+
+
+# ----------------------------------------------------------------------------
+# The input path and the loop.
+# ----------------------------------------------------------------------------
+def measure_input(batch_size: int, reps: int) -> dict:
+  """Images/s of the host's batch gather and of each augmentation."""
+  info = input_pipeline.DATASETS['cifar10']
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (50_000, *info.image_shape), dtype=np.uint8)
+  labels = rng.integers(0, 10, 50_000).astype(np.int32)
+
+  def host(step=[0]):  # pylint: disable=dangerous-default-value
+    indices = input_pipeline.train_indices(50_000, batch_size, 0, step[0])
+    step[0] += 1
+    jax.block_until_ready(jax.device_put(
+        input_pipeline.train_batch(images, labels, indices)))
+
+  out = {'host_gather': batch_size / statistics.median(_timed(host, reps))}
+  batch = jnp.asarray(images[:batch_size])
+  for name in augmentation.AUGMENTATIONS:
+    fn = jax.jit(lambda x, key, f=augmentation.augment_fn(name, info):
+                 augmentation.normalize(f(x, key), info))
+    fn(batch, jax.random.key(0)).block_until_ready()
+    out[name] = batch_size / statistics.median(_timed(
+        lambda f=fn: f(batch, jax.random.key(1)).block_until_ready(), reps))
+  return out
+
+
+def measure_loop(name: str, alpha: int, batch_size: int, steps: int,
+                 reps: int) -> dict:
+  """`train.train_and_evaluate`'s images/s against its bare step."""
+  spe = 50
+  rng = np.random.default_rng(0)
+  with tempfile.TemporaryDirectory() as tmp:
+    data_file = os.path.join(tmp, 'data.npz')
+    data_cache.write(data_file, {
+        'train': (rng.integers(0, 256, (spe * batch_size, 32, 32, 3)),
+                  rng.integers(0, 10, spe * batch_size)),
+        'test': (rng.integers(0, 256, (batch_size, 32, 32, 3)),
+                 rng.integers(0, 10, batch_size))})
+
+    def run(num_steps: int, index: int) -> float:
+      config = make_config(name, alpha, batch_size, 'crop_flip', 'auto')
+      # Evaluation and checkpoints once, at the end, in both run lengths.
+      config.update(data_file=data_file, num_epochs=num_steps / spe,
+                    eval_every_epochs=num_steps / spe,
+                    checkpoint_every_epochs=num_steps / spe,
+                    log_every_steps=50, eval_batch_size=batch_size)
+      start = time.perf_counter()
+      train.train_and_evaluate(config, os.path.join(tmp, f'run{index}'))
+      return time.perf_counter() - start
+
+    # Compiled programs from a persistent cache after the first run, so the
+    # two lengths pay the same (small) fixed cost and it cancels.
+    jax.config.update('jax_compilation_cache_dir', os.path.join(tmp, 'xla'))
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+    run(steps, -1)
+    loop = []
+    for i in range(reps):
+      short, long = run(steps, 2 * i), run(3 * steps, 2 * i + 1)
+      loop.append((long - short) / (2 * steps))
+  bare = JaxStep(make_config(name, alpha, batch_size, 'crop_flip', 'auto'))
+  bare_s = statistics.median(_timed(lambda: bare(steps), reps)) / steps
+  loop_s = statistics.median(loop)
+  return {'model': name, 'alpha': alpha, 'loop_steps_per_s': 1 / loop_s,
+          'bare_steps_per_s': 1 / bare_s,
+          'loop_images_per_s': batch_size / loop_s,
+          'bare_images_per_s': batch_size / bare_s,
+          'overhead': loop_s / bare_s - 1}
+
+
+# ----------------------------------------------------------------------------
+# Output.
+# ----------------------------------------------------------------------------
+def _print_step(row: dict):
+  torch_cols = (f'{row["torch_images_per_s"]:>9.0f} {row["ratio"]:>6.2f}x'
+                if 'ratio' in row else f'{"-":>9} {"-":>7}')
+  print(f'{row["model"]:>8} {row["alpha"]:>5} {row["local_impl"]:>12} '
+        f'{row["images_per_s"]:>8.0f} {torch_cols} '
+        f'{row["flop_per_s"] / 1e9:>8.1f} '
+        f'{100 * row["peak_share"]:>5.0f}% '
+        f'{row["compile_s"]:>8.1f} '
+        f'{row["memory_mb"] if row["memory_mb"] is None else round(row["memory_mb"]):>7}',
+        flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--models', default='sconv:16,slocal,sfc')
+  parser.add_argument('--alpha', type=int, default=8)
+  parser.add_argument('--batch_size', type=int, default=256)
+  parser.add_argument('--augment', default='none',
+                      choices=augmentation.AUGMENTATIONS,
+                      help="the step's augmentation ('none': the networks "
+                      'alone, as PyTorch runs them)')
+  parser.add_argument('--local_impls', default='auto',
+                      help='comma-separated local.IMPLEMENTATIONS to time for '
+                      'models with locally connected layers')
+  parser.add_argument('--rounds', type=int, default=5)
+  parser.add_argument('--steps', type=int, default=5,
+                      help='steps per round and side')
+  parser.add_argument('--input', action=argparse.BooleanOptionalAction,
+                      default=True, help='time the input path')
+  parser.add_argument('--loop_model', default='sfc:1',
+                      help="'name:alpha' of the loop-vs-bare-step run; empty "
+                      'skips it')
+  parser.add_argument('--loop_steps', type=int, default=1000)
+  parser.add_argument('--json', help='also write every number here')
+  return parser
+
+
+def main(argv=None):
+  global torch, torch_models  # pylint: disable=global-statement
+  args = build_parser().parse_args(argv)
+  try:
+    import torch  # pylint: disable=g-import-not-at-top,redefined-outer-name
+    from benchmarks import torch_models  # pylint: disable=g-import-not-at-top,redefined-outer-name
+  except ImportError:
+    print('torch is not installed: no PyTorch columns')
+  parse_models(args.models, args.alpha)  # Bad names fail before any compute.
+  parse_impls(args.local_impls)
+  loop_model = parse_models(args.loop_model, 1) if args.loop_model else []
+  if torch:
+    torch.set_num_threads(_threads())
+  results = {'machine': machine(), 'args': vars(args)}
+  print(' '.join(f'{k}={v}' for k, v in results['machine'].items()))
+  print(f'float32 matmul peak: {matmul_peak() / 1e9:.1f} GFLOP/s (before the '
+        'steps; each share below is against the matmul timed in its rounds)',
+        flush=True)
+  print(f'{"model":>8} {"alpha":>5} {"local_impl":>12} {"img/s":>8} '
+        f'{"torch":>9} {"ratio":>7} {"GFLOP/s":>8} {"peak":>6} '
+        f'{"compile":>8} {"mem MB":>7}')
+  results['steps'] = measure_steps(args)
+  if args.input:
+    results['input'] = measure_input(args.batch_size, args.rounds)
+    print('input images/s: ' + ', '.join(
+        f'{k} {v:,.0f}' for k, v in results['input'].items()), flush=True)
+  for name, alpha in loop_model:
+    results['loop'] = r = measure_loop(name, alpha, args.batch_size,
+                                       args.loop_steps, args.rounds)
+    print(f'loop {name} alpha {alpha}: {r["loop_steps_per_s"]:.0f} steps/s '
+          f'in train_and_evaluate, {r["bare_steps_per_s"]:.0f} bare; '
+          f'overhead {100 * r["overhead"]:+.1f}%', flush=True)
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(results, indent=1))
+  return results
+
+
+if __name__ == '__main__':
+  main()
