@@ -30,6 +30,7 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
+from beta_lasso import selection
 from launch import planning
 from launch import sweep as sweep_lib
 
@@ -137,6 +138,11 @@ def report(planned, half_precision: bool) -> str:
     lines.append(f'{run.name}: {"finished" if "steps" in results else "unfinished"}'
                  f' at epoch {epochs:g} of {run.overrides["num_epochs"]:g}, '
                  f'test accuracy {last.get("test_accuracy", float("nan")):.4f}')
+    chosen = selection.best(history)
+    if chosen:
+      lines.append(f'  best validation accuracy {chosen["val_accuracy"]:.4f} '
+                   f'at epoch {chosen["epoch"]:g}, test accuracy there '
+                   f'{chosen["test_accuracy"]:.4f}')
     timed = throughput(history)
     if timed and timed[2] > 0:
       steps, epochs, seconds = timed

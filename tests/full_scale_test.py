@@ -42,7 +42,8 @@ def test_end_to_end_at_a_tiny_alpha(tmp_path):
       [sys.executable, '-m', 'launch.full_scale',
        f'--workdir_root={tmp_path}', '--alpha=1', '--epochs=1',
        '--half_precision=false', '--',
-       '--config.train_split=train[:2048]', '--config.eval_split=test[:512]'],
+       '--config.train_split=train[:2048]', '--config.val_split=train[-512:]',
+       '--config.eval_split=test[:512]'],
       cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
   assert run.returncode == 0, run.stderr[-3000:]
   # The report follows the runs' own output.
@@ -51,6 +52,8 @@ def test_end_to_end_at_a_tiny_alpha(tmp_path):
   for name in ('beta_lasso', 'sgd'):
     assert re.search(rf'^{name}: finished at epoch 1 of 1, test accuracy '
                      r'0\.\d{4}$', out, re.M), out
+  assert len(re.findall(r'best validation accuracy 0\.\d{4} at epoch',
+                        out)) == 2, out
   assert len(re.findall(r'epochs/s, [\d,]+ images/s, .* \(MFU [\d.]+% of '
                         r'measured\)', out)) == 2, out
   # beta-LASSO's layer 1 lost weights in four steps; SGD's kept them all.
