@@ -48,6 +48,10 @@ def get_config():
   config.regularize = 'kernels'  # What L1 / weight decay touch: kernels or all.
 
   # Loop.
+  # Splits resident on the accelerator, the data order, augmentation and eval
+  # in compiled loops, several steps per dispatch: no host work per step.
+  config.device_loop = False
+  config.steps_per_dispatch = 100  # Device loop: most steps per dispatch (blocks also end at log, eval and save steps).
   config.seed = 0
   config.log_every_steps = 100
   config.eval_every_epochs = 10.0
