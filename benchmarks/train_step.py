@@ -24,7 +24,8 @@ r"""Training-step throughput on this backend, side by side with PyTorch.
 - **input**: images/s of the host's part (batch indices and gather) and of
   each augmentation on the device (`augmentation.augment_fn` + normalize).
 - **loop** (`--loop_model`): images/s of `train.train_and_evaluate` on a
-  synthetic data file against its bare step: the loop's cost is the
+  synthetic data file, on the host path and with `config.device_loop`,
+  against its bare step: the loop's cost is the
   difference of two runs of different lengths (compile, evaluation and
   checkpoints cancel), its host overhead the gap to the bare step.
 
@@ -307,8 +308,12 @@ def measure_input(batch_size: int, reps: int) -> dict:
 
 
 def measure_loop(name: str, alpha: int, batch_size: int, steps: int,
-                 reps: int) -> dict:
-  """`train.train_and_evaluate`'s images/s against its bare step."""
+                 reps: int, device_loop: bool) -> dict:
+  """`train.train_and_evaluate`'s images/s against its bare step.
+
+  `device_loop` picks the loop: batches gathered on the host, one dispatch a
+  step, or the splits resident on the device, a block of steps a dispatch.
+  """
   spe = 50
   rng = np.random.default_rng(0)
   with tempfile.TemporaryDirectory() as tmp:
@@ -322,7 +327,8 @@ def measure_loop(name: str, alpha: int, batch_size: int, steps: int,
     def run(num_steps: int, index: int) -> float:
       config = make_config(name, alpha, batch_size, 'crop_flip', 'auto')
       # Evaluation and checkpoints once, at the end, in both run lengths.
-      config.update(data_file=data_file, num_epochs=num_steps / spe,
+      config.update(data_file=data_file, train_split='train', val_split=None,
+                    device_loop=device_loop, num_epochs=num_steps / spe,
                     eval_every_epochs=num_steps / spe,
                     checkpoint_every_epochs=num_steps / spe,
                     log_every_steps=50, eval_batch_size=batch_size)
@@ -342,7 +348,8 @@ def measure_loop(name: str, alpha: int, batch_size: int, steps: int,
   bare = JaxStep(make_config(name, alpha, batch_size, 'crop_flip', 'auto'))
   bare_s = statistics.median(_timed(lambda: bare(steps), reps)) / steps
   loop_s = statistics.median(loop)
-  return {'model': name, 'alpha': alpha, 'loop_steps_per_s': 1 / loop_s,
+  return {'model': name, 'alpha': alpha, 'device_loop': device_loop,
+          'loop_steps_per_s': 1 / loop_s,
           'bare_steps_per_s': 1 / bare_s,
           'loop_images_per_s': batch_size / loop_s,
           'bare_images_per_s': batch_size / bare_s,
@@ -415,12 +422,17 @@ def main(argv=None):
     results['input'] = measure_input(args.batch_size, args.rounds)
     print('input images/s: ' + ', '.join(
         f'{k} {v:,.0f}' for k, v in results['input'].items()), flush=True)
+  results['loop'] = []
   for name, alpha in loop_model:
-    results['loop'] = r = measure_loop(name, alpha, args.batch_size,
-                                       args.loop_steps, args.rounds)
-    print(f'loop {name} alpha {alpha}: {r["loop_steps_per_s"]:.0f} steps/s '
-          f'in train_and_evaluate, {r["bare_steps_per_s"]:.0f} bare; '
-          f'overhead {100 * r["overhead"]:+.1f}%', flush=True)
+    for on_device in (False, True):
+      r = measure_loop(name, alpha, args.batch_size, args.loop_steps,
+                       args.rounds, on_device)
+      results['loop'].append(r)
+      print(f'loop {name} alpha {alpha} '
+            f'({"device_loop" if on_device else "host loop"}): '
+            f'{r["loop_steps_per_s"]:.0f} steps/s in train_and_evaluate, '
+            f'{r["bare_steps_per_s"]:.0f} bare; overhead '
+            f'{100 * r["overhead"]:+.1f}%', flush=True)
   if args.json:
     pathlib.Path(args.json).write_text(json.dumps(results, indent=1))
   return results

@@ -5,8 +5,9 @@ of 32x32x3, so each process reads a split once through TFDS into a uint8 numpy
 array (~150 MB) and never touches tf.data again. Everything random is a pure
 function of (seed, step):
 
-- `train_indices` picks which examples form a step's batch, from a permutation
-  seeded by (seed, epoch);
+- `train_indices` picks which examples form a step's batch, from the
+  permutation `epoch_permutation` keyed by (seed, epoch) (`device_loop`
+  computes the same one on the accelerator);
 - `augmentation.augment` (random crop, horizontal flip, Cutout; with
   `autoaugment.fast_autoaugment` before them for 'fast_autoaugment') runs on
   the accelerator inside the jitted train step, keyed by a PRNG key the caller
@@ -34,6 +35,7 @@ import os
 import re
 from typing import Iterator, NamedTuple, Optional
 
+import jax
 import numpy as np
 
 # TensorFlow and TFDS are imported where a TFDS split is read, not here: a
@@ -323,11 +325,41 @@ def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
   return num_examples // global_batch_size
 
 
+# A fold_in tag that keeps the data order's keys apart from the splits of
+# `jax.random.key(seed)` (init, train): `fold_in(key, i)` equals
+# `split(key)[i]` for small i.
+_DATA_ORDER = 0xDA7A
+
+
+def epoch_permutation(num_examples: int, seed: int, epoch) -> jax.Array:
+  """The order in which epoch `epoch` visits the training examples.
+
+  The one definition of the data order: the host path slices it into batches
+  (`train_indices`) and `beta_lasso.device_loop` computes it inside compiled
+  code, so both train on the same batches. Integer-only, so bit-identical
+  wherever it runs.
+
+  Args:
+    num_examples: size of the training split.
+    seed: non-negative data seed.
+    epoch: the epoch, a Python int or a traced int32 scalar.
+
+  Returns:
+    int32 [num_examples], a permutation of range(num_examples).
+  """
+  key = jax.random.fold_in(
+      jax.random.fold_in(jax.random.key(seed), _DATA_ORDER), epoch)
+  return jax.random.permutation(key, num_examples)
+
+
+_jitted_epoch_permutation = jax.jit(epoch_permutation, static_argnums=(0, 1))
+
+
 @functools.lru_cache(maxsize=4)
 def _epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
   # Every step of an epoch needs the same permutation; caching it keeps a
-  # step's host work to one slice instead of a fresh 50k-element shuffle.
-  perm = np.random.default_rng([seed, epoch]).permutation(num_examples)
+  # step's host work to one slice instead of a fresh shuffle.
+  perm = np.asarray(_jitted_epoch_permutation(num_examples, seed, epoch))
   perm.setflags(write=False)
   return perm
 
@@ -340,9 +372,10 @@ def train_indices(num_examples: int,
                   process_count: int = 1) -> np.ndarray:
   """Indices of this process's share of the training batch for `step`.
 
-  Each epoch visits a fresh permutation of the examples, drawn from
-  `np.random.default_rng([seed, epoch])`, so the result depends only on the
-  arguments: a resumed run gets the same batches as an uninterrupted one.
+  Each epoch visits a fresh permutation of the examples,
+  `epoch_permutation(num_examples, seed, epoch)`, so the result depends only
+  on the arguments: a resumed run gets the same batches as an uninterrupted
+  one.
 
   Args:
     num_examples: size of the training split.

@@ -22,6 +22,7 @@ import optax
 from beta_lasso import augmentation
 from beta_lasso import checkpointing
 from beta_lasso import datasets
+from beta_lasso import device_loop
 from beta_lasso import input_pipeline
 from beta_lasso import models
 from beta_lasso import optim
@@ -141,15 +142,24 @@ def eval_step(state: TrainState, batch, *, model, normalize):
 _FINITE_CHECKS = ('loss', 'grad_norm', 'param_norm')
 
 
-def _check_finite(step_metrics, first_step: int, workdir: str):
+def _stack(pending) -> dict[str, np.ndarray]:
+  """Metrics of single steps and of blocks of steps as [steps] numpy arrays."""
+  values = jax.device_get(pending)
+  return {name: np.concatenate([np.atleast_1d(v[name]) for v in values])
+          for name in values[0]}
+
+
+def _check_finite(metrics: dict[str, np.ndarray], first_step: int,
+                  workdir: str):
   """Raises DivergenceError naming the first non-finite step and quantity."""
-  values = jax.device_get(step_metrics)
-  for i, metrics in enumerate(values):
-    for name in _FINITE_CHECKS:
-      if not np.isfinite(metrics[name]):
-        raise DivergenceError(
-            f'non-finite {name} ({metrics[name]}) at step {first_step + i + 1}; '
-            f'the last good checkpoint in {workdir} is kept')
+  finite = np.all([np.isfinite(metrics[name]) for name in _FINITE_CHECKS], 0)
+  if finite.all():
+    return
+  i = int(np.argmin(finite))
+  name = next(n for n in _FINITE_CHECKS if not np.isfinite(metrics[n][i]))
+  raise DivergenceError(
+      f'non-finite {name} ({metrics[name][i]}) at step {first_step + i + 1}; '
+      f'the last good checkpoint in {workdir} is kept')
 
 
 # ----------------------------------------------------------------------------
@@ -275,14 +285,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             'wall_seconds': earlier_seconds + time.time() - start_time}
 
   # --- Compiled steps. The state is donated: only one copy lives on device. ---
+  step_fn = functools.partial(train_step, model=model, tx=tx, augment=augment,
+                              normalize=normalize, key=train_key)
+  eval_fn = functools.partial(eval_step, model=model, normalize=normalize)
   p_train_step = jax.jit(
-      functools.partial(train_step, model=model, tx=tx, augment=augment,
-                        normalize=normalize, key=train_key),
-      in_shardings=(state_sharding, data_sharding),
+      step_fn, in_shardings=(state_sharding, data_sharding),
       out_shardings=(state_sharding, replicated), donate_argnums=0)
   p_eval_step = jax.jit(
-      functools.partial(eval_step, model=model, normalize=normalize),
-      in_shardings=(state_sharding, data_sharding), out_shardings=replicated)
+      eval_fn, in_shardings=(state_sharding, data_sharding),
+      out_shardings=replicated)
+  on_device = None
+  if config.get('device_loop'):
+    on_device = device_loop.DeviceLoop(
+        step_fn, eval_fn, batch_size=config.batch_size,
+        eval_batch_size=config.eval_batch_size, seed=config.seed,
+        steps_per_dispatch=config.steps_per_dispatch,
+        state_sharding=state_sharding, replicated=replicated,
+        data_sharding=data_sharding)
+    # From here on the splits are the copies on the accelerator.
+    train_images, train_labels = on_device.put(train_images, train_labels)
+    test_images, test_labels = on_device.put(test_images, test_labels)
+    if val_split is not None:
+      val_split = on_device.put(*val_split)
   # Counted on device: only one number per leaf comes back to the host.
   p_nonzeros = jax.jit(lambda p: jax.tree.map(jnp.count_nonzero, p),
                        out_shardings=replicated)
@@ -294,12 +318,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   def accuracy_and_loss(state, images, labels):
     """Accuracy and mean loss over a whole split, without augmentation."""
-    totals = None
-    for batch in input_pipeline.eval_batches(
-        images, labels, config.eval_batch_size,
-        jax.process_index(), jax.process_count()):
-      out = p_eval_step(state, global_batch(batch))
-      totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+    if on_device:
+      totals = on_device.eval_totals(state, images, labels)
+    else:
+      totals = None
+      for batch in input_pipeline.eval_batches(
+          images, labels, config.eval_batch_size,
+          jax.process_index(), jax.process_count()):
+        out = p_eval_step(state, global_batch(batch))
+        totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
     totals = jax.device_get(totals)
     return (float(totals['correct'] / totals['count']),
             float(totals['loss'] / totals['count']))
@@ -326,6 +353,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return {'locality': locality.summarize(
         kernel, info.image_shape, pixel_permutation=permutation)}
 
+  def train_block(state, step):
+    """Steps from `step` on: one on the host path, a block on the device.
+
+    Returns:
+      (state, metrics, steps done).
+    """
+    if on_device:
+      end = device_loop.block_end(
+          step, num_train_steps, on_device.max_steps,
+          (config.log_every_steps, eval_every, checkpoint_every))
+      return *on_device.train(state, train_images, train_labels,
+                              end - step), end
+    indices = input_pipeline.train_indices(
+        len(train_labels), config.batch_size, config.seed, step,
+        jax.process_index(), jax.process_count())
+    batch = input_pipeline.train_batch(train_images, train_labels, indices)
+    return *p_train_step(state, global_batch(batch)), step + 1
+
   # --- Metrics and progress. ---
   writer, report_progress = writers.create(
       workdir, num_train_steps, just_logging=jax.process_index() > 0)
@@ -337,17 +382,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                num_train_steps, steps_per_epoch, initial_step)
   pending = []  # Step metrics not yet checked for finiteness.
   last_eval = None
+  done = initial_step
   # Leaving the block (normally, preempted or diverged) waits for the save in
   # flight, so the last good checkpoint is never left half-written.
   with checkpointing.PreemptionGuard() as guard, checkpoints:
-    for step in range(initial_step, num_train_steps):
-      indices = input_pipeline.train_indices(
-          len(train_labels), config.batch_size, config.seed, step,
-          jax.process_index(), jax.process_count())
-      batch = input_pipeline.train_batch(train_images, train_labels, indices)
-      state, metrics = p_train_step(state, global_batch(batch))
+    while done < num_train_steps:
+      state, metrics, done = train_block(state, done)
       pending.append(metrics)
-      done = step + 1
       report_progress(done)
 
       is_last = done == num_train_steps
@@ -357,11 +398,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       preempted = guard.triggered or checkpoints.reached_preemption(done)
       if log_now or eval_now or save_now or preempted:
         # Nothing is written until every step since the last check was finite.
-        _check_finite(pending, done - len(pending), workdir)
-        summary = jax.device_get(jax.tree.map(lambda *x: jnp.mean(jnp.stack(x)),
-                                              *pending))
+        stacked = _stack(pending)
         pending = []
-        summary = {f'train_{k}': float(v) for k, v in summary.items()}
+        _check_finite(stacked, done - len(stacked['loss']), workdir)
+        summary = {f'train_{k}': float(np.mean(v)) for k, v in stacked.items()}
         summary['learning_rate'] = float(schedule(done - 1))
         writer.write_scalars(done, summary)
       is_best = False

@@ -134,9 +134,16 @@ def check_fields(config: ml_collections.ConfigDict):
   for field in config.model_kwargs:
     _number(config.model_kwargs, field, positive=True, integer=True,
             name=f'model_kwargs.{field}')
-  if not isinstance(config.get('permute_pixels', False), bool):
-    raise ConfigError(f'config.permute_pixels={config.permute_pixels!r} is not '
-                      'valid; it must be True or False')
+  for field in ('permute_pixels', 'device_loop'):
+    if not isinstance(config.get(field, False), bool):
+      raise ConfigError(f'config.{field}={config[field]!r} is not valid; it '
+                        'must be True or False')
+  if 'steps_per_dispatch' in config:
+    _number(config, 'steps_per_dispatch', positive=True, integer=True)
+  if config.get('device_loop') and jax.process_count() > 1:
+    raise ConfigError(
+        f'config.device_loop=True is not valid with {jax.process_count()} '
+        'processes; it runs on one process: set config.device_loop=False')
   if config.warmup_epochs >= config.num_epochs:
     raise ConfigError(f'config.warmup_epochs={config.warmup_epochs!r} is not '
                       f'valid; it must be < num_epochs ({config.num_epochs})')

@@ -84,6 +84,12 @@ def read_config(workdir) -> dict | None:
     ) from None
 
 
+# How a run executes, not what it computes: a run may go on with these changed
+# (the device loop follows the host path's trajectory), and a workdir saved
+# before they existed still resumes.
+EXECUTION_FIELDS = ('device_loop', 'steps_per_dispatch')
+
+
 def check_config(workdir, config: ml_collections.ConfigDict, *,
                  allow_change: bool = False, saved: dict | None = None):
   """Checks `config` against the one the workdir's run was started with.
@@ -108,7 +114,8 @@ def check_config(workdir, config: ml_collections.ConfigDict, *,
   if previous is None:
     return
   differing = sorted(k for k in set(previous) | set(current)
-                     if previous.get(k, '<missing>') != current.get(k, '<missing>'))
+                     if previous.get(k, '<missing>') != current.get(k, '<missing>')
+                     and k not in EXECUTION_FIELDS)
   if differing and not allow_change:
     fields = ', '.join(f'{k} ({previous.get(k, "<missing>")!r} -> '
                        f'{current.get(k, "<missing>")!r})' for k in differing)

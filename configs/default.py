@@ -86,6 +86,10 @@ def get_config():
   config.shard_min_weights = 2**20  # Kernels with fewer entries stay replicated.
 
   # Loop.
+  # Splits resident on the accelerator, the data order, augmentation and eval
+  # in compiled loops, several steps per dispatch: no host work per step.
+  config.device_loop = False
+  config.steps_per_dispatch = 100  # Device loop: most steps per dispatch (blocks also end at log, eval and save steps).
   config.seed = 0
   config.log_every_steps = 100
   config.eval_every_epochs = 10.0

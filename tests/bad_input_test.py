@@ -71,6 +71,7 @@ _BAD_VALUES = [
     ('alpha', 3000, r'config\.alpha=3000 needs about [\d.]+ GiB .* more than '
      r'the [\d.]+ GiB of host memory; the largest alpha that fits is \d+$'),
     ('warmup_epochs', 400.0, r'config\.warmup_epochs=400\.0 .* < num_epochs'),
+    ('steps_per_dispatch', 0, r'config\.steps_per_dispatch=0 .* > 0$'),
     ('log_every_steps', 0, r'config\.log_every_steps=0 .* > 0'),
     ('max_checkpoints_to_keep', 0, r'max_checkpoints_to_keep=0 .* > 0'),
     ('eval_batch_size', 0, r'config\.eval_batch_size=0 .* > 0'),
