@@ -85,9 +85,14 @@ def read_config(workdir) -> dict | None:
 
 
 # How a run executes, not what it computes: a run may go on with these changed
-# (the device loop follows the host path's trajectory), and a workdir saved
+# (the device loop follows the host path's trajectory; a mesh or a locally
+# connected implementation computes the same function), and a workdir saved
 # before they existed still resumes.
-EXECUTION_FIELDS = ('device_loop', 'steps_per_dispatch')
+EXECUTION_FIELDS = ('device_loop', 'steps_per_dispatch', 'local_impl',
+                    'mesh_model', 'fsdp', 'shard_min_weights')
+# Fields added since the first release, with the value that does what runs
+# did before them: a saved config without one is read as holding this value.
+ADDED_FIELDS = {'val_split': None, 'flip': None, 'cutout': None}
 
 
 def check_config(workdir, config: ml_collections.ConfigDict, *,
@@ -113,6 +118,7 @@ def check_config(workdir, config: ml_collections.ConfigDict, *,
     previous = saved
   if previous is None:
     return
+  previous = {**ADDED_FIELDS, **previous}
   differing = sorted(k for k in set(previous) | set(current)
                      if previous.get(k, '<missing>') != current.get(k, '<missing>')
                      and k not in EXECUTION_FIELDS)

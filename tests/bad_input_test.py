@@ -263,6 +263,21 @@ def test_checkpoint_config_stands_in_for_a_lost_config_json(tmp_path):
     workdir_lib.check_config(tmp_path, changed, saved=saved)
 
 
+def test_a_workdir_saved_before_newer_fields_still_resumes(tmp_path):
+  config = sconv.get_config('cpu')
+  old = workdir_lib.flatten(config)
+  for field in (*workdir_lib.EXECUTION_FIELDS, *workdir_lib.ADDED_FIELDS):
+    del old[field]
+  workdir_lib.check_config(tmp_path, config, saved=old)
+  # How the run executes may change; what it computes may not.
+  config.device_loop, config.mesh_model = True, 2
+  workdir_lib.check_config(tmp_path, config, saved=old)
+  config.val_split = 'train[45000:]'
+  with pytest.raises(workdir_lib.ConfigMismatchError,
+                     match=r"val_split \(None -> 'train\[45000:\]'\)"):
+    workdir_lib.check_config(tmp_path, config, saved=old)
+
+
 def test_unreadable_config_json_is_one_line(tmp_path):
   (tmp_path / workdir_lib.CONFIG_FILE).write_text('{"alpha": 4, "mod')
   with pytest.raises(workdir_lib.WorkdirError,
