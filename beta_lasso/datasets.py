@@ -132,7 +132,9 @@ def describe(info: DatasetInfo, config: ml_collections.ConfigDict) -> dict:
   """What the run used, for dataset.json and results.json."""
   return {'dataset': config.dataset, 'num_classes': info.num_classes,
           'image_shape': list(info.image_shape), 'flip': info.flip,
-          'cutout': info.cutout, 'mean': list(info.mean),
+          'cutout': info.cutout,
+          'autoaugment_policy': info.autoaugment_policy,
+          'mean': list(info.mean),
           'std': list(info.std),
           # None: the table's published values.
           'stats_from': _stats_source(config)}
@@ -149,7 +151,9 @@ def load(workdir: str, name: str) -> DatasetInfo:
     return DatasetInfo(
         tfds_name=name, num_classes=saved['num_classes'],
         image_shape=tuple(saved['image_shape']), flip=saved['flip'],
-        cutout=saved['cutout'], mean=tuple(saved['mean']),
+        cutout=saved['cutout'],
+        autoaugment_policy=saved.get('autoaugment_policy'),
+        mean=tuple(saved['mean']),
         std=tuple(saved['std']))
   if name in input_pipeline.DATASETS:
     return input_pipeline.DATASETS[name]
