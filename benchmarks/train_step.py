@@ -177,9 +177,15 @@ def jax_step(config, steps_per_epoch: int = 195):
 def step_flops(config) -> float:
   """XLA's FLOP count of one step with the 'patches' local layer."""
   step, state, batch = jax_step(_with_impl(config, 'patches'))
-  cost = step.lower(state, batch).cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost['flops'])
+  lowered = step.lower(state, batch)
+  # The lowered program answers on CPU; on GPU only the compiled one does.
+  for analyze in (lowered.cost_analysis,
+                  lambda: lowered.compile().cost_analysis()):
+    cost = analyze()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    if cost and 'flops' in cost:
+      return float(cost['flops'])
+  return float('nan')
 
 
 def _with_impl(config, impl: str):

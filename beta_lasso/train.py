@@ -406,8 +406,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         writer.write_scalars(done, summary)
       is_best = False
       if eval_now:
+        eval_start = time.time()
         with report_progress.timed('eval'):
           last_eval = evaluate(state)
+        eval_seconds = time.time() - eval_start
         writer.write_scalars(done, {
             'test_accuracy': last_eval['test_accuracy'],
             'test_loss': last_eval['test_loss'],
@@ -419,11 +421,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                if k.endswith('/median')}})
         # The best validation step is saved and kept whatever max_to_keep.
         is_best = selection.improves(history, last_eval)
-        # Epoch and wall time place the eval on a learning curve and give the
-        # throughput between evals (launch/full_scale.py reports it).
+        # Epoch and wall time place the eval on a learning curve; with the
+        # eval's own time they give the training throughput between evals
+        # (launch/full_scale.py reports it).
         history.append({'step': done, 'epoch': done / steps_per_epoch,
                         'wall_seconds': saved_extras()['wall_seconds'],
-                        **last_eval})
+                        'eval_seconds': eval_seconds, **last_eval})
         logging.info('Step %d: test accuracy %.4f, non-zeros %s', done,
                      last_eval['test_accuracy'], last_eval['nnz'])
       if save_now or preempted or is_best:

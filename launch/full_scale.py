@@ -12,8 +12,9 @@ same EPOCHS. Each run checkpoints every tenth of its budget. With
 a checkpoint first) and the same command carries on where it stopped, so a
 run longer than any one session completes over several commands.
 
-At the end it prints, per run: epochs done, epochs/s and images/s between its
-first and last eval (compile and data loading excluded), MFU, test accuracy
+At the end it prints, per run: epochs done, epochs/s and images/s of training
+between its first and last eval (compiling, loading data and the evals
+excluded), MFU, test accuracy
 and the non-zero weights of every layer. MFU counts the dense layers' matmul
 FLOPs, 6 x weights per image (forward and backward), against the bf16 (or
 fp32) matmul peak measured on the same device at the end, and against the
@@ -78,17 +79,19 @@ def dense_flops_per_image(weights: dict[str, int]) -> float:
 
 
 def throughput(history: Sequence[dict]) -> tuple[int, float, float] | None:
-  """(steps, epochs, seconds) between the first and last eval with wall time.
+  """(steps, epochs, training seconds) between the first and last timed eval.
 
-  Between evals the time is training (and one eval); compiling and loading
-  data come before the first. Across a resume it includes the restart.
+  Compiling and loading data come before the first eval; the evals between
+  are taken out (each records its own time). Across a resume the restart is
+  counted.
   """
   timed = [h for h in history if 'wall_seconds' in h and 'epoch' in h]
   if len(timed) < 2:
     return None
   first, last = timed[0], timed[-1]
+  evals = sum(h.get('eval_seconds', 0.0) for h in timed[1:])
   return (last['step'] - first['step'], last['epoch'] - first['epoch'],
-          last['wall_seconds'] - first['wall_seconds'])
+          last['wall_seconds'] - first['wall_seconds'] - evals)
 
 
 def matmul_peak(dtype_name: str) -> tuple[str, float]:

@@ -184,7 +184,8 @@ def test_sampling_follows_the_policy():
 
 def test_fast_autoaugment_in_a_jitted_train_step(images):
   """The whole path: policy, then crop, flip and Cutout, keyed per step."""
-  augment = augmentation.augment_fn('fast_autoaugment', CIFAR10)
+  # Jitted, as in the train step: eagerly, each of its many ops compiles alone.
+  augment = jax.jit(augmentation.augment_fn('fast_autoaugment', CIFAR10))
   x = jnp.asarray(images)
   key = jax.random.fold_in(jax.random.key(0), 3)
   out = augment(x, key)
@@ -193,11 +194,11 @@ def test_fast_autoaugment_in_a_jitted_train_step(images):
   assert not np.array_equal(out, augment(x, jax.random.key(1)))
   # The policy first, then crop_flip_cutout, each with its half of the key.
   policy_key, crop_key = jax.random.split(key)
-  policy_out = autoaugment.fast_autoaugment(
-      x, policy_key, policy='reduced_cifar10',
-      fill=np.round(CIFAR10.mean).astype(np.uint8))
-  np.testing.assert_array_equal(out, augmentation.augment_fn(
-      'crop_flip_cutout', CIFAR10)(policy_out, crop_key))
+  policy_out = jax.jit(functools.partial(
+      autoaugment.fast_autoaugment, policy='reduced_cifar10',
+      fill=np.round(CIFAR10.mean).astype(np.uint8)))(x, policy_key)
+  np.testing.assert_array_equal(out, jax.jit(augmentation.augment_fn(
+      'crop_flip_cutout', CIFAR10))(policy_out, crop_key))
   assert (np.asarray(policy_out) != images).any(axis=(1, 2, 3)).sum() >= 4
 
   # In the train step, as train.train_and_evaluate jits it.

@@ -30,10 +30,14 @@ def test_dense_flops_per_image_is_six_per_weight():
 
 
 def test_throughput_is_between_the_first_and_last_timed_eval():
-  history = [{'step': 10, 'epoch': 1.0, 'wall_seconds': 30.0},
-             {'step': 20, 'epoch': 2.0, 'wall_seconds': 32.0},
-             {'step': 40, 'epoch': 4.0, 'wall_seconds': 36.0}]
-  assert full_scale.throughput(history) == (30, 3.0, 6.0)
+  history = [{'step': 10, 'epoch': 1.0, 'wall_seconds': 30.0,
+              'eval_seconds': 9.0},
+             {'step': 20, 'epoch': 2.0, 'wall_seconds': 32.0,
+              'eval_seconds': 0.5},
+             {'step': 40, 'epoch': 4.0, 'wall_seconds': 36.0,
+              'eval_seconds': 1.0}]
+  # The first eval's time is before the interval; the others' are taken out.
+  assert full_scale.throughput(history) == (30, 3.0, 4.5)
   assert full_scale.throughput(history[:1]) is None
 
 

@@ -17,18 +17,20 @@ def test_selection_keeps_the_best_validation_step(tmp_path):
       train_split='train[:5000]', val_split='train[45000:46000]',
       eval_split='test[:1000]', num_epochs=1.0, eval_every_epochs=0.25,
       checkpoint_every_epochs=1.0, max_checkpoints_to_keep=1,
-      # The learning rate climbs to 3 (no cosine until the last 2 steps): the
-      # network learns, then the large steps undo it, so the best validation
-      # step is an early one that max_checkpoints_to_keep=1 alone would drop.
-      learning_rate=3.0, warmup_epochs=0.95))
+      # The learning rate climbs to 10 (no cosine until the last 2 steps):
+      # the network learns, then the large steps undo it, so the best
+      # validation step is an early one that max_checkpoints_to_keep=1 alone
+      # would drop.
+      learning_rate=10.0, warmup_epochs=0.95))
   results = train.train_and_evaluate(config, str(tmp_path))
 
   history = results['history']
   assert [h['step'] for h in history] == [10, 20, 30, 39]
   best = max(history, key=lambda h: h['val_accuracy'])
-  assert best['step'] < 39  # Measured: step 20, 0.265 against 0.164 at 39.
-  assert best['val_accuracy'] > history[-1]['val_accuracy'] + 0.05
-  assert best['val_accuracy'] > 0.2  # bf16 learns: chance is 0.1.
+  assert best['step'] < 39  # Measured: step 10, 0.174 against 0.124 at 39.
+  assert best['val_accuracy'] > history[-1]['val_accuracy'] + 0.03
+  # bf16 learns: chance is 0.1, give or take 0.01 on 1,000 images.
+  assert best['val_accuracy'] > 0.15
   assert {k: results[k] for k in selection.results(history)} == {
       'best_val_accuracy': best['val_accuracy'], 'best_step': best['step'],
       'test_accuracy_at_best_val': best['test_accuracy']}

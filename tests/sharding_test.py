@@ -108,6 +108,13 @@ def _eight_device_checks(workdir):
     return mesh, shardings, state
 
   _, _, reference = one_step(1, False)  # Everything replicated.
+  # Data parallel over 8 devices is one device's step: the batch is split,
+  # but BatchNorm and the gradient see all of it.
+  single, _ = jax.jit(step_fn)(
+      jax.device_put(init_state(jax.random.key(0)), jax.devices()[0]),
+      jax.device_put(batch, jax.devices()[0]))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(
+      a, b, rtol=1e-5, atol=1e-6), reference.params, single.params)
   for mesh_model, fsdp, layer1_shard in ((4, False, (768, 512)),
                                          (2, True, (1536, 128))):
     mesh, shardings, state = one_step(mesh_model, fsdp)
