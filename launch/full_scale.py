@@ -6,8 +6,9 @@ r"""Table 2 at the paper's size on one accelerator: S-FC with beta-LASSO, then S
 Trains S-FC at alpha 150 (256M weights) with beta-LASSO as Table 2 does
 (`configs/sfc_beta_lasso.py`: beta 50, lambda 2e-5 on layer 1 and 5e-6 on the
 FC layers, lr 0.1 with a per-step cosine, batch 512), bfloat16 compute with
-float32 weights, for EPOCHS; then the SGD baseline (`configs/sfc.py`) for the
-same EPOCHS. Each run checkpoints every tenth of its budget. With
+float32 weights, data and loop resident on the accelerator
+(`config.device_loop`), for EPOCHS; then the SGD baseline (`configs/sfc.py`)
+for the same EPOCHS. Each run checkpoints every tenth of its budget. With
 --time_limit the command stops after that many seconds (the running run saves
 a checkpoint first) and the same command carries on where it stopped, so a
 run longer than any one session completes over several commands.
@@ -55,8 +56,10 @@ def runs(workdir_root: str, alpha: int, epochs: float, batch_size: int,
   Raises:
     planning.SweepError: a value that the configs reject.
   """
+  # The device loop: one accelerator, and no host work between steps.
   overrides = {'alpha': alpha, 'num_epochs': float(epochs),
                'batch_size': batch_size, 'half_precision': half_precision,
+               'device_loop': True,
                'eval_every_epochs': epochs / 10,
                'checkpoint_every_epochs': epochs / 10}
   planned = []

@@ -20,7 +20,7 @@ def test_runs_are_table2s_rows_at_the_papers_size():
   for run in (bl, sgd):
     assert run.overrides == {
         'alpha': 150, 'num_epochs': 4000.0, 'batch_size': 512,
-        'half_precision': True, 'eval_every_epochs': 400.0,
+        'half_precision': True, 'device_loop': True, 'eval_every_epochs': 400.0,
         'checkpoint_every_epochs': 400.0}
 
 
