@@ -143,21 +143,14 @@ def main(argv):
   args = flags.FLAGS
   extra_args = argv[1:]
   try:
-    module = planning.load_sweep(args.sweep)
-    config_arg = args.config or getattr(module, 'CONFIG', None)
-    if not config_arg:
-      raise planning.SweepError(f'give --config: {args.sweep} sets no CONFIG')
     if '://' not in args.workdir_root:
       raise planning.SweepError(
           f'--workdir_root={args.workdir_root} must be a bucket (gs://...): '
           'every job writes there, and it outlives the VMs')
     if args.jobs is not None and args.jobs < 1:
       raise planning.SweepError(f'--jobs={args.jobs} must be at least 1')
-    config = planning.load_config(config_arg)
-    runs = planning.plan(planning.expand(module.sweep), config,
-                         args.workdir_root)
-    planning.check_extra_args(config, extra_args,
-                              {k for run in runs for k in run.overrides})
+    config_arg, runs = planning.load_runs(args.sweep, args.config,
+                                          args.workdir_root, extra_args)
   except planning.SweepError as e:
     sys.exit(f'error: {e}')
   name = args.name or f'bl-{pathlib.Path(args.sweep).stem.replace("_", "-")}'

@@ -202,3 +202,28 @@ def plan(overrides_list: Sequence[dict], config: ml_collections.ConfigDict,
     seen[name] = i
     runs.append(Run(name=name, overrides=cast, workdir=f'{root}/{name}'))
   return runs
+
+
+def load_runs(sweep_path: str, config_arg: str | None, workdir_root: str,
+              extra_args: Sequence[str]) -> tuple[str, list[Run]]:
+  """(config argument, runs) of a sweep file, every run and extra arg checked.
+
+  Args:
+    sweep_path: the sweep file.
+    config_arg: `file.py[:arg]`; None: the sweep file's CONFIG.
+    workdir_root: where the runs' workdirs go.
+    extra_args: the arguments every run gets (after `--`).
+
+  Raises:
+    SweepError: no config, a bad override or extra argument.
+  """
+  module = load_sweep(sweep_path)
+  config_arg = config_arg or getattr(module, 'CONFIG', None)
+  if not config_arg:
+    raise SweepError(f'give --config: {sweep_path} sets no CONFIG')
+  config = load_config(config_arg)
+  runs = plan(expand(module.sweep), config, workdir_root)
+  check_extra_args(config, extra_args,
+                   {k for run in runs for k in run.overrides})
+  return config_arg, runs
+

@@ -230,15 +230,8 @@ def main(argv):
   args = flags.FLAGS
   extra_args = argv[1:]  # Everything after `--`.
   try:
-    module = planning.load_sweep(args.sweep)
-    config_arg = args.config or getattr(module, 'CONFIG', None)
-    if not config_arg:
-      raise planning.SweepError(f'give --config: {args.sweep} sets no CONFIG')
-    config = planning.load_config(config_arg)
-    runs = planning.plan(planning.expand(module.sweep), config,
-                         args.workdir_root)
-    planning.check_extra_args(config, extra_args,
-                              {k for run in runs for k in run.overrides})
+    config_arg, runs = planning.load_runs(args.sweep, args.config,
+                                          args.workdir_root, extra_args)
     if args.time_limit < 0:
       raise planning.SweepError(
           f'--time_limit={args.time_limit:g} must be positive (or 0: none)')

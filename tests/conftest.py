@@ -23,6 +23,8 @@ from cli_runs import (CHECKPOINT_EVERY, NUM_STEPS, Reference, _finish,
                       _Interrupter, _saved_state, _start)
 
 
+# First: pytest-xdist reads the groups in its own hook of the same name.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
   """Under pytest-xdist, one worker per file, and one for the shared runs.
 

@@ -70,6 +70,7 @@ def test_family_trains_end_to_end(name, tmp_path, generated_data_dir):
   assert results['dataset'] == {
       'dataset': dataset, 'num_classes': num_classes,
       'image_shape': list(shape), 'flip': False, 'cutout': shape[0] // 2,
+      'autoaugment_policy': None,
       'mean': list(mean), 'std': list(std), 'stats_from': f'{dataset} train'}
   np.testing.assert_allclose(mean, images.mean((0, 1, 2)), rtol=1e-12)
   np.testing.assert_allclose(std, images.std((0, 1, 2)), rtol=1e-9)
