@@ -125,10 +125,10 @@ def _timed(fn, reps: int) -> list[float]:
   return out
 
 
-def matmul_peak(reps: int = 3) -> float:
-  """Best FLOP/s of `reps` float32 square matmuls in JAX on this backend."""
+def matmul_peak(reps: int = 3, dtype=jnp.float32) -> float:
+  """Best FLOP/s of `reps` square matmuls of `dtype` in JAX on this backend."""
   size = 2048 if jax.default_backend() == 'cpu' else 8192
-  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+  a = jax.random.normal(jax.random.key(0), (size, size), dtype)
   mm = jax.jit(jnp.matmul)
   mm(a, a).block_until_ready()
   return 2 * size**3 / min(_timed(lambda: mm(a, a).block_until_ready(), reps))
@@ -156,10 +156,7 @@ def jax_step(config, steps_per_epoch: int = 195):
       jax.random.key(0), jnp.zeros((1, *info.image_shape)))
   tx, _ = train.create_optimizer(config, variables['params'], 10_000,
                                  steps_per_epoch)
-  state = train.TrainState(
-      step=jnp.zeros((), jnp.int32), params=variables['params'],
-      batch_stats=variables.get('batch_stats', {}),
-      opt_state=tx.init(variables['params']))
+  state = train.TrainState.create(variables, tx)
   rng = np.random.default_rng(0)
   batch = {
       'image': jnp.asarray(rng.integers(

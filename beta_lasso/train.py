@@ -40,6 +40,14 @@ class TrainState:
   batch_stats: Any
   opt_state: Any
 
+  @classmethod
+  def create(cls, variables, tx: optax.GradientTransformation) -> 'TrainState':
+    """Step 0 of a model's `init` variables and the optimizer's fresh state."""
+    params = variables['params']
+    return cls(step=jnp.zeros((), jnp.int32), params=params,
+               batch_stats=variables.get('batch_stats', {}),
+               opt_state=tx.init(params))
+
 
 class DivergenceError(RuntimeError):
   """A loss, gradient or parameter turned non-finite."""
@@ -245,17 +253,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   dummy = jnp.zeros((1, *train_images.shape[1:]), dtype)
 
   def init(rng):
-    variables = model.init(rng, dummy, train=False)
-    return variables['params'], variables.get('batch_stats', {})
+    return model.init(rng, dummy, train=False)
 
-  param_shapes, _ = jax.eval_shape(init, init_key)
+  param_shapes = jax.eval_shape(init, init_key)['params']
   tx, schedule = create_optimizer(config, param_shapes, num_train_steps,
                                   steps_per_epoch)
 
   def init_state(rng):
-    params, batch_stats = init(rng)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=batch_stats, opt_state=tx.init(params))
+    return TrainState.create(init(rng), tx)
 
   # Big kernels (and their optimizer state) split over the mesh; see sharding.
   state_sharding = sharding.state_shardings(

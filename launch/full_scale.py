@@ -97,25 +97,6 @@ def throughput(history: Sequence[dict]) -> tuple[int, float, float] | None:
           last['wall_seconds'] - first['wall_seconds'] - evals)
 
 
-def matmul_peak(dtype_name: str) -> tuple[str, float]:
-  """(device kind, FLOP/s) of a large square matmul on the default device."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  device = jax.devices()[0]
-  n = 8192 if device.platform != 'cpu' else 1024
-  dtype = jnp.dtype(dtype_name)
-  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-  # Chained so that none can be skipped; the scale keeps the values finite.
-  step = jax.jit(lambda x: (x @ a) * (1 / n**0.5))
-  x = step(a).block_until_ready()
-  repeats = 20
-  start = time.perf_counter()
-  for _ in range(repeats):
-    x = step(x)
-  x.block_until_ready()
-  return device.device_kind, 2 * n**3 * repeats / (time.perf_counter() - start)
-
-
 def vendor_peak(device_kind: str) -> float | None:
   for prefix, peak in VENDOR_BF16_PEAK.items():
     if device_kind.startswith(prefix):
@@ -127,8 +108,12 @@ def report(planned, half_precision: bool) -> str:
   """The per-run lines printed at the end (results of unfinished runs too)."""
   # Imported here: the parent process must not take the accelerator before its
   # children have run.
+  import jax  # pylint: disable=g-import-not-at-top
+  from benchmarks import train_step  # pylint: disable=g-import-not-at-top
   from beta_lasso.report import loading  # pylint: disable=g-import-not-at-top
-  kind, measured = matmul_peak('bfloat16' if half_precision else 'float32')
+  kind = jax.devices()[0].device_kind
+  measured = train_step.matmul_peak(
+      dtype='bfloat16' if half_precision else 'float32')
   vendor = vendor_peak(kind) if half_precision else None
   lines = [f'Device: {kind}; measured matmul peak {measured / 1e12:.2f} '
            f'TFLOP/s' + (f', vendor peak {vendor / 1e12:.0f}' if vendor else '')]

@@ -206,10 +206,7 @@ def test_fast_autoaugment_in_a_jitted_train_step(images):
   model = models.create_model('sconv', num_classes=10, alpha=1)
   variables = model.init(jax.random.key(0), x[:1], train=False)
   tx, _ = train.create_optimizer(config, variables['params'], 10, 10)
-  state = train.TrainState(
-      step=jnp.zeros((), jnp.int32), params=variables['params'],
-      batch_stats=variables['batch_stats'],
-      opt_state=tx.init(variables['params']))
+  state = train.TrainState.create(variables, tx)
   step = jax.jit(functools.partial(
       train.train_step, model=model, tx=tx, augment=augment,
       normalize=functools.partial(augmentation.normalize, info=CIFAR10),

@@ -26,10 +26,7 @@ def test_bfloat16_computes_and_float32_is_kept():
   variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)),
                          train=False)
   tx, _ = train.create_optimizer(config, variables['params'], 100, 10)
-  state = train.TrainState(
-      step=jnp.zeros((), jnp.int32), params=variables['params'],
-      batch_stats=variables['batch_stats'],
-      opt_state=tx.init(variables['params']))
+  state = train.TrainState.create(variables, tx)
   step = jax.jit(functools.partial(
       train.train_step, model=model, tx=tx, augment=lambda x, _: x,
       normalize=functools.partial(augmentation.normalize, info=info,

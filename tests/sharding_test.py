@@ -66,7 +66,6 @@ def test_validate_config_names_the_bad_mesh():
 
 def _eight_device_checks(workdir):
   """Runs under 8 fake devices; every assert fails the calling test."""
-  import optax  # pylint: disable=g-import-not-at-top
   from beta_lasso import checkpointing  # pylint: disable=g-import-not-at-top
   from beta_lasso import models  # pylint: disable=g-import-not-at-top
   from beta_lasso import train  # pylint: disable=g-import-not-at-top
@@ -82,11 +81,8 @@ def _eight_device_checks(workdir):
   batch = {'image': images, 'label': np.arange(16, dtype=np.int32) % 10}
 
   def init_state(rng):
-    variables = model.init(rng, jnp.zeros((1, 32, 32, 3)), train=False)
-    params = variables['params']
-    return train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                            batch_stats=variables['batch_stats'],
-                            opt_state=tx.init(params))
+    return train.TrainState.create(
+        model.init(rng, jnp.zeros((1, 32, 32, 3)), train=False), tx)
 
   shapes = jax.eval_shape(lambda: model.init(
       jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))
