@@ -72,14 +72,16 @@ class ShallowNet(nn.Module):
     self.bn2 = nn.BatchNorm1d(24 * alpha)
     self.head = nn.Linear(24 * alpha, num_classes)
 
-  def forward(self, x):
+  def layer1_forward(self, x):
+    """layer1 alone, SAME padding included."""
     if self.layer_type == 'fc':
-      x = self.layer1(x.flatten(1))
-    elif self.layer_type == 'conv':
-      x = self.layer1(F.pad(x, self.pad))
-    else:
-      x = self.layer1(x)
-    x = F.relu(self.bn1(x)).flatten(1)
+      return self.layer1(x.flatten(1))
+    if self.layer_type == 'conv':
+      return self.layer1(F.pad(x, self.pad))
+    return self.layer1(x)
+
+  def forward(self, x):
+    x = F.relu(self.bn1(self.layer1_forward(x))).flatten(1)
     x = F.relu(self.bn2(self.fc1(x)))
     return self.head(x)
 

@@ -58,6 +58,7 @@ from beta_lasso import data_cache
 from beta_lasso import input_pipeline
 from beta_lasso import models
 from beta_lasso import train
+from beta_lasso.models import layers
 from beta_lasso.models import local
 from configs import default
 
@@ -66,6 +67,8 @@ from configs import default
 torch = torch_models = None  # Imported by main() where installed.
 
 _LOCAL_MODELS = ('slocal', 'dlocal')
+# Models built on `models.allconv.AllConvNet`, whose layer1 is timed alone.
+_ALL_CONV_MODELS = ('sconv', 'slocal', 'sfc', 'dconv', 'dlocal', 'dfc')
 
 
 def parse_models(spec: str, alpha: int) -> list[tuple[str, int]]:
@@ -211,12 +214,52 @@ class JaxStep:
     jax.block_until_ready(metrics)
 
 
+class JaxLayer1:
+  """The first layer of `config`'s model alone: forward and kernel gradient.
+
+  Time beside `TorchLayer1`, it tells how much of a step's gap to PyTorch is
+  the backend's kernel for this one layer (XLA's dot or convolution against
+  MKL's or oneDNN's) rather than anything around it. Batch 256 of float32
+  images; the input needs no gradient, as in the step.
+  """
+
+  def __init__(self, config):
+    info = input_pipeline.DATASETS[config.dataset]
+    model = models.create_model(config.model, num_classes=info.num_classes,
+                                alpha=config.alpha,
+                                local_impl=config.local_impl,
+                                **config.model_kwargs)
+    layer = layers.make_layer(model.layer_type, model.alpha * model.conv_layers[
+        0][0], *model.conv_layers[0][1:], dtype=None,
+                              local_impl=config.local_impl, name='layer1')
+    key = jax.random.key(0)
+    self.images = jax.random.normal(key, (config.batch_size,
+                                          *info.image_shape))
+    params = layer.init(key, self.images[:1])
+    grad_out = jax.random.normal(key, jax.eval_shape(
+        layer.apply, params, self.images).shape)
+    # d<layer(x), grad_out>/d kernel is the kernel gradient of the step.
+    self.fn = jax.jit(jax.grad(lambda p, x: jnp.vdot(layer.apply(p, x),
+                                                     grad_out)))
+    self.params = params
+    self(1)
+
+  def __call__(self, reps: int):
+    for _ in range(reps):
+      out = self.fn(self.params, self.images)
+    jax.block_until_ready(out)
+
+
 class TorchStep:
   """The same network's step in PyTorch, on the same backend's device."""
 
+  @staticmethod
+  def device_for() -> str:
+    return ('cuda' if jax.default_backend() == 'gpu' and
+            torch.cuda.is_available() else 'cpu')
+
   def __init__(self, name: str, alpha: int, batch_size: int):
-    self.device = 'cuda' if (jax.default_backend() == 'gpu' and
-                             torch.cuda.is_available()) else 'cpu'
+    self.device = self.device_for()
     torch.manual_seed(0)
     model = torch_models.ShallowNet(torch_models.MODELS[name], alpha).to(
         self.device)
@@ -235,6 +278,27 @@ class TorchStep:
     loss.item()  # Waits for the device.
 
 
+class TorchLayer1:
+  """`JaxLayer1` in PyTorch: `torch_models`' layer1, forward and backward."""
+
+  def __init__(self, name: str, alpha: int, batch_size: int):
+    self.device = TorchStep.device_for()
+    torch.manual_seed(0)
+    model = torch_models.ShallowNet(torch_models.MODELS[name], alpha).to(
+        self.device)
+    self.forward = model.layer1_forward
+    self.kernel = model.layer1.weight
+    self.images = torch.randn(batch_size, 3, 32, 32, device=self.device)
+    self.grad_out = torch.randn_like(self.forward(self.images))
+    self(1)
+
+  def __call__(self, reps: int):
+    for _ in range(reps):
+      self.kernel.grad = None
+      self.forward(self.images).backward(self.grad_out)
+    self.kernel.grad.sum().item()  # Waits for the device.
+
+
 def measure_steps(args) -> list[dict]:
   """One row per (model, local implementation), JAX and PyTorch alternating."""
   rows = []
@@ -245,20 +309,27 @@ def measure_steps(args) -> list[dict]:
                for impl in impls]
     flops = step_flops(configs[0])
     jax_steps = [JaxStep(c) for c in configs]
-    torch_step = (TorchStep(name, alpha, args.batch_size)
-                  if torch and name in torch_models.MODELS else None)
+    jax_layers = [JaxLayer1(c) if name in _ALL_CONV_MODELS else None
+                  for c in configs]
+    with_torch = torch and name in torch_models.MODELS
+    torch_step = TorchStep(name, alpha, args.batch_size) if with_torch else None
+    torch_layer = (TorchLayer1(name, alpha, args.batch_size) if with_torch
+                   else None)
     times = {impl: [] for impl in impls}
-    torch_times, peaks = [], []
+    layer_times = {impl: [] for impl in impls}
+    torch_times, torch_layer_times, peaks = [], [], []
     for _ in range(args.rounds):
       peaks.append(matmul_peak(1))
-      for impl, step in zip(impls, jax_steps):
+      for impl, step, layer in zip(impls, jax_steps, jax_layers):
         times[impl] += _timed(lambda: step(args.steps), 1)
+        if layer:
+          layer_times[impl] += _timed(lambda: layer(args.steps), 1)
       if torch_step:
         torch_times += _timed(lambda: torch_step(args.steps), 1)
+        torch_layer_times += _timed(lambda: torch_layer(args.steps), 1)
     for impl, step in zip(impls, jax_steps):
       per_step = statistics.median(times[impl]) / args.steps
       row = {'model': name, 'alpha': alpha, 'local_impl': impl,
-             'runs': local.resolve_impl(impl),
              'images_per_s': args.batch_size / per_step,
              'flops_per_step': flops, 'flop_per_s': flops / per_step,
              # Against the matmul rate of the same rounds (same load).
@@ -267,16 +338,26 @@ def measure_steps(args) -> list[dict]:
                  flops / (t / args.steps) / p
                  for t, p in zip(times[impl], peaks)),
              'compile_s': step.compile_s, 'memory_mb': _mb(step.memory_bytes)}
+      if layer_times[impl]:
+        row['layer1_ms'] = 1e3 * statistics.median(layer_times[impl]) / args.steps
       if torch_step:
         # Ratio per round, then the median: both sides saw that round's load.
-        ratios = [t / j for t, j in zip(torch_times, times[impl])]
         row.update(torch_images_per_s=args.batch_size * args.steps /
                    statistics.median(torch_times),
                    torch_memory_mb=_mb(torch_step.memory_bytes),
-                   ratio=statistics.median(ratios))
+                   ratio=_median_ratio(torch_times, times[impl]),
+                   torch_layer1_ms=1e3 * statistics.median(torch_layer_times) /
+                   args.steps,
+                   layer1_ratio=_median_ratio(torch_layer_times,
+                                              layer_times[impl]))
       rows.append(row)
       _print_step(row)
   return rows
+
+
+def _median_ratio(torch_times, jax_times) -> float:
+  """Median over rounds of PyTorch's time over JAX's (> 1: JAX is faster)."""
+  return statistics.median(t / j for t, j in zip(torch_times, jax_times))
 
 
 def _mb(n):
@@ -370,8 +451,16 @@ def _print_step(row: dict):
         f'{row["flop_per_s"] / 1e9:>8.1f} '
         f'{100 * row["peak_share"]:>5.0f}% '
         f'{row["compile_s"]:>8.1f} '
-        f'{row["memory_mb"] if row["memory_mb"] is None else round(row["memory_mb"]):>7}',
+        f'{row["memory_mb"] if row["memory_mb"] is None else round(row["memory_mb"]):>7}'
+        f'{_fmt(row.get("layer1_ms"), ".1f", 10)}'
+        f'{_fmt(row.get("torch_layer1_ms"), ".1f", 9)}'
+        f'{_fmt(row.get("layer1_ratio"), ".2f", 7, "x")}',
         flush=True)
+
+
+def _fmt(value, spec: str, width: int, suffix: str = '') -> str:
+  text = '-' if value is None else format(value, spec) + suffix
+  return f'{text:>{width}}'
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -419,7 +508,8 @@ def main(argv=None):
         flush=True)
   print(f'{"model":>8} {"alpha":>5} {"local_impl":>12} {"img/s":>8} '
         f'{"torch":>9} {"ratio":>7} {"GFLOP/s":>8} {"peak":>6} '
-        f'{"compile":>8} {"mem MB":>7}')
+        f'{"compile":>8} {"mem MB":>7} {"layer1 ms":>9} {"torch":>8} '
+        f'{"ratio":>6}')
   results['steps'] = measure_steps(args)
   if args.input:
     results['input'] = measure_input(args.batch_size, args.rounds)

@@ -105,7 +105,16 @@ def create_optimizer(config: ml_collections.ConfigDict, params,
 # Update and eval steps.
 # ----------------------------------------------------------------------------
 def train_step(state: TrainState, batch, *, model, tx, augment, normalize, key):
-  """One SGD / beta-LASSO step; returns the new state and step metrics."""
+  """One SGD / beta-LASSO step; returns the new state and step metrics.
+
+  The metrics are the loss, the batch accuracy and the parameters' global
+  norm, which also guards against divergence: a non-finite gradient or update
+  makes it non-finite in the same step. The norms of the gradients and of the
+  updates are not computed. On XLA CPU their passes over every weight cost
+  S-FC's step 8% (gradients) and, with beta-LASSO, half again (the updates,
+  which the norm keeps from fusing into the parameters); the parameters'
+  norm fuses into their update and costs nothing measurable.
+  """
   step_key = jax.random.fold_in(key, state.step)
   aug_key, dropout_key = jax.random.split(step_key)
   images = normalize(augment(batch['image'], aug_key))
@@ -126,9 +135,7 @@ def train_step(state: TrainState, batch, *, model, tx, augment, normalize, key):
   metrics = {
       'loss': loss,
       'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
-      'grad_norm': optax.global_norm(grads),
       'param_norm': optax.global_norm(params),
-      'update_norm': optax.global_norm(updates),
   }
   new_state = state.replace(step=state.step + 1, params=params,
                             batch_stats=batch_stats, opt_state=opt_state)
@@ -147,7 +154,7 @@ def eval_step(state: TrainState, batch, *, model, normalize):
           'count': jnp.sum(mask)}
 
 
-_FINITE_CHECKS = ('loss', 'grad_norm', 'param_norm')
+_FINITE_CHECKS = ('loss', 'param_norm')
 
 
 def _stack(pending) -> dict[str, np.ndarray]:

@@ -96,6 +96,17 @@ def test_auto_resolves_on_every_backend():
   assert set(local.AUTO.values()) <= set(local.IMPLEMENTATIONS[1:])
 
 
+def test_auto_picks_per_layer_on_cpu():
+  # S-LOCAL's layer1 (9x9 windows on 32x32) wastes 12.6x as a masked dense
+  # matmul, D-LOCAL's layer1 (3x3 on 32x32) 113.8x and its layer7 (3x3 on
+  # 4x4) 1.8x.
+  assert local.masked_dense_waste((32, 32), (9, 9)) == pytest.approx(12.64, 1e-3)
+  picks = [local.resolve_impl('auto', local.masked_dense_waste(s, k))
+           for s, k in (((32, 32), (9, 9)), ((32, 32), (3, 3)), ((4, 4), (3, 3)))]
+  assert picks == ['masked_dense', 'patches', 'masked_dense']
+  assert local.resolve_impl('patches', 1.0) == 'patches'
+
+
 def test_benchmark_arguments():
   args = train_step.build_parser().parse_args(
       ['--models=sconv:16,slocal', '--local_impls=patches,conv_local'])
@@ -108,3 +119,16 @@ def test_benchmark_arguments():
     train_step.parse_models('sfc:x', 8)
   with pytest.raises(ValueError, match="'dense'"):
     train_step.parse_impls('dense')
+
+
+def test_benchmark_times_the_step_and_layer1(capsys):
+  results = train_step.main(['--models=slocal:1', '--rounds=1', '--steps=1',
+                             '--no-input', '--loop_model='])
+  [row] = results['steps']
+  assert (row['model'], row['alpha'], row['local_impl']) == ('slocal', 1,
+                                                             'auto')
+  assert row['images_per_s'] > 0 and row['layer1_ms'] > 0
+  # Both sides or neither: PyTorch is optional.
+  assert ('layer1_ratio' in row) == ('ratio' in row) == (
+      train_step.torch is not None)
+  assert 'layer1 ms' in capsys.readouterr().out
