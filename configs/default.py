@@ -23,9 +23,10 @@ def get_config():
   config.model_kwargs = ml_collections.ConfigDict()  # E.g. width (3fc), kernel_size (resnet18).
   config.dropout_rate = 0.0  # On the inputs of the last two FC layers; 0 = none.
   config.half_precision = False  # bf16 compute; weights and BatchNorm stay fp32.
-  # How locally connected layers compute: auto (the fastest measured on the
-  # backend, BENCHMARKS.md), conv_local, patches or masked_dense. Same
-  # parameters and outputs (up to float rounding) whatever the choice.
+  # How locally connected layers compute: auto (per layer, the fastest
+  # measured on the backend, BENCHMARKS.md), conv_local, patches or
+  # masked_dense. Same parameters and outputs (up to float rounding)
+  # whatever the choice.
   config.local_impl = 'auto'
 
   # Data.
