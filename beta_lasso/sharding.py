@@ -129,8 +129,8 @@ def fraction_per_device(param_shapes, axis_sizes: dict[str, int], *,
 def gather(x: jax.Array) -> np.ndarray:
   """A whole array on this host, from every process where it is sharded.
 
-  For what needs a kernel whole on the host (the locality of layer 1);
-  training and the non-zero counts never gather.
+  For the few numbers that the host needs whole (layer 1's per-unit locality);
+  training, the non-zero counts and the locality's own work never gather.
   """
   if x.is_fully_addressable or x.is_fully_replicated:
     return np.asarray(jax.device_get(x))

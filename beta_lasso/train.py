@@ -359,9 +359,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     name = models.FIRST_LAYER.get(config.model)
     if name is None:
       return {}
-    kernel = sharding.gather(params[name]['kernel'])
+    kernel = params[name]['kernel']
     if permutation is not None and kernel.ndim != 2:
       return {}  # Patches of permuted pixels have no image geometry to measure.
+    # Measured on the kernel's devices, as sharded; only per-unit numbers come
+    # to the host.
     return {'locality': locality.summarize(
         kernel, info.image_shape, pixel_permutation=permutation)}
 

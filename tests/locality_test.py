@@ -1,6 +1,8 @@
 """unit_locality and the run summaries on kernels whose answers are known."""
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -138,3 +140,64 @@ def test_permute_pixels_moves_pixel_permutation_q_to_q():
 def test_a_kernel_of_another_layout_is_refused():
   with pytest.raises(ValueError, match=r'kernel of shape \(100, 4\)'):
     locality.unit_locality(np.zeros((100, 4)), IMAGE)
+
+
+def _patchy(rng, units: int, h: int, w: int) -> np.ndarray:
+  """(units, h, w, 3): each unit sparse in a random square of side 1 to 7, with
+  faint scattered weights outside; unit 0 empty, unit 1 a single pixel."""
+  ys, xs = np.arange(h)[:, None], np.arange(w)
+  centre = rng.integers(0, (h, w), size=(units, 2))[:, :, None, None]
+  half = rng.integers(0, 4, size=(units, 1, 1))
+  inside = ((np.abs(ys - centre[:, 0]) <= half)
+            & (np.abs(xs - centre[:, 1]) <= half))[..., None]
+  weights = rng.normal(size=(units, h, w, 3)) * (
+      inside * (rng.random((units, h, w, 3)) < 0.6)
+      + 0.05 * (rng.random((units, h, w, 3)) < 0.01))
+  centre = centre[:, :, 0, 0]
+  weights[np.arange(units), centre[:, 0], centre[:, 1], 0] = 1.0  # No empties.
+  weights[0] = 0
+  weights[1] = 0
+  weights[1, h - 1, 0, 2] = -0.5
+  return weights.astype(np.float32)
+
+
+def _kernel(layout: str) -> np.ndarray:
+  rng = np.random.default_rng(4)
+  if layout == 'dense':
+    return _dense(_patchy(rng, 300, 32, 32))
+  if layout == 'conv':
+    return _patchy(rng, 40, 9, 9).transpose(1, 2, 3, 0)  # (k, k, C, units).
+  # Locally connected, 16x16 positions of 20 features: 5120 units, so more
+  # than one block and a last one that overlaps its predecessor.
+  patches = _patchy(rng, 16 * 16 * 20, 9, 9).reshape(16, 16, 20, 9, 9, 3)
+  return patches.transpose(0, 1, 5, 3, 4, 2).reshape(16, 16, 243, 20)
+
+
+@pytest.mark.parametrize('layout, permuted', [
+    ('dense', False), ('dense', True), ('conv', False), ('local', False)])
+def test_the_device_path_matches_the_float64_reference(layout, permuted):
+  kernel = _kernel(layout)
+  permutation = (augmentation.pixel_permutation(IMAGE, seed=5) if permuted
+                 else None)
+  reference = locality.unit_metrics(kernel, IMAGE,
+                                    pixel_permutation=permutation)
+  on_device = jax.device_get(locality.unit_metrics(
+      jnp.asarray(kernel), IMAGE, pixel_permutation=permutation))
+  assert set(on_device) == set(reference) == {
+      *locality.METRICS, *(f'null_{m}' for m in locality.METRICS), 'nonzeros'}
+  np.testing.assert_array_equal(on_device.pop('nonzeros'),
+                                reference.pop('nonzeros'))
+  for key, values in reference.items():
+    assert values.dtype == np.float64 and on_device[key].dtype == np.float32
+    # Float32 on device: ~1e-6 relative; NaN (the empty unit) where NaN.
+    np.testing.assert_allclose(on_device[key], values, rtol=1e-5, atol=1e-6,
+                               err_msg=key)
+    assert np.isnan(values[0]) and np.isfinite(np.delete(values, 0)).all()
+  assert reference['ipr'][1] == 1.0 and reference['spread'][1] == 0.0
+  # The quartiles: the same program, then numpy on the host.
+  summary = locality.summarize(jnp.asarray(kernel), IMAGE,
+                               pixel_permutation=permutation)
+  assert summary == pytest.approx(
+      locality.summarize(kernel, IMAGE, pixel_permutation=permutation),
+      rel=1e-5)
+  assert summary['units'] == len(values)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from beta_lasso import workdir as workdir_lib
+from beta_lasso.report import locality
 from cli_runs import REPO, TIMEOUT, _assert_bitwise_equal, _env, _saved_state
 from launch import local
 
@@ -78,6 +79,11 @@ def test_two_processes_follow_the_one_process_trajectory(runs):
       _saved_state(root / 'one'), _saved_state(root / 'two'))
   assert two['test_accuracy'] == pytest.approx(one['test_accuracy'], abs=0.01)
   assert two['nnz'] == one['nnz']
+  # Layer 1's locality, measured on the devices of both processes as the
+  # kernel is sharded there: the host's float64 numbers for the saved kernel.
+  kernel = _saved_state(root / 'two')['params']['layer1']['kernel']
+  assert two['locality'] == pytest.approx(
+      locality.summarize(kernel, (32, 32, 3)), rel=1e-5)
 
 
 def test_two_processes_write_each_file_once(runs):

@@ -10,6 +10,7 @@ from beta_lasso import augmentation
 from beta_lasso import train
 from beta_lasso import workdir as workdir_lib
 from beta_lasso.report import locality
+from cli_runs import _saved_state
 from configs import study
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -42,6 +43,19 @@ def test_every_eval_measures_locality(runs):
     assert results['locality'] == results['history'][-1]['locality']
     assert results['train_examples'] == 50_000
     assert 0.15 < results['train_accuracy'] < 1  # Chance is 0.1.
+
+
+def test_training_measures_locality_as_the_float64_reference(runs):
+  """Each eval measures layer 1 on its devices in float32; on the host, in
+  float64, the last checkpoint's kernel gives the same quartiles."""
+  for workdir, results in runs.values():
+    kernel = _saved_state(workdir)['params']['layer1']['kernel']
+    permutation = None
+    if (workdir / workdir_lib.PERMUTATION_FILE).exists():
+      permutation = np.load(workdir / workdir_lib.PERMUTATION_FILE)
+    reference = locality.summarize(kernel, (32, 32, 3),
+                                   pixel_permutation=permutation)
+    assert results['locality'] == pytest.approx(reference, rel=1e-5)
 
 
 def test_the_permutation_is_saved_and_restored(runs, tmp_path):
