@@ -238,9 +238,11 @@ class JaxLayer1:
     params = layer.init(key, self.images[:1])
     grad_out = jax.random.normal(key, jax.eval_shape(
         layer.apply, params, self.images).shape)
-    # d<layer(x), grad_out>/d kernel is the kernel gradient of the step.
-    self.fn = jax.jit(jax.grad(lambda p, x: jnp.vdot(layer.apply(p, x),
-                                                     grad_out)))
+    # d<layer(x), grad_out>/d kernel is the kernel gradient of the step; the
+    # value keeps the forward pass, which the gradient of a linear function
+    # alone would not need.
+    self.fn = jax.jit(jax.value_and_grad(
+        lambda p, x: jnp.vdot(layer.apply(p, x), grad_out)))
     self.params = params
     self(1)
 
