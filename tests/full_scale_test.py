@@ -24,9 +24,11 @@ def test_runs_are_table2s_rows_at_the_papers_size():
         'checkpoint_every_epochs': 400.0}
 
 
-def test_dense_flops_per_image_is_six_per_weight():
-  # S-FC at alpha 150: ~1.5 GFLOP per image forward and backward.
-  assert full_scale.dense_flops_per_image({'a': 256_000_000}) == 1.536e9
+def test_dense_flops_per_image_is_six_per_weight_four_in_the_first_layer():
+  # S-FC at alpha 150: 1.30 GFLOP per image forward and backward.
+  weights = {'layer1': 117_964_800, 'fc1': 138_240_000, 'head': 36_000}
+  assert full_scale.dense_flops_per_image(weights, 'layer1') == (
+      4 * 117_964_800 + 6 * (138_240_000 + 36_000))
 
 
 def test_throughput_is_between_the_first_and_last_timed_eval():
