@@ -5,8 +5,10 @@ fc1, BatchNorm, ReLU, head; only the head has a bias), the same SAME padding
 (asymmetric where the stride needs it, so an explicit pad), and the same
 optimizer step (SGD with momentum 0.9, weight decay on kernels only). S-LOCAL's
 locally connected layer is `F.unfold` then one batched matmul over output
-positions, as PyTorch users write it. Nothing here is used for training; its
-only job is a fair baseline. torch is optional: `benchmarks/requirements.txt`.
+positions, as PyTorch users write it. `TorchStep` and `TorchLayer1` time the
+step and layer1 alone for `benchmarks.train_step`. Nothing here is used for
+training; its only job is a fair baseline. torch is optional:
+`benchmarks/requirements.txt`.
 """
 import math
 
@@ -108,3 +110,44 @@ def train_step_fn(model: nn.Module, learning_rate: float = 0.1,
     return loss
 
   return step
+
+
+class TorchStep:
+  """A network's training step (`train_step_fn`), timed in blocks of steps."""
+
+  def __init__(self, name: str, alpha: int, batch_size: int, device: str):
+    self.device = device
+    torch.manual_seed(0)
+    model = ShallowNet(MODELS[name], alpha).to(device)
+    self.step = train_step_fn(model)
+    self.images = torch.randn(batch_size, 3, 32, 32, device=device)
+    self.labels = torch.arange(batch_size, device=device) % 10
+    if device == 'cuda':
+      torch.cuda.reset_peak_memory_stats()
+    self(1)
+    self.memory_bytes = (torch.cuda.max_memory_allocated()
+                         if device == 'cuda' else None)
+
+  def __call__(self, steps: int):
+    for _ in range(steps):
+      loss = self.step(self.images, self.labels)
+    loss.item()  # Waits for the device.
+
+
+class TorchLayer1:
+  """A network's layer1 alone, forward and kernel gradient, timed in blocks."""
+
+  def __init__(self, name: str, alpha: int, batch_size: int, device: str):
+    torch.manual_seed(0)
+    model = ShallowNet(MODELS[name], alpha).to(device)
+    self.forward = model.layer1_forward
+    self.kernel = model.layer1.weight
+    self.images = torch.randn(batch_size, 3, 32, 32, device=device)
+    self.grad_out = torch.randn_like(self.forward(self.images))
+    self(1)
+
+  def __call__(self, reps: int):
+    for _ in range(reps):
+      self.kernel.grad = None
+      self.forward(self.images).backward(self.grad_out)
+    self.kernel.grad.sum().item()  # Waits for the device.

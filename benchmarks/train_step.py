@@ -67,8 +67,6 @@ from configs import default
 torch = torch_models = None  # Imported by main() where installed.
 
 _LOCAL_MODELS = ('slocal', 'dlocal')
-# Models built on `models.allconv.AllConvNet`, whose layer1 is timed alone.
-_ALL_CONV_MODELS = ('sconv', 'slocal', 'sfc', 'dconv', 'dlocal', 'dfc')
 
 
 def parse_models(spec: str, alpha: int) -> list[tuple[str, int]]:
@@ -148,13 +146,17 @@ def make_config(name: str, alpha: int, batch_size: int, augment: str,
   return config
 
 
+def jax_model(config):
+  """(model, dataset info) of `config`, as training builds them."""
+  info = input_pipeline.DATASETS[config.dataset]
+  return models.create_model(config.model, num_classes=info.num_classes,
+                             alpha=config.alpha, local_impl=config.local_impl,
+                             **config.model_kwargs), info
+
+
 def jax_step(config, steps_per_epoch: int = 195):
   """(jitted step, state, device batch) of `config` on synthetic CIFAR-10."""
-  info = input_pipeline.DATASETS[config.dataset]
-  model = models.create_model(config.model, num_classes=info.num_classes,
-                              alpha=config.alpha,
-                              local_impl=config.local_impl,
-                              **config.model_kwargs)
+  model, info = jax_model(config)
   variables = jax.jit(functools.partial(model.init, train=False))(
       jax.random.key(0), jnp.zeros((1, *info.image_shape)))
   tx, _ = train.create_optimizer(config, variables['params'], 10_000,
@@ -217,20 +219,17 @@ class JaxStep:
 class JaxLayer1:
   """The first layer of `config`'s model alone: forward and kernel gradient.
 
-  Time beside `TorchLayer1`, it tells how much of a step's gap to PyTorch is
+  Timed beside `torch_models.TorchLayer1`, it tells how much of a step's gap to PyTorch is
   the backend's kernel for this one layer (XLA's dot or convolution against
   MKL's or oneDNN's) rather than anything around it. Batch 256 of float32
   images; the input needs no gradient, as in the step.
   """
 
   def __init__(self, config):
-    info = input_pipeline.DATASETS[config.dataset]
-    model = models.create_model(config.model, num_classes=info.num_classes,
-                                alpha=config.alpha,
-                                local_impl=config.local_impl,
-                                **config.model_kwargs)
-    layer = layers.make_layer(model.layer_type, model.alpha * model.conv_layers[
-        0][0], *model.conv_layers[0][1:], dtype=None,
+    model, info = jax_model(config)
+    multiplier, kernel_size, strides = model.conv_layers[0]
+    layer = layers.make_layer(model.layer_type, multiplier * model.alpha,
+                              kernel_size, strides, dtype=None,
                               local_impl=config.local_impl, name='layer1')
     key = jax.random.key(0)
     self.images = jax.random.normal(key, (config.batch_size,
@@ -252,55 +251,6 @@ class JaxLayer1:
     jax.block_until_ready(out)
 
 
-class TorchStep:
-  """The same network's step in PyTorch, on the same backend's device."""
-
-  @staticmethod
-  def device_for() -> str:
-    return ('cuda' if jax.default_backend() == 'gpu' and
-            torch.cuda.is_available() else 'cpu')
-
-  def __init__(self, name: str, alpha: int, batch_size: int):
-    self.device = self.device_for()
-    torch.manual_seed(0)
-    model = torch_models.ShallowNet(torch_models.MODELS[name], alpha).to(
-        self.device)
-    self.step = torch_models.train_step_fn(model)
-    self.images = torch.randn(batch_size, 3, 32, 32, device=self.device)
-    self.labels = torch.arange(batch_size, device=self.device) % 10
-    if self.device == 'cuda':
-      torch.cuda.reset_peak_memory_stats()
-    self(1)
-    self.memory_bytes = (torch.cuda.max_memory_allocated()
-                         if self.device == 'cuda' else None)
-
-  def __call__(self, steps: int):
-    for _ in range(steps):
-      loss = self.step(self.images, self.labels)
-    loss.item()  # Waits for the device.
-
-
-class TorchLayer1:
-  """`JaxLayer1` in PyTorch: `torch_models`' layer1, forward and backward."""
-
-  def __init__(self, name: str, alpha: int, batch_size: int):
-    self.device = TorchStep.device_for()
-    torch.manual_seed(0)
-    model = torch_models.ShallowNet(torch_models.MODELS[name], alpha).to(
-        self.device)
-    self.forward = model.layer1_forward
-    self.kernel = model.layer1.weight
-    self.images = torch.randn(batch_size, 3, 32, 32, device=self.device)
-    self.grad_out = torch.randn_like(self.forward(self.images))
-    self(1)
-
-  def __call__(self, reps: int):
-    for _ in range(reps):
-      self.kernel.grad = None
-      self.forward(self.images).backward(self.grad_out)
-    self.kernel.grad.sum().item()  # Waits for the device.
-
-
 def measure_steps(args) -> list[dict]:
   """One row per (model, local implementation), JAX and PyTorch alternating."""
   rows = []
@@ -311,12 +261,15 @@ def measure_steps(args) -> list[dict]:
                for impl in impls]
     flops = step_flops(configs[0])
     jax_steps = [JaxStep(c) for c in configs]
-    jax_layers = [JaxLayer1(c) if name in _ALL_CONV_MODELS else None
+    jax_layers = [JaxLayer1(c) if name in models.ALPHA_MODELS else None
                   for c in configs]
-    with_torch = torch and name in torch_models.MODELS
-    torch_step = TorchStep(name, alpha, args.batch_size) if with_torch else None
-    torch_layer = (TorchLayer1(name, alpha, args.batch_size) if with_torch
-                   else None)
+    torch_step = torch_layer = None
+    if torch and name in torch_models.MODELS:
+      device = ('cuda' if jax.default_backend() == 'gpu' and
+                torch.cuda.is_available() else 'cpu')
+      torch_step = torch_models.TorchStep(name, alpha, args.batch_size, device)
+      torch_layer = torch_models.TorchLayer1(name, alpha, args.batch_size,
+                                             device)
     times = {impl: [] for impl in impls}
     layer_times = {impl: [] for impl in impls}
     torch_times, torch_layer_times, peaks = [], [], []

@@ -60,8 +60,8 @@ MODELS = {
     'resnet18': resnet.ResNet18,
 }
 
-# Families sized by base channels alpha.
-_ALPHA_MODELS = ('sconv', 'slocal', 'sfc', 'dconv', 'dlocal', 'dfc')
+# Families sized by base channels alpha: the `allconv.AllConvNet` ones.
+ALPHA_MODELS = ('sconv', 'slocal', 'sfc', 'dconv', 'dlocal', 'dfc')
 
 
 def create_model(name: str, *, num_classes: int, alpha: int | None = None,
@@ -94,7 +94,7 @@ def create_model(name: str, *, num_classes: int, alpha: int | None = None,
     raise ValueError(
         f'Unknown model {name!r}; valid names: {", ".join(MODELS)}.')
   local.resolve_impl(local_impl)  # A bad value fails here, not at first use.
-  if name in _ALPHA_MODELS:
+  if name in ALPHA_MODELS:
     if alpha is None:
       raise ValueError(f'Model {name!r} needs alpha (base channels).')
     kwargs['alpha'] = alpha
