@@ -36,10 +36,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from beta_lasso import augmentation
-from beta_lasso import export
-from beta_lasso import input_pipeline
-from beta_lasso.report import loading
+from beta_lasso.data import augmentation
+from beta_lasso.sparse import export
+from beta_lasso.data import input_pipeline
+from beta_lasso.training import loading
 from beta_lasso import models
 from beta_lasso import sparse
 

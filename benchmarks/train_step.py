@@ -53,9 +53,9 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from beta_lasso import augmentation
-from beta_lasso import data_cache
-from beta_lasso import input_pipeline
+from beta_lasso.data import augmentation
+from beta_lasso.data import cache as data_cache
+from beta_lasso.data import input_pipeline
 from beta_lasso import models
 from beta_lasso import train
 from beta_lasso.models import layers

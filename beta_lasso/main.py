@@ -16,12 +16,12 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from beta_lasso import checkpointing
-from beta_lasso import data_cache
-from beta_lasso import input_pipeline
+from beta_lasso.training import checkpointing
+from beta_lasso.data import cache as data_cache
+from beta_lasso.data import input_pipeline
 from beta_lasso import train
-from beta_lasso import validation
-from beta_lasso import workdir as workdir_lib
+from beta_lasso.training import validation
+from beta_lasso.training import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Training configuration file.', lock_config=True)

@@ -146,7 +146,7 @@ def per_device(m: Memory, fraction: float) -> int:
   """`m.total` on one device that holds `fraction` of the parameters.
 
   Parameters, their gradients, optimizer state and bf16 copies are sharded
-  alike (beta_lasso.sharding); activations are those of one device's batch.
+  alike (beta_lasso.training.sharding); activations are those of one device's batch.
   """
   return (round((m.params + m.grads + m.optimizer + m.compute_copy) * fraction)
           + m.activations)
@@ -252,7 +252,7 @@ def mesh_needed(name: str, size: int, memory_gb: float, devices: int, *,
     (mesh_model, fsdp, bytes per device) of the first that fits, trying model
     axes 1, 2, 4, ... without then with FSDP; None when none fits.
   """
-  from beta_lasso import sharding  # pylint: disable=g-import-not-at-top
+  from beta_lasso.training import sharding  # pylint: disable=g-import-not-at-top
   shapes = _param_shapes(name, size, image_side, num_classes)
   model_axis = 1
   while model_axis <= devices:

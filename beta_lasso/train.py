@@ -19,19 +19,19 @@ import ml_collections
 import numpy as np
 import optax
 
-from beta_lasso import augmentation
-from beta_lasso import checkpointing
-from beta_lasso import datasets
-from beta_lasso import device_loop
-from beta_lasso import input_pipeline
+from beta_lasso.data import augmentation
+from beta_lasso.training import checkpointing
+from beta_lasso.data import datasets
+from beta_lasso.training import device_loop
+from beta_lasso.data import input_pipeline
 from beta_lasso import models
 from beta_lasso import optim
-from beta_lasso import selection
-from beta_lasso import sharding
-from beta_lasso import validation
-from beta_lasso import workdir as workdir_lib
-from beta_lasso import writers
-from beta_lasso.report import locality
+from beta_lasso.training import selection
+from beta_lasso.training import sharding
+from beta_lasso.training import validation
+from beta_lasso.training import workdir as workdir_lib
+from beta_lasso.training import writers
+from beta_lasso.metrics import locality
 
 @flax.struct.dataclass
 class TrainState:

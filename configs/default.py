@@ -7,7 +7,7 @@ paper's two budgets as its argument: `file.py:400` and `file.py:4000` epochs
 (Table 1 reports both; Table 2 the second).
 
 Fields that the chosen optimizer, model or augmentation does not read are off
-(0 or None): `beta_lasso.validation.UNUSED` lists them and refuses any other
+(0 or None): `beta_lasso.training.validation.UNUSED` lists them and refuses any other
 value, so that a saved config says what ran.
 """
 import ml_collections
@@ -31,11 +31,11 @@ def get_config():
 
   # Data.
   # cifar10, cifar100 or svhn_cropped (the paper's settings), or any TFDS
-  # image classification dataset of one image shape (beta_lasso.datasets).
+  # image classification dataset of one image shape (beta_lasso.data.datasets).
   config.dataset = 'cifar10'
   config.data_dir = ml_collections.config_dict.placeholder(str)  # None: TFDS_DATA_DIR or the TFDS default.
   config.download = True  # Let TFDS download and prepare a missing dataset.
-  # A .npz of `python -m beta_lasso.data_cache` (or a JPEG bundle) to read
+  # A .npz of `python -m beta_lasso.data.cache` (or a JPEG bundle) to read
   # instead of TFDS: no TensorFlow needed. `dataset` still names its stats.
   config.data_file = ml_collections.config_dict.placeholder(str)
   # The paper keeps each run's step of best validation accuracy (appendix
@@ -80,7 +80,7 @@ def get_config():
   config.beta = 0.0  # beta-LASSO threshold is beta * lambda (not scaled by the lr).
   config.regularize = 'kernels'  # What L1 / weight decay touch: kernels or all.
 
-  # Devices (see beta_lasso/sharding.py). The mesh is (data, model); batches
+  # Devices (see beta_lasso/training/sharding.py). The mesh is (data, model); batches
   # split over data, big kernels over model.
   config.mesh_model = 1  # Devices on the model axis (within one process); 1: parameters replicated.
   config.fsdp = False  # Also split big kernels over the data axis (FSDP), gathered for each step.

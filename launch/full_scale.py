@@ -33,7 +33,7 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
-from beta_lasso import selection
+from beta_lasso.training import selection
 from launch import planning
 from launch import sweep as sweep_lib
 
@@ -113,7 +113,7 @@ def report(planned, half_precision: bool) -> str:
   import jax  # pylint: disable=g-import-not-at-top
   from benchmarks import train_step  # pylint: disable=g-import-not-at-top
   from beta_lasso import models  # pylint: disable=g-import-not-at-top
-  from beta_lasso.report import loading  # pylint: disable=g-import-not-at-top
+  from beta_lasso.training import loading  # pylint: disable=g-import-not-at-top
   kind = jax.devices()[0].device_kind
   measured = train_step.matmul_peak(
       dtype='bfloat16' if half_precision else 'float32')

@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 from etils import epath
 
-from beta_lasso import workdir as workdir_lib
+from beta_lasso.training import workdir as workdir_lib
 from launch import planning
 
 SUMMARY_FILE = 'summary.csv'

@@ -8,10 +8,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 import pytest
 
-from beta_lasso import augmentation
-from beta_lasso import autoaugment
-from beta_lasso import data_cache
-from beta_lasso import input_pipeline
+from beta_lasso.data import augmentation
+from beta_lasso.data import autoaugment
+from beta_lasso.data import cache as data_cache
+from beta_lasso.data import input_pipeline
 from beta_lasso import models
 from beta_lasso import train
 from configs import sconv

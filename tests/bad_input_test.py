@@ -15,11 +15,11 @@ import socket
 import orbax.checkpoint as ocp
 import pytest
 
-from beta_lasso import fits
-from beta_lasso import input_pipeline
+from beta_lasso.training import fits
+from beta_lasso.data import input_pipeline
 from beta_lasso import train
-from beta_lasso import validation
-from beta_lasso import workdir as workdir_lib
+from beta_lasso.training import validation
+from beta_lasso.training import workdir as workdir_lib
 from cli_runs import (_IMPORT_NOISE, IGNORE_UNFINISHED_RESTORES, NUM_STEPS,
                       _copy, _env, _file_hashes, _finish, _run, _start)
 from configs import sconv

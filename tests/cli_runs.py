@@ -21,7 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from beta_lasso import workdir as workdir_lib
+from beta_lasso.training import workdir as workdir_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ARGS = ('--config=configs/sconv.py:cpu', '--config.alpha=4',

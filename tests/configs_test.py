@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from beta_lasso import fits
-from beta_lasso import validation
+from beta_lasso.training import fits
+from beta_lasso.training import validation
 from configs import default
 from launch import planning
 

@@ -17,7 +17,7 @@ import signal
 
 import pytest
 
-from beta_lasso import workdir as workdir_lib
+from beta_lasso.training import workdir as workdir_lib
 import generated_datasets
 from cli_runs import (CHECKPOINT_EVERY, NUM_STEPS, Reference, _finish,
                       _Interrupter, _saved_state, _start)

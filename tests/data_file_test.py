@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from beta_lasso import data_cache
-from beta_lasso import input_pipeline
+from beta_lasso.data import cache as data_cache
+from beta_lasso.data import input_pipeline
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _JPEG_BUNDLE = REPO.parent / 'shared' / 'data' / 'cifar10_jpeg.npz'
@@ -93,7 +93,7 @@ def test_a_missing_data_file_is_one_line(tmp_path):
 def test_the_cache_command_writes_what_tfds_reads(tmp_path):
   out = tmp_path / 'cifar10_test.npz'
   proc = subprocess.run(
-      [sys.executable, '-m', 'beta_lasso.data_cache', '--dataset=cifar10',
+      [sys.executable, '-m', 'beta_lasso.data.cache', '--dataset=cifar10',
        f'--out={out}', '--splits=test[:300]'],
       cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -105,7 +105,7 @@ def test_the_cache_command_writes_what_tfds_reads(tmp_path):
 
 
 def test_a_data_file_run_checks_its_splits_like_a_tfds_run(data_file):
-  from beta_lasso import validation  # pylint: disable=g-import-not-at-top
+  from beta_lasso.training import validation  # pylint: disable=g-import-not-at-top
   from configs import sfc  # pylint: disable=g-import-not-at-top
   config = sfc.get_config('cpu')
   config.data_file = str(data_file)

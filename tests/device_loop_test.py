@@ -10,10 +10,10 @@ import shutil
 import numpy as np
 import pytest
 
-from beta_lasso import device_loop
+from beta_lasso.training import device_loop
 from beta_lasso import train
-from beta_lasso import workdir as workdir_lib
-from beta_lasso import writers
+from beta_lasso.training import workdir as workdir_lib
+from beta_lasso.training import writers
 from cli_runs import (IGNORE_UNFINISHED_RESTORES, _assert_bitwise_equal,
                       _saved_state, _steps, _untimed)
 from configs import sfc

@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from beta_lasso import augmentation
+from beta_lasso.data import augmentation
 from beta_lasso.models import embed
-from beta_lasso import input_pipeline
+from beta_lasso.data import input_pipeline
 from beta_lasso import models
 from beta_lasso.models import layers
 from beta_lasso.models import local

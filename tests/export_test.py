@@ -16,13 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from beta_lasso import augmentation
-from beta_lasso import csr
-from beta_lasso import export
-from beta_lasso import input_pipeline
-from beta_lasso.report import loading
+from beta_lasso.data import augmentation
+from beta_lasso.sparse import csr
+from beta_lasso.sparse import export
+from beta_lasso.data import input_pipeline
+from beta_lasso.training import loading
 from beta_lasso import models
-from beta_lasso import prune
+from beta_lasso.sparse import prune
 from beta_lasso import sparse
 from beta_lasso import train
 from configs import default
@@ -231,7 +231,7 @@ def test_cli_writes_a_file_that_loads_without_training_code(train_once,
   _, _, workdir = train_once('sfc_beta_lasso')
   path = tmp_path / 'net.npz'
   run = subprocess.run(
-      [sys.executable, '-m', 'beta_lasso.export', f'--workdir={workdir}',
+      [sys.executable, '-m', 'beta_lasso.sparse.export', f'--workdir={workdir}',
        f'--out={path}'], cwd=REPO, capture_output=True, text=True,
       timeout=300)
   assert run.returncode == 0, run.stderr[-2000:]

@@ -12,9 +12,9 @@ import pathlib
 import numpy as np
 import pytest
 
-from beta_lasso import augmentation
-from beta_lasso import datasets
-from beta_lasso import input_pipeline
+from beta_lasso.data import augmentation
+from beta_lasso.data import datasets
+from beta_lasso.data import input_pipeline
 from beta_lasso import models
 from beta_lasso import train
 import cli_runs

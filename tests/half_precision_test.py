@@ -5,8 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from beta_lasso import augmentation
-from beta_lasso import input_pipeline
+from beta_lasso.data import augmentation
+from beta_lasso.data import input_pipeline
 from beta_lasso import models
 from beta_lasso import train
 from configs import sfc_beta_lasso

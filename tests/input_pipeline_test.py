@@ -1,4 +1,4 @@
-"""Tests for beta_lasso.input_pipeline on the real CIFAR-10 (TFDS_DATA_DIR)."""
+"""Tests for beta_lasso.data.input_pipeline on the real CIFAR-10 (TFDS_DATA_DIR)."""
 
 import os
 import time
@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from beta_lasso import augmentation
-from beta_lasso import input_pipeline
+from beta_lasso.data import augmentation
+from beta_lasso.data import input_pipeline
 
 CIFAR10 = input_pipeline.DATASETS['cifar10']
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from beta_lasso import models
-from beta_lasso import validation
+from beta_lasso.training import validation
 from beta_lasso.models import local
 from benchmarks import train_step
 from configs import default

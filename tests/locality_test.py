@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from beta_lasso import augmentation
+from beta_lasso.data import augmentation
 from beta_lasso.models import local
-from beta_lasso.report import locality
+from beta_lasso.metrics import locality
 
 IMAGE = (32, 32, 3)
 

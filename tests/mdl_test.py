@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from beta_lasso.report import mdl
+from beta_lasso.metrics import mdl
 
 
 def test_theorem1_by_hand():

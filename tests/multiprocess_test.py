@@ -14,8 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from beta_lasso import workdir as workdir_lib
-from beta_lasso.report import locality
+from beta_lasso.training import workdir as workdir_lib
+from beta_lasso.metrics import locality
 from cli_runs import REPO, TIMEOUT, _assert_bitwise_equal, _env, _saved_state
 from launch import local
 

@@ -12,7 +12,7 @@ import pytest
 
 from beta_lasso.report import figures
 from beta_lasso.report import filters as filters_lib
-from beta_lasso.report import loading
+from beta_lasso.training import loading
 from beta_lasso.report import plots
 from beta_lasso import train
 from beta_lasso.models import local

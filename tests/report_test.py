@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from beta_lasso import augmentation
+from beta_lasso.data import augmentation
 from beta_lasso import train
-from beta_lasso import workdir as workdir_lib
-from beta_lasso.report import locality
+from beta_lasso.training import workdir as workdir_lib
+from beta_lasso.metrics import locality
 from cli_runs import _saved_state
 from configs import study
 

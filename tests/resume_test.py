@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from beta_lasso import checkpointing
-from beta_lasso import workdir as workdir_lib
+from beta_lasso.training import checkpointing
+from beta_lasso.training import workdir as workdir_lib
 from cli_runs import (IGNORE_UNFINISHED_RESTORES, NUM_STEPS, Run,
                       _assert_bitwise_equal, _assert_same_as_reference, _copy,
                       _file_hashes, _flip_a_byte, _largest_file, _run,

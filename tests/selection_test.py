@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from beta_lasso import checkpointing
-from beta_lasso import selection
+from beta_lasso.training import checkpointing
+from beta_lasso.training import selection
 from beta_lasso import train
-from beta_lasso.report import loading
+from beta_lasso.training import loading
 from configs import sconv
 
 

@@ -14,8 +14,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from beta_lasso import sharding
-from beta_lasso import validation
+from beta_lasso.training import sharding
+from beta_lasso.training import validation
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = {'data': 2, 'model': 4}
@@ -66,7 +66,7 @@ def test_validate_config_names_the_bad_mesh():
 
 def _eight_device_checks(workdir):
   """Runs under 8 fake devices; every assert fails the calling test."""
-  from beta_lasso import checkpointing  # pylint: disable=g-import-not-at-top
+  from beta_lasso.training import checkpointing  # pylint: disable=g-import-not-at-top
   from beta_lasso import models  # pylint: disable=g-import-not-at-top
   from beta_lasso import train  # pylint: disable=g-import-not-at-top
   from configs import sfc_beta_lasso  # pylint: disable=g-import-not-at-top

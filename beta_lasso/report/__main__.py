@@ -19,8 +19,8 @@ are read from their newest checkpoint). Into --out go `report.md` and:
 
 Every number in the tables comes from the runs' results.json: test and
 train accuracy, weights, non-zeros, the first layer's locality
-(`beta_lasso.report.locality`) and the MDL bounds of Theorems 1 and 2
-(`beta_lasso.report.mdl`).
+(`beta_lasso.metrics.locality`) and the MDL bounds of Theorems 1 and 2
+(`beta_lasso.metrics.mdl`).
 """
 import glob
 import sys
@@ -34,8 +34,8 @@ from etils import epath
 from beta_lasso.report import evidence
 from beta_lasso.report import figures
 from beta_lasso.report import filters as filters_lib
-from beta_lasso.report import loading
-from beta_lasso.report import mdl
+from beta_lasso.training import loading
+from beta_lasso.metrics import mdl
 from beta_lasso.report import plots
 from beta_lasso.report import tables
 

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from beta_lasso.report import figures
-from beta_lasso.report import loading
+from beta_lasso.training import loading
 
 TILE_SIZE = (1.3, 1.5)  # Inches, one filter with its label.
 TITLE_HEIGHT = 0.6  # Inches above the tiles.

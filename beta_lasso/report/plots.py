@@ -44,7 +44,7 @@ from matplotlib import ticker
 
 from beta_lasso.report import figures
 from beta_lasso.report import filters as filters_lib
-from beta_lasso.report import loading
+from beta_lasso.training import loading
 from beta_lasso import optim
 
 PANEL_SIZE = (4.0, 3.2)  # Inches, one panel of fig3 / fig_accuracy.

@@ -8,7 +8,7 @@ from typing import Any
 
 from beta_lasso import models
 from beta_lasso.report import figures
-from beta_lasso.report import mdl
+from beta_lasso.metrics import mdl
 
 _MODEL_ORDER = ('sconv', 'slocal', 'sfc', 'dconv', 'dlocal', 'dfc', '3fc',
                 'resnet18')

@@ -18,9 +18,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from beta_lasso import checkpointing
+from beta_lasso.training import checkpointing
 from beta_lasso import optim
-from beta_lasso import workdir as workdir_lib
+from beta_lasso.training import workdir as workdir_lib
 
 
 class _QuietOrbax(pylogging.Filter):

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 import jax
 import jax.numpy as jnp
 
-from beta_lasso import input_pipeline
+from beta_lasso.data import input_pipeline
 
 
 def block_end(step: int, num_steps: int, max_steps: int,

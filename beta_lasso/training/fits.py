@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from beta_lasso import datasets
+from beta_lasso.data import datasets
 from beta_lasso import models
-from beta_lasso import sharding
+from beta_lasso.training import sharding
 
 _GIB = 2**30
 

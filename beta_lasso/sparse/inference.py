@@ -1,4 +1,4 @@
-"""Inference from an exported file (`beta_lasso.export`), sparse where it pays.
+"""Inference from an exported file (`beta_lasso.sparse.export`), sparse where it pays.
 
     net = sparse.load('/tmp/bl.npz')           # numpy + jax (+ scipy if there)
     logits = net.predict(uint8_images)         # NHWC, 0-255, like the dataset
@@ -32,7 +32,7 @@ from jax.experimental import sparse as jsparse
 import jax.numpy as jnp
 import numpy as np
 
-from beta_lasso import csr
+from beta_lasso.sparse import csr
 
 BACKENDS = ('scipy', 'bcoo', 'dense')
 # Layers denser than this run dense. Measured on 2 CPU cores (BENCHMARKS.md):
@@ -255,7 +255,7 @@ def load(path, *, backend: str | None = None,
   """Reads an exported file into a `SparseNetwork`.
 
   Args:
-    path: a file written by `python -m beta_lasso.export`.
+    path: a file written by `python -m beta_lasso.sparse.export`.
     backend: 'scipy', 'bcoo' or 'dense'; None picks 'scipy' when it is
       installed, else 'bcoo'.
     dense_above: layers with a larger fraction of non-zero weights run dense.

@@ -33,7 +33,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-from beta_lasso import sharding
+from beta_lasso.training import sharding
 
 METRICS = ('window_share', 'spread', 'ipr')
 # The paper draws Figure 4 from units with at least this many non-zeros.

@@ -12,13 +12,13 @@ from absl import logging
 import jax
 import ml_collections
 
-from beta_lasso import augmentation
-from beta_lasso import data_cache
-from beta_lasso import datasets
-from beta_lasso import fits
-from beta_lasso import input_pipeline
+from beta_lasso.data import augmentation
+from beta_lasso.data import cache as data_cache
+from beta_lasso.data import datasets
+from beta_lasso.training import fits
+from beta_lasso.data import input_pipeline
 from beta_lasso import models
-from beta_lasso import sharding
+from beta_lasso.training import sharding
 from beta_lasso.models import local
 
 OPTIMIZERS = ('sgd', 'beta_lasso')

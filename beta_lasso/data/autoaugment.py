@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from beta_lasso import autoaugment_policies
+from beta_lasso.data import autoaugment_policies
 
 # Each operation's range: a magnitude m in [0, 1] is low + m * (high - low).
 # Translations and Cutout are fractions of the image side, Rotate degrees,

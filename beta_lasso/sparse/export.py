@@ -1,9 +1,9 @@
 r"""Exports a trained network as sparse kernels in one .npz file.
 
-  python -m beta_lasso.export --workdir=/tmp/bl --out=/tmp/bl.npz
+  python -m beta_lasso.sparse.export --workdir=/tmp/bl --out=/tmp/bl.npz
 
 The file holds what inference needs and nothing of training: per layer the
-non-zero weights in CSR form (`beta_lasso.csr`), the bias, the geometry, and
+non-zero weights in CSR form (`beta_lasso.sparse.csr`), the bias, the geometry, and
 whether a ReLU follows; the dataset's normalization statistics; the model name,
 alpha and the run's config (JSON). Every BatchNorm is folded into the layer
 before it: at inference BN is the affine map x * s + (beta - mean * s) with
@@ -29,11 +29,11 @@ from absl import flags
 from etils import epath
 import numpy as np
 
-from beta_lasso import csr
-from beta_lasso import datasets
-from beta_lasso.report import loading
+from beta_lasso.sparse import csr
+from beta_lasso.data import datasets
+from beta_lasso.training import loading
 from beta_lasso import models
-from beta_lasso import workdir as workdir_lib
+from beta_lasso.training import workdir as workdir_lib
 from beta_lasso.models import layers as layers_lib
 
 FORMAT_VERSION = 1
@@ -192,7 +192,7 @@ def export(workdir, out, *, step: int | None = None,
     out: the file to write.
     step: which checkpoint; None means the newest.
     transform_params: applied to the params tree before export (e.g.
-      pruning, `beta_lasso.prune`).
+      pruning, `beta_lasso.sparse.prune`).
 
   Returns:
     The 'meta' dict stored in the file: format_version, model, alpha,

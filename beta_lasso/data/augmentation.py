@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from beta_lasso import autoaugment
-from beta_lasso.input_pipeline import DatasetInfo
+from beta_lasso.data import autoaugment
+from beta_lasso.data.input_pipeline import DatasetInfo
 
 AUGMENTATIONS = ('none', 'crop_flip', 'crop_flip_cutout', 'fast_autoaugment')
 

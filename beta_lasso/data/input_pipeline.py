@@ -39,7 +39,7 @@ import jax
 import numpy as np
 
 # TensorFlow and TFDS are imported where a TFDS split is read, not here: a
-# host that trains from a data file (beta_lasso.data_cache) needs neither.
+# host that trains from a data file (beta_lasso.data.cache) needs neither.
 # TensorFlow only decodes records here. Its C++ start-up notices would bury
 # our console: the level hides most; the oneDNN notice goes only with
 # oneDNN's ops, which decoding does not use.
@@ -198,7 +198,7 @@ def check_dataset(name: str,
 
   Returns:
     The dataset's `DatasetInfo` for the table's datasets; None for the others
-    (`beta_lasso.datasets` reads theirs from the metadata).
+    (`beta_lasso.data.datasets` reads theirs from the metadata).
 
   Raises:
     ValueError: TFDS knows no dataset `name`.
@@ -239,7 +239,7 @@ def load_split(name: str,
     data_dir: TFDS data dir; None means `TFDS_DATA_DIR`, else
       `~/tensorflow_datasets`.
     download: whether to download and prepare the dataset when it is missing.
-    data_file: a .npz of `beta_lasso.data_cache` to read instead of TFDS
+    data_file: a .npz of `beta_lasso.data.cache` to read instead of TFDS
       (no TensorFlow needed).
 
   Returns:
@@ -251,7 +251,7 @@ def load_split(name: str,
       downloading or preparing it failed.
   """
   if data_file:
-    from beta_lasso import data_cache  # pylint: disable=g-import-not-at-top
+    from beta_lasso.data import cache as data_cache  # pylint: disable=g-import-not-at-top
     return data_cache.load_split(data_file, split)
   check_dataset(name, data_dir, download)
   _hide_gpus_from_tf()
@@ -335,7 +335,7 @@ def epoch_permutation(num_examples: int, seed: int, epoch) -> jax.Array:
   """The order in which epoch `epoch` visits the training examples.
 
   The one definition of the data order: the host path slices it into batches
-  (`train_indices`) and `beta_lasso.device_loop` computes it inside compiled
+  (`train_indices`) and `beta_lasso.training.device_loop` computes it inside compiled
   code, so both train on the same batches. Integer-only, so bit-identical
   wherever it runs.
 

@@ -1,11 +1,11 @@
 r"""Magnitude pruning of a trained network to another run's per-layer density.
 
-  python -m beta_lasso.prune --workdir=SGD_RUN --like=BETA_LASSO_RUN \
+  python -m beta_lasso.sparse.prune --workdir=SGD_RUN --like=BETA_LASSO_RUN \
       --out=/tmp/pruned.npz
 
 Keeps in each kernel of --workdir's newest checkpoint the weights of largest
 magnitude, as many as --like's newest checkpoint has non-zero in that layer,
-zeroes the rest (no fine-tuning), exports the result like `beta_lasso.export`
+zeroes the rest (no fine-tuning), exports the result like `beta_lasso.sparse.export`
 and prints the test accuracy before and after. Set against the --like run's
 own accuracy, this says what beta-LASSO's sparsity is worth over pruning after
 the fact at the same budget of weights.
@@ -18,12 +18,12 @@ from absl import flags
 from etils import epath
 import numpy as np
 
-from beta_lasso import export
-from beta_lasso import input_pipeline
-from beta_lasso.report import loading
+from beta_lasso.sparse import export
+from beta_lasso.data import input_pipeline
+from beta_lasso.training import loading
 from beta_lasso import optim
 from beta_lasso import sparse
-from beta_lasso import workdir as workdir_lib
+from beta_lasso.training import workdir as workdir_lib
 
 
 def magnitude_prune(kernel: np.ndarray, keep: int) -> np.ndarray:

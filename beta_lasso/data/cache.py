@@ -1,6 +1,6 @@
 r"""Datasets as one numpy file, for hosts without TensorFlow.
 
-  python -m beta_lasso.data_cache --dataset=cifar10 --out=/data/cifar10.npz
+  python -m beta_lasso.data.cache --dataset=cifar10 --out=/data/cifar10.npz
 
 writes every split of a TFDS dataset into one uncompressed .npz (CIFAR-10:
 184 MB) that `--config.data_file=/data/cifar10.npz` then trains from with
@@ -158,7 +158,7 @@ def _define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  from beta_lasso import input_pipeline  # pylint: disable=g-import-not-at-top
+  from beta_lasso.data import input_pipeline  # pylint: disable=g-import-not-at-top
   args = flags.FLAGS
   try:
     splits = {s: input_pipeline.load_split(args.dataset, s, args.data_dir)

@@ -20,9 +20,9 @@ from typing import Optional
 import ml_collections
 import numpy as np
 
-from beta_lasso import input_pipeline
-from beta_lasso import workdir as workdir_lib
-from beta_lasso.input_pipeline import DatasetInfo
+from beta_lasso.data import input_pipeline
+from beta_lasso.training import workdir as workdir_lib
+from beta_lasso.data.input_pipeline import DatasetInfo
 
 
 class DatasetError(ValueError):

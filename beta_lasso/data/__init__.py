@@ -1,0 +1,1 @@
+"""Data: TFDS and data-file datasets, the local cache, augmentation and its policies."""

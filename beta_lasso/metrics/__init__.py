@@ -1,0 +1,1 @@
+"""Measures of a trained network as pure functions of arrays: locality and MDL."""
