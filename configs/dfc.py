@@ -6,8 +6,8 @@ Paper (CIFAR-10, 400 / 4000 epochs): 64.78 / 63.62 test accuracy. At alpha 15
 (the alpha that gives D-CONV's printed 1.45M) D-FC has 282,203,520 weights;
 Table 1 prints 256M, the round size the paper aimed every FC network at.
 
-`configs/dfc.py:cpu`: alpha 1, 2 epochs, batch 256: 39.22% test accuracy,
-about 80 s on 2 CPU cores.
+`configs/dfc.py:cpu`: alpha 1, 2 epochs, batch 256; its measured accuracy and time are in the
+README's CPU table.
 """
 from configs import default
 

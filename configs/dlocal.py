@@ -7,8 +7,8 @@ D-LOCAL has 11,713,920 weights; the paper prints 3.42M because its formula
 undercounts the locally connected layers after the first (a local layer has
 output positions x k^2 x C_in x C_out weights).
 
-`configs/dlocal.py:cpu`: alpha 2, 2 epochs, batch 256: 47.42% test accuracy,
-about 3 minutes on 2 CPU cores.
+`configs/dlocal.py:cpu`: alpha 2, 2 epochs, batch 256; its measured accuracy and time are in the
+README's CPU table.
 """
 from configs import default
 

@@ -5,8 +5,9 @@ r"""S-CONV trained with SGD (Table 1, row S-CONV).
 Paper (CIFAR-10, 400 / 4000 epochs): 84.14 / 87.05 test accuracy, 138.31M
 weights at alpha 150.
 
-`configs/sconv.py:cpu` is a laptop-sized run (alpha 16, 10 epochs, batch 256):
-measured 92 s on 2 CPU cores, 67.27% test accuracy on CIFAR-10.
+`configs/sconv.py:cpu` is a laptop-sized run (alpha 16, 10 epochs, batch 256);
+its measured accuracy and time are in the
+README's CPU table.
 """
 from configs import default
 

@@ -5,8 +5,9 @@ r"""S-FC trained with SGD (Table 1, row S-FC; Table 2, row SGD).
 Paper (CIFAR-10, 400 / 4000 epochs): 72.77 / 78.63 test accuracy, 256.24M
 weights at alpha 150. `configs/sfc.py:4000` is Table 2's SGD row.
 
-`configs/sfc.py:cpu` is a laptop-sized run (alpha 8, 8 epochs, batch 256):
-measured 93 s on 2 CPU cores, 54.86% test accuracy on CIFAR-10.
+`configs/sfc.py:cpu` is a laptop-sized run (alpha 8, 8 epochs, batch 256);
+its measured accuracy and time are in the
+README's CPU table.
 """
 from configs import default
 

@@ -8,10 +8,8 @@ not published: 2e-5 on layer 1 and 5e-6 on the FC layers are what a public
 reproduction reports. Layer 1 ends with non-zeros between S-CONV's 36,450 and
 S-LOCAL's 9.33M (Figure 3).
 
-`configs/sfc_beta_lasso.py:cpu` (alpha 8, 8 epochs, batch 256): measured
-103 s on 2 CPU cores, 53.08% test accuracy (SGD at the same size: 54.86%),
-layer 1 at 1,112,813 of 6,291,456 weights non-zero (17.7%; S-LOCAL at alpha 8
-has 497,664), fc1 at 75%. Its lambdas are 10x the paper's: the total L1 shrink
+`configs/sfc_beta_lasso.py:cpu` (alpha 8, 8 epochs, batch 256): its measured
+accuracy, time and layer-1 density are in the README's CPU table. Its lambdas are 10x the paper's: the total L1 shrink
 a weight receives is sum_t lr_t * lambda, and 8 epochs give ~1/500 of what
 4000 epochs give, so the paper's lambdas would barely sparsify layer 1. At
 this budget the surviving layer-1 filters are sparse but not yet local.

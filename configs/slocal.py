@@ -5,8 +5,9 @@ r"""S-LOCAL trained with SGD (Table 1, row S-LOCAL).
 Paper (CIFAR-10, 400 / 4000 epochs): 81.52 / 85.86 test accuracy, 147.61M
 weights at alpha 150.
 
-`configs/slocal.py:cpu` is a laptop-sized run (alpha 8, 4 epochs, batch 256):
-measured 159 s on 2 CPU cores, 57.86% test accuracy on CIFAR-10.
+`configs/slocal.py:cpu` is a laptop-sized run (alpha 8, 4 epochs, batch 256);
+its measured accuracy and time are in the
+README's CPU table.
 """
 from configs import default
 

@@ -278,8 +278,8 @@ def _read_split(name: str, split: str,
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   builder = tfds.builder_from_directory(data_dir)
-  # batch_size=-1 decodes the split into one tensor: 4-7 s for CIFAR-10 train
-  # on 2 cores, all of it PNG decoding.
+  # batch_size=-1 decodes the split into one tensor; nearly all of its time is
+  # PNG decoding.
   try:
     data = tfds.as_numpy(
         builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))

@@ -53,10 +53,10 @@ IMPLEMENTATIONS = ('auto', 'conv_local', 'patches', 'masked_dense')
 # measurements behind each choice.
 AUTO = {'cpu': 'patches', 'gpu': 'patches', 'tpu': 'patches'}
 # ...except where the dense kernel wastes at most this factor of the layer's
-# multiply-adds: there 'masked_dense' runs. Measured on CPU, forward and
-# backward at batch 256: 2.2x faster than 'patches' for S-LOCAL's layer1
-# (waste 12.6), 1.5x for D-LOCAL's 8x8 and 4x4 layers (waste 7.1 and 1.8),
-# slower from waste 28 up. Unmeasured elsewhere, so 'patches' throughout.
+# multiply-adds: there 'masked_dense' runs. On CPU it beat 'patches' forward
+# and backward for S-LOCAL's layer 1 (waste 12.6) and D-LOCAL's 8x8 and 4x4
+# layers, and lost from waste 28 up (BENCHMARKS.md has the times). Unmeasured
+# elsewhere, so 'patches' throughout.
 MASKED_DENSE_MAX_WASTE = {'cpu': 16.0}
 
 def default_kernel_init(key: jax.Array, shape: Sequence[int],
