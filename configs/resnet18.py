@@ -13,8 +13,8 @@ beta-LASSO beats SGD at every kernel size, and the gap grows with k.
 
 `configs/resnet18.py:cpu`: base width 8 instead of 64, 2 epochs, batch 256;
 its measured accuracy and time are in the README's CPU table. A step's work
-grows with k^2, so on a CPU a step of `resnet18.py:15,cpu` takes over 20 times as long
-as one at k = 3 (the README gives its step time).
+grows with k^2, so on a CPU a step of `resnet18.py:15,cpu` takes over 20
+times as long as one at k = 3 (the README gives its step time).
 """
 import ml_collections
 
