@@ -84,8 +84,8 @@ def estimate(config: ml_collections.ConfigDict) -> int:
       jax.random.key(0), jnp.zeros((1, *info.image_shape)), train=False))
   fraction = sharding.fraction_per_device(
       shapes['params'], {sharding.DATA: data, sharding.MODEL: model_axis},
-      fsdp=config.get('fsdp', False),
-      min_weights=config.get('shard_min_weights', 2**20))
+      fsdp=config.fsdp,
+      min_weights=config.shard_min_weights)
   return params.per_device(memory, fraction) * _sharing_devices()
 
 

@@ -104,8 +104,8 @@ def state_shardings(state_shapes, mesh: jax.sharding.Mesh,
                     config: ml_collections.ConfigDict):
   """NamedShardings of a train state (shapes from `jax.eval_shape`)."""
   specs = tree_specs(state_shapes, dict(mesh.shape),
-                     fsdp=config.get('fsdp', False),
-                     min_weights=config.get('shard_min_weights', 2**20))
+                     fsdp=config.fsdp,
+                     min_weights=config.shard_min_weights)
   return jax.tree.map(lambda spec: jax.NamedSharding(mesh, spec), specs,
                       is_leaf=lambda x: isinstance(x, jax.P))
 

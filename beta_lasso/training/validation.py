@@ -148,11 +148,10 @@ def check_fields(config: ml_collections.ConfigDict):
     raise ConfigError(f'config.warmup_epochs={config.warmup_epochs!r} is not '
                       f'valid; it must be < num_epochs ({config.num_epochs})')
 
-  if not isinstance(config.get('fsdp', False), bool):
+  if not isinstance(config.fsdp, bool):
     raise ConfigError(f'config.fsdp={config.fsdp!r} is not valid; it must be '
                       'True or False')
-  if 'shard_min_weights' in config:
-    _number(config, 'shard_min_weights', integer=True)
+  _number(config, 'shard_min_weights', integer=True)
 
 
 def validate_config(config: ml_collections.ConfigDict):
