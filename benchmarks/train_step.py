@@ -37,6 +37,7 @@ PyTorch columns are empty. Pass `--json=FILE` to keep every number.
 """
 import argparse
 import functools
+import importlib.util
 import json
 import os
 import pathlib
@@ -49,6 +50,14 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+# Triton, which torch's default CUDA wheels ship and torch imports when its
+# first optimizer is built, crashes the process (SIGSEGV in
+# `triton._C.libtriton`) when it loads after TensorFlow's libraries, as it
+# would here: `beta_lasso.train` loads TensorFlow (through clu). Loaded first,
+# both work.
+if importlib.util.find_spec('triton') is not None:
+  import triton  # pylint: disable=unused-import  # noqa: F401
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

@@ -5,6 +5,11 @@ others must give its outputs and gradients (inputs and kernel) up to float
 rounding, from the same parameters, in S-LOCAL's and D-LOCAL's geometries.
 """
 import functools
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +21,8 @@ from beta_lasso.training import validation
 from beta_lasso.models import local
 from benchmarks import train_step
 from configs import default
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
 
 _FAST = [i for i in local.IMPLEMENTATIONS if i not in ('auto', 'conv_local')]
 
@@ -132,3 +139,19 @@ def test_benchmark_times_the_step_and_layer1(capsys):
   assert ('layer1_ratio' in row) == ('ratio' in row) == (
       train_step.torch is not None)
   assert 'layer1 ms' in capsys.readouterr().out
+
+
+@pytest.mark.skipif(importlib.util.find_spec('torch') is None,
+                    reason='PyTorch is optional (benchmarks/requirements.txt)')
+def test_benchmark_runs_pytorch_in_a_fresh_process(tmp_path):
+  # As a user runs it: torch's default CUDA wheel ships Triton, which crashed
+  # the process when it loaded after TensorFlow (see benchmarks/train_step.py).
+  out = tmp_path / 'steps.json'
+  run = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.train_step', '--models=slocal:1',
+       '--rounds=1', '--steps=1', '--no-input', '--loop_model=',
+       f'--json={out}'], cwd=REPO, capture_output=True, text=True,
+      check=False, timeout=600)
+  assert run.returncode == 0, run.stderr[-2000:]
+  [row] = json.loads(out.read_text())['steps']
+  assert row['ratio'] > 0 and row['layer1_ratio'] > 0
