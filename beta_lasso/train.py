@@ -1,14 +1,19 @@
 """Training and evaluation: the loop that `main.py` and the tests call.
 
-Reads top to bottom: setup, input, model and optimizer, sharding, the update
-step, checkpoint restore, evaluation, the loop. Everything random (data order,
-augmentation, dropout) is a function of (seed, step), so a run that is killed
-and started again ends bit for bit where an uninterrupted one would.
+Reads top to bottom: the optimizer, the update and eval steps, the input
+(`load_splits`), the sharded train state (`create_train_state`), the compiled
+steps (`Steps`), evaluation (`Evaluator`), the console's line per eval
+(`eval_line`), the loop (`train_loop`) and the whole run
+(`train_and_evaluate`), which the pieces above make short. Everything random
+(data order, augmentation, dropout) is a function of (seed, step), so a run
+that is killed and started again ends bit for bit where an uninterrupted one
+would.
 """
+import dataclasses
 import functools
 import json
 import time
-from typing import Any
+from typing import Any, NamedTuple, Optional
 
 from absl import logging
 from etils import epath
@@ -19,19 +24,21 @@ import ml_collections
 import numpy as np
 import optax
 
-from beta_lasso.data import augmentation
-from beta_lasso.training import checkpointing
-from beta_lasso.data import datasets
-from beta_lasso.training import device_loop
-from beta_lasso.data import input_pipeline
 from beta_lasso import models
 from beta_lasso import optim
+from beta_lasso.data import augmentation
+from beta_lasso.data import datasets
+from beta_lasso.data import input_pipeline
+from beta_lasso.metrics import locality
+from beta_lasso.training import checkpointing
+from beta_lasso.training import device_loop
+from beta_lasso.training import results as results_lib
 from beta_lasso.training import selection
 from beta_lasso.training import sharding
 from beta_lasso.training import validation
 from beta_lasso.training import workdir as workdir_lib
 from beta_lasso.training import writers
-from beta_lasso.metrics import locality
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -178,6 +185,465 @@ def _check_finite(metrics: dict[str, np.ndarray], first_step: int,
 
 
 # ----------------------------------------------------------------------------
+# Input: the splits, durations in steps, augmentation and normalization.
+# ----------------------------------------------------------------------------
+Split = tuple[Any, Any]  # (images, labels): numpy, or resident on device.
+
+
+class Splits(NamedTuple):
+  train: Split
+  test: Split
+  val: Optional[Split]  # None without `config.val_split`.
+
+
+def load_split(config: ml_collections.ConfigDict, split: str) -> Split:
+  """(images, labels) of `split` of the config's dataset, as numpy arrays."""
+  return input_pipeline.load_split(config.dataset, split, config.data_dir,
+                                   config.download, config.get('data_file'))
+
+
+def load_splits(config: ml_collections.ConfigDict) -> Splits:
+  """The run's train and eval splits, and its validation split if any."""
+  train = load_split(config, config.train_split)
+  test = load_split(config, config.eval_split)
+  val = None
+  if config.get('val_split'):  # Model selection, as the paper does.
+    val = load_split(config, config.val_split)
+  return Splits(train, test, val)
+
+
+@dataclasses.dataclass(frozen=True)
+class Durations:
+  """The run's periods in steps, from the config's epochs."""
+  steps_per_epoch: int
+  num_train_steps: int
+  eval_every: int
+  checkpoint_every: int
+  log_every: int
+
+  @classmethod
+  def of(cls, config: ml_collections.ConfigDict,
+         num_train_examples: int) -> 'Durations':
+    steps_per_epoch = input_pipeline.steps_per_epoch(num_train_examples,
+                                                     config.batch_size)
+    return cls(
+        steps_per_epoch=steps_per_epoch,
+        num_train_steps=epochs_to_steps(config.num_epochs, steps_per_epoch),
+        eval_every=epochs_to_steps(config.eval_every_epochs, steps_per_epoch),
+        checkpoint_every=epochs_to_steps(config.checkpoint_every_epochs,
+                                         steps_per_epoch),
+        log_every=config.log_every_steps)
+
+
+def input_fns(config: ml_collections.ConfigDict, info, workdir: str, dtype):
+  """Augmentation, normalization and the run's pixel permutation.
+
+  Returns:
+    (augment, normalize, permutation): `augment(images, key)` for training,
+    `normalize(images)` for training and eval, permuting the pixels of a
+    `permute_pixels` run; `permutation` is None for the others.
+  """
+  augment = augmentation.augment_fn(config.augment, info)
+  normalize = functools.partial(augmentation.normalize, info=info, dtype=dtype)
+  permutation = None
+  if config.get('permute_pixels'):
+    permutation = workdir_lib.pixel_permutation(
+        workdir, augmentation.pixel_permutation(info.image_shape, config.seed))
+    # After augmentation, which acts on the image's own geometry; at eval too.
+    unpermuted_normalize = normalize
+    normalize = lambda x: unpermuted_normalize(
+        augmentation.permute_pixels(x, permutation))
+  return augment, normalize, permutation
+
+
+# ----------------------------------------------------------------------------
+# Model, optimizer and the train state, created already sharded.
+# ----------------------------------------------------------------------------
+def create_model(config: ml_collections.ConfigDict, num_classes: int, dtype):
+  return models.create_model(
+      config.model, num_classes=num_classes, alpha=config.alpha,
+      dropout_rate=config.dropout_rate, dtype=dtype,
+      local_impl=config.get('local_impl', 'auto'), **config.model_kwargs)
+
+
+class ShardedState(NamedTuple):
+  state: TrainState
+  sharding: Any  # A TrainState of NamedShardings.
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  train_key: jax.Array  # Of augmentation and dropout, folded with the step.
+
+
+def create_train_state(config: ml_collections.ConfigDict, model, mesh,
+                       image_shape, dtype,
+                       durations: Durations) -> ShardedState:
+  """Step 0 of the run, each array created where the mesh places it.
+
+  Args:
+    config: the run's config (seed, optimizer, sharding).
+    model: from `create_model`.
+    mesh: from `sharding.create_mesh`.
+    image_shape: (H, W, C) of the input.
+    dtype: the computation dtype.
+    durations: the schedule's length.
+  """
+  key = jax.random.key(config.seed)
+  init_key, train_key = jax.random.split(key)
+  dummy = jnp.zeros((1, *image_shape), dtype)
+
+  def init(rng):
+    return model.init(rng, dummy, train=False)
+
+  param_shapes = jax.eval_shape(init, init_key)['params']
+  tx, schedule = create_optimizer(config, param_shapes,
+                                  durations.num_train_steps,
+                                  durations.steps_per_epoch)
+
+  def init_state(rng):
+    return TrainState.create(init(rng), tx)
+
+  # Big kernels (and their optimizer state) split over the mesh; see sharding.
+  state_sharding = sharding.state_shardings(
+      jax.eval_shape(init_state, init_key), mesh, config)
+  state = jax.jit(init_state, out_shardings=state_sharding)(init_key)
+  logging.info('Mesh %s; sharded: %s', dict(mesh.shape),
+               sharding.describe(state) or 'nothing')
+  return ShardedState(state, state_sharding, tx, schedule, train_key)
+
+
+# ----------------------------------------------------------------------------
+# Compiled steps: the host path, one step a dispatch, or the device loop.
+# ----------------------------------------------------------------------------
+class Steps:
+  """The run's compiled train and eval steps, and where its data lives.
+
+  The state is donated to the train step: only one copy lives on device.
+  With `config.device_loop` the splits are resident on the accelerator and a
+  dispatch runs a block of steps (see device_loop.py).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, model, mesh,
+               sharded: ShardedState, augment, normalize):
+    self.replicated = jax.NamedSharding(mesh, jax.P())
+    self.data_sharding = jax.NamedSharding(mesh, jax.P(sharding.DATA))
+    self._config = config
+    step_fn = functools.partial(train_step, model=model, tx=sharded.tx,
+                                augment=augment, normalize=normalize,
+                                key=sharded.train_key)
+    eval_fn = functools.partial(eval_step, model=model, normalize=normalize)
+    self._train = jax.jit(
+        step_fn, in_shardings=(sharded.sharding, self.data_sharding),
+        out_shardings=(sharded.sharding, self.replicated), donate_argnums=0)
+    self._eval = jax.jit(
+        eval_fn, in_shardings=(sharded.sharding, self.data_sharding),
+        out_shardings=self.replicated)
+    self.on_device = None
+    if config.get('device_loop'):
+      self.on_device = device_loop.DeviceLoop(
+          step_fn, eval_fn, batch_size=config.batch_size,
+          eval_batch_size=config.eval_batch_size, seed=config.seed,
+          steps_per_dispatch=config.steps_per_dispatch,
+          state_sharding=sharded.sharding, replicated=self.replicated,
+          data_sharding=self.data_sharding)
+
+  def put(self, splits: Splits) -> Splits:
+    """The splits where the steps read them: resident with the device loop."""
+    if not self.on_device:
+      return splits
+    return Splits(*(None if split is None else self.on_device.put(*split)
+                    for split in splits))
+
+  def _global_batch(self, local):
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(self.data_sharding,
+                                                         x), local)
+
+  def train_block(self, state: TrainState, step: int, train: Split,
+                  durations: Durations):
+    """Steps from `step` on: one on the host path, a block on the device.
+
+    A block ends at the next step that logs, evaluates or saves, so both
+    paths act at the same steps.
+
+    Returns:
+      (state, metrics, steps done).
+    """
+    images, labels = train
+    if self.on_device:
+      end = device_loop.block_end(
+          step, durations.num_train_steps, self.on_device.max_steps,
+          (durations.log_every, durations.eval_every,
+           durations.checkpoint_every))
+      return *self.on_device.train(state, images, labels, end - step), end
+    indices = input_pipeline.train_indices(
+        len(labels), self._config.batch_size, self._config.seed, step,
+        jax.process_index(), jax.process_count())
+    batch = input_pipeline.train_batch(images, labels, indices)
+    return *self._train(state, self._global_batch(batch)), step + 1
+
+  def eval_totals(self, state: TrainState, split: Split) -> dict:
+    """`eval_step`'s sums over a whole split, on the host."""
+    images, labels = split
+    if self.on_device:
+      totals = self.on_device.eval_totals(state, images, labels)
+    else:
+      totals = None
+      for batch in input_pipeline.eval_batches(
+          images, labels, self._config.eval_batch_size,
+          jax.process_index(), jax.process_count()):
+        out = self._eval(state, self._global_batch(batch))
+        totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+    return jax.device_get(totals)
+
+
+# ----------------------------------------------------------------------------
+# Evaluation: accuracy and loss, non-zeros, the first layer's locality.
+# ----------------------------------------------------------------------------
+class Evaluator:
+  """What an eval records of the network: an entry of the run's history."""
+
+  def __init__(self, steps: Steps, *, model: str, image_shape,
+               permutation: Optional[np.ndarray] = None):
+    """Compiles nothing yet.
+
+    Args:
+      steps: the run's compiled steps.
+      model: the config's model name, to find its first layer.
+      image_shape: (H, W, C) of the input, the geometry locality is measured in.
+      permutation: a permuted-pixel run's pixel permutation.
+    """
+    self._steps = steps
+    self.first_layer = models.FIRST_LAYER.get(model)
+    self._image_shape = image_shape
+    self._permutation = permutation
+    # Counted on device: only one number per leaf comes back to the host.
+    self._nonzeros = jax.jit(lambda p: jax.tree.map(jnp.count_nonzero, p),
+                             out_shardings=steps.replicated)
+
+  def accuracy_and_loss(self, state: TrainState,
+                        split: Split) -> tuple[float, float]:
+    """Accuracy and mean loss over a whole split, without augmentation."""
+    totals = self._steps.eval_totals(state, split)
+    return (float(totals['correct'] / totals['count']),
+            float(totals['loss'] / totals['count']))
+
+  def nonzeros(self, params) -> dict[str, int]:
+    """Non-zero kernel weights per layer."""
+    return optim.sum_per_layer(jax.device_get(self._nonzeros(params)), int,
+                               optim.weight_mask(params))
+
+  def measures_locality(self, params) -> bool:
+    """Whether the first layer's locality is measured (`locality`)."""
+    if self.first_layer is None:
+      return False
+    # Patches of permuted pixels have no image geometry to measure.
+    return (self._permutation is None or
+            params[self.first_layer]['kernel'].ndim == 2)
+
+  def can_be_nonlocal(self, params) -> bool:
+    """Whether the first layer is dense: a conv or locally connected one is
+    local by construction, however it is trained."""
+    return (self.measures_locality(params) and
+            params[self.first_layer]['kernel'].ndim == 2)
+
+  def locality(self, params) -> Optional[dict[str, float]]:
+    """`locality.summarize` of the first layer; None where not measured."""
+    if not self.measures_locality(params):
+      return None
+    # Measured on the kernel's devices, as sharded; only per-unit numbers come
+    # to the host.
+    return locality.summarize(params[self.first_layer]['kernel'],
+                              self._image_shape,
+                              pixel_permutation=self._permutation)
+
+  def __call__(self, state: TrainState, test: Split,
+               val: Optional[Split] = None) -> dict[str, Any]:
+    """test_accuracy, test_loss, val_accuracy and val_loss (with `val`), nnz
+    and locality (where measured)."""
+    accuracy, loss = self.accuracy_and_loss(state, test)
+    entry = {'test_accuracy': accuracy, 'test_loss': loss}
+    if val is not None:
+      entry['val_accuracy'], entry['val_loss'] = self.accuracy_and_loss(
+          state, val)
+    entry['nnz'] = self.nonzeros(state.params)
+    measured = self.locality(state.params)
+    if measured is not None:
+      entry['locality'] = measured
+    return entry
+
+
+def eval_scalars(entry: dict[str, Any]) -> dict[str, float]:
+  """What TensorBoard gets of an eval: accuracies, losses, non-zeros per
+  layer and the locality medians."""
+  return {
+      'test_accuracy': entry['test_accuracy'],
+      'test_loss': entry['test_loss'],
+      **{k: entry[k] for k in ('val_accuracy', 'val_loss') if k in entry},
+      **{f'nnz/{k}': v for k, v in entry['nnz'].items()},
+      **{f'locality/{k}': v for k, v in entry.get('locality', {}).items()
+         if k.endswith('/median')}}
+
+
+# ----------------------------------------------------------------------------
+# The console: one line per eval. The full record is in results.json and
+# TensorBoard.
+# ----------------------------------------------------------------------------
+def _duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  if seconds >= 3600:
+    return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m'
+  if seconds >= 60:
+    return f'{seconds // 60}m{seconds % 60:02d}s'
+  return f'{seconds}s'
+
+
+def eval_line(step: int, entry: dict[str, Any], *, epoch: float,
+              train_accuracy: Optional[float], first_layer: Optional[str],
+              weights: dict[str, int], show_locality: bool,
+              eta_seconds: Optional[float]) -> str:
+  """The console's line for one eval.
+
+  'Step 98: test accuracy 0.3912, train 0.3721, val 0.3800 | epoch 0.50 |
+  layer1 1,944/1,944 non-zero | window share 0.412 vs null 0.118 | ETA 1m05s'
+
+  Args:
+    step: steps done.
+    entry: the eval (`Evaluator.__call__`).
+    epoch: epochs done.
+    train_accuracy: over the train batches since the previous log.
+    first_layer: the layer whose non-zeros are shown; None: no such layer.
+    weights: kernel weights per layer.
+    show_locality: give the first layer's window share against its null (only
+      for a layer that can be non-local: for the others it is 1).
+    eta_seconds: the time left; None when not yet known.
+  """
+  accuracies = [f'test accuracy {entry["test_accuracy"]:.4f}']
+  if train_accuracy is not None:
+    accuracies.append(f'train {train_accuracy:.4f}')
+  if 'val_accuracy' in entry:
+    accuracies.append(f'val {entry["val_accuracy"]:.4f}')
+  parts = [f'Step {step}: ' + ', '.join(accuracies), f'epoch {epoch:.2f}']
+  if first_layer in entry['nnz'] and first_layer in weights:
+    parts.append(f'{first_layer} {entry["nnz"][first_layer]:,}/'
+                 f'{weights[first_layer]:,} non-zero')
+  if show_locality and entry.get('locality'):
+    share = results_lib.Locality.from_json(entry['locality']).window_share
+    parts.append(f'window share {share.active.median:.3f} vs null '
+                 f'{share.null_active.median:.3f}')
+  if eta_seconds is not None:
+    parts.append(f'ETA {_duration(eta_seconds)}')
+  return ' | '.join(parts)
+
+
+# ----------------------------------------------------------------------------
+# The loop.
+# ----------------------------------------------------------------------------
+class WallClock:
+  """Wall time of the run: its earlier processes' (up to their last save)
+  and this one's."""
+
+  def __init__(self, earlier_seconds: float, start_time: float):
+    self.earlier_seconds = earlier_seconds
+    self.start_time = start_time
+
+  def this_process(self) -> float:
+    return time.time() - self.start_time
+
+  def total(self) -> float:
+    return self.earlier_seconds + self.this_process()
+
+
+class LoopEnd(NamedTuple):
+  state: TrainState
+  last_eval: Optional[dict]  # None when no eval ran (resumed at the end).
+  preempted: bool
+
+
+def train_loop(state: TrainState, *, config: ml_collections.ConfigDict,
+               workdir: str, durations: Durations, steps: Steps,
+               evaluator: Evaluator, splits: Splits, schedule,
+               checkpoints: checkpointing.Checkpointer, history: list,
+               writer, report_progress, clock: WallClock,
+               weights: dict[str, int]) -> LoopEnd:
+  """Trains from `state` to the last step, evaluating and saving on the way.
+
+  Every eval is appended to `history` (saved in each checkpoint). On
+  preemption the state is saved and the loop returns early.
+
+  Raises:
+    DivergenceError: a non-finite loss or parameter norm.
+  """
+  def saved_extras():
+    return {'config': workdir_lib.flatten(config),
+            'wall_seconds': clock.total()}
+
+  initial_step = int(state.step)
+  num_train_steps = durations.num_train_steps
+  show_locality = evaluator.can_be_nonlocal(state.params)
+  pending = []  # Step metrics not yet checked for finiteness.
+  last_eval = None
+  done = initial_step
+  loop_start = time.monotonic()
+  # Leaving the block (normally, preempted or diverged) waits for the save in
+  # flight, so the last good checkpoint is never left half-written.
+  with checkpointing.PreemptionGuard() as guard, checkpoints:
+    while done < num_train_steps:
+      state, metrics, done = steps.train_block(state, done, splits.train,
+                                               durations)
+      pending.append(metrics)
+      report_progress(done)
+
+      is_last = done == num_train_steps
+      log_now = done % durations.log_every == 0 or is_last
+      eval_now = done % durations.eval_every == 0 or is_last
+      save_now = done % durations.checkpoint_every == 0 or is_last
+      preempted = guard.triggered or checkpoints.reached_preemption(done)
+      summary = {}
+      if log_now or eval_now or save_now or preempted:
+        # Nothing is written until every step since the last check was finite.
+        stacked = _stack(pending)
+        pending = []
+        _check_finite(stacked, done - len(stacked['loss']), workdir)
+        summary = {f'train_{k}': float(np.mean(v)) for k, v in stacked.items()}
+        summary['learning_rate'] = float(schedule(done - 1))
+        writer.write_scalars(done, summary)
+      is_best = False
+      if eval_now:
+        eval_start = time.time()
+        with report_progress.timed('eval'):
+          last_eval = evaluator(state, splits.test, splits.val)
+        eval_seconds = time.time() - eval_start
+        writer.write_scalars(done, eval_scalars(last_eval))
+        # The best validation step is saved and kept whatever max_to_keep.
+        is_best = selection.improves(history, last_eval)
+        # Epoch and wall time place the eval on a learning curve; with the
+        # eval's own time they give the training throughput between evals
+        # (launch/full_scale.py reports it).
+        history.append({'step': done, 'epoch': done / durations.steps_per_epoch,
+                        'wall_seconds': saved_extras()['wall_seconds'],
+                        'eval_seconds': eval_seconds, **last_eval})
+        # The rate of this process, evals and saves included.
+        rate = (done - initial_step) / max(time.monotonic() - loop_start, 1e-9)
+        logging.info('%s', eval_line(
+            done, last_eval, epoch=done / durations.steps_per_epoch,
+            train_accuracy=summary.get('train_accuracy'),
+            first_layer=evaluator.first_layer, weights=weights,
+            show_locality=show_locality,
+            eta_seconds=(num_train_steps - done) / rate if rate else None))
+      if save_now or preempted or is_best:
+        with report_progress.timed('checkpoint'):
+          checkpoints.save(done, state, history, saved_extras(), best=is_best)
+      if preempted and not is_last:
+        # Leaving the block waits for this save to finish.
+        writer.flush()
+        logging.warning('Preempted at step %d of %d: checkpoint saved in %s; '
+                        'run the same command to resume.', done,
+                        num_train_steps, workdir)
+        return LoopEnd(state, last_eval, preempted=True)
+  return LoopEnd(state, last_eval, preempted=False)
+
+
+# ----------------------------------------------------------------------------
 # The whole run.
 # ----------------------------------------------------------------------------
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -190,8 +656,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     allow_config_change: resume a workdir whose saved config differs.
 
   Returns:
-    The results written to `workdir/results.json`, or, when the run was
-    preempted, a dict with 'preempted': True and the step it stopped at.
+    The results written to `workdir/results.json` (`results.Results.to_json`),
+    or, when the run was preempted, a dict with 'preempted': True and the
+    step it stopped at.
 
   Raises:
     validation.ConfigError: a bad config value, before anything is computed.
@@ -205,7 +672,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   workdir_lib.check_config(workdir, config, allow_change=allow_config_change)
   info = datasets.base_info(config)
   checkpoints = checkpointing.Checkpointer(
-      epath.Path(workdir) / 'checkpoints', config.max_checkpoints_to_keep)
+      epath.Path(workdir) / workdir_lib.CHECKPOINTS_DIR,
+      config.max_checkpoints_to_keep)
   if workdir_lib.read_config(workdir) is None:
     # Without config.json, the newest checkpoint still knows its run's config.
     workdir_lib.check_config(workdir, config, allow_change=allow_config_change,
@@ -213,275 +681,94 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   # --- Mesh: ('data', 'model') over every device of every process. ---
   mesh = sharding.create_mesh(config)
-  replicated = jax.NamedSharding(mesh, jax.P())
-  data_sharding = jax.NamedSharding(mesh, jax.P(sharding.DATA))
   logging.info('Process %d of %d, %d local / %d global devices',
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
 
   # --- Input. ---
-  train_images, train_labels = input_pipeline.load_split(
-      config.dataset, config.train_split, config.data_dir, config.download,
-      config.get('data_file'))
-  test_images, test_labels = input_pipeline.load_split(
-      config.dataset, config.eval_split, config.data_dir, config.download,
-      config.get('data_file'))
-  val_split = None
-  if config.get('val_split'):  # Model selection, as the paper does.
-    val_split = input_pipeline.load_split(
-        config.dataset, config.val_split, config.data_dir, config.download,
-        config.get('data_file'))
+  splits = load_splits(config)
+  train_images, train_labels = splits.train
   info = datasets.with_stats(info, config, train_images, workdir)
-  steps_per_epoch = input_pipeline.steps_per_epoch(len(train_labels),
-                                                   config.batch_size)
-  num_train_steps = epochs_to_steps(config.num_epochs, steps_per_epoch)
-  eval_every = epochs_to_steps(config.eval_every_epochs, steps_per_epoch)
-  checkpoint_every = epochs_to_steps(config.checkpoint_every_epochs,
-                                     steps_per_epoch)
+  durations = Durations.of(config, len(train_labels))
   dtype = jnp.bfloat16 if config.half_precision else jnp.float32
-  augment = augmentation.augment_fn(config.augment, info)
-  normalize = functools.partial(augmentation.normalize, info=info, dtype=dtype)
-  permutation = None
-  if config.get('permute_pixels'):
-    permutation = workdir_lib.pixel_permutation(
-        workdir, augmentation.pixel_permutation(info.image_shape, config.seed))
-    # After augmentation, which acts on the image's own geometry; at eval too.
-    unpermuted_normalize = normalize
-    normalize = lambda x: unpermuted_normalize(
-        augmentation.permute_pixels(x, permutation))
+  augment, normalize, permutation = input_fns(config, info, workdir, dtype)
 
-  # --- Model and optimizer, created already sharded. ---
-  model = models.create_model(
-      config.model, num_classes=info.num_classes, alpha=config.alpha,
-      dropout_rate=config.dropout_rate, dtype=dtype,
-      local_impl=config.get('local_impl', 'auto'), **config.model_kwargs)
-  key = jax.random.key(config.seed)
-  init_key, train_key = jax.random.split(key)
-  dummy = jnp.zeros((1, *train_images.shape[1:]), dtype)
-
-  def init(rng):
-    return model.init(rng, dummy, train=False)
-
-  param_shapes = jax.eval_shape(init, init_key)['params']
-  tx, schedule = create_optimizer(config, param_shapes, num_train_steps,
-                                  steps_per_epoch)
-
-  def init_state(rng):
-    return TrainState.create(init(rng), tx)
-
-  # Big kernels (and their optimizer state) split over the mesh; see sharding.
-  state_sharding = sharding.state_shardings(
-      jax.eval_shape(init_state, init_key), mesh, config)
-  state = jax.jit(init_state, out_shardings=state_sharding)(init_key)
-  logging.info('Mesh %s; sharded: %s', dict(mesh.shape),
-               sharding.describe(state) or 'nothing')
-  weights = optim.count_weights(state.params)
+  # --- Model, optimizer and state. ---
+  model = create_model(config, info.num_classes, dtype)
+  sharded = create_train_state(config, model, mesh, train_images.shape[1:],
+                               dtype, durations)
+  weights = optim.count_weights(sharded.state.params)
   logging.info('Model %s, alpha %s: %s kernel weights %s', config.model,
                config.alpha, f'{sum(weights.values()):,}', weights)
 
   # --- Checkpoints: resume from the latest complete one. ---
-  state, history, extras = checkpoints.restore_latest(state)
+  state, history, extras = checkpoints.restore_latest(sharded.state)
   initial_step = int(state.step)
   if initial_step:
-    logging.info('Resumed from step %d of %d', initial_step, num_train_steps)
+    logging.info('Resumed from step %d of %d', initial_step,
+                 durations.num_train_steps)
   # The run has started: only now is the workdir's config recorded.
   workdir_lib.save_config(workdir, config)
   workdir_lib.write_dataset(workdir, datasets.describe(info, config))
   if permutation is not None:
     workdir_lib.save_pixel_permutation(workdir, permutation)
-  # Wall time of the earlier processes of this run, up to their last save.
-  earlier_seconds = extras.get('wall_seconds', 0.0)
+  clock = WallClock(extras.get('wall_seconds', 0.0), start_time)
 
-  def saved_extras():
-    return {'config': workdir_lib.flatten(config),
-            'wall_seconds': earlier_seconds + time.time() - start_time}
-
-  # --- Compiled steps. The state is donated: only one copy lives on device. ---
-  step_fn = functools.partial(train_step, model=model, tx=tx, augment=augment,
-                              normalize=normalize, key=train_key)
-  eval_fn = functools.partial(eval_step, model=model, normalize=normalize)
-  p_train_step = jax.jit(
-      step_fn, in_shardings=(state_sharding, data_sharding),
-      out_shardings=(state_sharding, replicated), donate_argnums=0)
-  p_eval_step = jax.jit(
-      eval_fn, in_shardings=(state_sharding, data_sharding),
-      out_shardings=replicated)
-  on_device = None
-  if config.get('device_loop'):
-    on_device = device_loop.DeviceLoop(
-        step_fn, eval_fn, batch_size=config.batch_size,
-        eval_batch_size=config.eval_batch_size, seed=config.seed,
-        steps_per_dispatch=config.steps_per_dispatch,
-        state_sharding=state_sharding, replicated=replicated,
-        data_sharding=data_sharding)
-    # From here on the splits are the copies on the accelerator.
-    train_images, train_labels = on_device.put(train_images, train_labels)
-    test_images, test_labels = on_device.put(test_images, test_labels)
-    if val_split is not None:
-      val_split = on_device.put(*val_split)
-  # Counted on device: only one number per leaf comes back to the host.
-  p_nonzeros = jax.jit(lambda p: jax.tree.map(jnp.count_nonzero, p),
-                       out_shardings=replicated)
-
-  def global_batch(local):
-    return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(data_sharding, x),
-        local)
-
-  def accuracy_and_loss(state, images, labels):
-    """Accuracy and mean loss over a whole split, without augmentation."""
-    if on_device:
-      totals = on_device.eval_totals(state, images, labels)
-    else:
-      totals = None
-      for batch in input_pipeline.eval_batches(
-          images, labels, config.eval_batch_size,
-          jax.process_index(), jax.process_count()):
-        out = p_eval_step(state, global_batch(batch))
-        totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
-    totals = jax.device_get(totals)
-    return (float(totals['correct'] / totals['count']),
-            float(totals['loss'] / totals['count']))
-
-  def evaluate(state):
-    accuracy, loss = accuracy_and_loss(state, test_images, test_labels)
-    val = {}
-    if val_split is not None:
-      val_accuracy, val_loss = accuracy_and_loss(state, *val_split)
-      val = {'val_accuracy': val_accuracy, 'val_loss': val_loss}
-    nnz = optim.sum_per_layer(jax.device_get(p_nonzeros(state.params)), int,
-                              optim.weight_mask(state.params))
-    return {'test_accuracy': accuracy, 'test_loss': loss, **val,
-            'nnz': nnz, **first_layer_locality(state.params)}
-
-  def first_layer_locality(params):
-    """{'locality': summary} for models whose first layer can be measured."""
-    name = models.FIRST_LAYER.get(config.model)
-    if name is None:
-      return {}
-    kernel = params[name]['kernel']
-    if permutation is not None and kernel.ndim != 2:
-      return {}  # Patches of permuted pixels have no image geometry to measure.
-    # Measured on the kernel's devices, as sharded; only per-unit numbers come
-    # to the host.
-    return {'locality': locality.summarize(
-        kernel, info.image_shape, pixel_permutation=permutation)}
-
-  def train_block(state, step):
-    """Steps from `step` on: one on the host path, a block on the device.
-
-    Returns:
-      (state, metrics, steps done).
-    """
-    if on_device:
-      end = device_loop.block_end(
-          step, num_train_steps, on_device.max_steps,
-          (config.log_every_steps, eval_every, checkpoint_every))
-      return *on_device.train(state, train_images, train_labels,
-                              end - step), end
-    indices = input_pipeline.train_indices(
-        len(train_labels), config.batch_size, config.seed, step,
-        jax.process_index(), jax.process_count())
-    batch = input_pipeline.train_batch(train_images, train_labels, indices)
-    return *p_train_step(state, global_batch(batch)), step + 1
+  # --- Steps and evaluation. ---
+  steps = Steps(config, model, mesh, sharded, augment, normalize)
+  # From here on the splits are where the steps read them.
+  splits = steps.put(splits)
+  evaluator = Evaluator(steps, model=config.model,
+                        image_shape=info.image_shape, permutation=permutation)
 
   # --- Metrics and progress. ---
   writer, report_progress = writers.create(
-      workdir, num_train_steps, just_logging=jax.process_index() > 0)
+      workdir, durations.num_train_steps, just_logging=jax.process_index() > 0)
   if initial_step == 0:
     writer.write_hparams(workdir_lib.flatten(config))
 
   # --- The loop. ---
   logging.info('Training %d steps (%d per epoch) from step %d',
-               num_train_steps, steps_per_epoch, initial_step)
-  pending = []  # Step metrics not yet checked for finiteness.
-  last_eval = None
-  done = initial_step
-  # Leaving the block (normally, preempted or diverged) waits for the save in
-  # flight, so the last good checkpoint is never left half-written.
-  with checkpointing.PreemptionGuard() as guard, checkpoints:
-    while done < num_train_steps:
-      state, metrics, done = train_block(state, done)
-      pending.append(metrics)
-      report_progress(done)
+               durations.num_train_steps, durations.steps_per_epoch,
+               initial_step)
+  state, last_eval, preempted = train_loop(
+      state, config=config, workdir=workdir, durations=durations, steps=steps,
+      evaluator=evaluator, splits=splits, schedule=sharded.schedule,
+      checkpoints=checkpoints, history=history, writer=writer,
+      report_progress=report_progress, clock=clock, weights=weights)
+  if preempted:
+    return {'preempted': True, 'step': int(state.step)}
 
-      is_last = done == num_train_steps
-      log_now = done % config.log_every_steps == 0 or is_last
-      eval_now = done % eval_every == 0 or is_last
-      save_now = done % checkpoint_every == 0 or is_last
-      preempted = guard.triggered or checkpoints.reached_preemption(done)
-      if log_now or eval_now or save_now or preempted:
-        # Nothing is written until every step since the last check was finite.
-        stacked = _stack(pending)
-        pending = []
-        _check_finite(stacked, done - len(stacked['loss']), workdir)
-        summary = {f'train_{k}': float(np.mean(v)) for k, v in stacked.items()}
-        summary['learning_rate'] = float(schedule(done - 1))
-        writer.write_scalars(done, summary)
-      is_best = False
-      if eval_now:
-        eval_start = time.time()
-        with report_progress.timed('eval'):
-          last_eval = evaluate(state)
-        eval_seconds = time.time() - eval_start
-        writer.write_scalars(done, {
-            'test_accuracy': last_eval['test_accuracy'],
-            'test_loss': last_eval['test_loss'],
-            **{k: last_eval[k] for k in ('val_accuracy', 'val_loss')
-               if k in last_eval},
-            **{f'nnz/{k}': v for k, v in last_eval['nnz'].items()},
-            **{f'locality/{k}': v
-               for k, v in last_eval.get('locality', {}).items()
-               if k.endswith('/median')}})
-        # The best validation step is saved and kept whatever max_to_keep.
-        is_best = selection.improves(history, last_eval)
-        # Epoch and wall time place the eval on a learning curve; with the
-        # eval's own time they give the training throughput between evals
-        # (launch/full_scale.py reports it).
-        history.append({'step': done, 'epoch': done / steps_per_epoch,
-                        'wall_seconds': saved_extras()['wall_seconds'],
-                        'eval_seconds': eval_seconds, **last_eval})
-        logging.info('Step %d: test accuracy %.4f, non-zeros %s', done,
-                     last_eval['test_accuracy'], last_eval['nnz'])
-      if save_now or preempted or is_best:
-        with report_progress.timed('checkpoint'):
-          checkpoints.save(done, state, history, saved_extras(), best=is_best)
-      if preempted and not is_last:
-        # Leaving the block waits for this save to finish.
-        writer.flush()
-        logging.warning('Preempted at step %d of %d: checkpoint saved in %s; '
-                        'run the same command to resume.', done,
-                        num_train_steps, workdir)
-        return {'preempted': True, 'step': done}
-
+  # --- Results. ---
   writer.flush()
   if last_eval is None:  # Resumed after the final step: evaluate once more.
-    last_eval = evaluate(state)
+    last_eval = evaluator(state, splits.test, splits.val)
   # The training error of the final network, as the MDL bounds need it: the
   # whole train split, unaugmented, like the test split.
-  train_accuracy, train_loss = accuracy_and_loss(state, train_images,
-                                                 train_labels)
-  results = {
-      'test_accuracy': last_eval['test_accuracy'],
-      'test_loss': last_eval['test_loss'],
+  train_accuracy, train_loss = evaluator.accuracy_and_loss(state, splits.train)
+  record = results_lib.Results(
+      test_accuracy=last_eval['test_accuracy'],
+      test_loss=last_eval['test_loss'],
       **selection.results(history),
-      'train_accuracy': train_accuracy,
-      'train_loss': train_loss,
-      'train_examples': len(train_labels),
-      'nnz': last_eval['nnz'],
-      'locality': last_eval.get('locality'),
-      'weights': weights,
-      'steps': int(state.step),
-      'epochs': int(state.step) / steps_per_epoch,
+      train_accuracy=train_accuracy,
+      train_loss=train_loss,
+      train_examples=len(train_labels),
+      nnz=last_eval['nnz'],
+      locality=(results_lib.Locality.from_json(last_eval['locality'])
+                if 'locality' in last_eval else None),
+      weights=weights,
+      steps=int(state.step),
+      epochs=int(state.step) / durations.steps_per_epoch,
       # Over every process of the run (each up to its last save), and this one.
-      'wall_seconds': saved_extras()['wall_seconds'],
-      'wall_seconds_last': time.time() - start_time,
-      'history': history,
-      'config': json.loads(config.to_json_best_effort()),
-      'dataset': datasets.describe(info, config),
-  }
+      wall_seconds=clock.total(),
+      wall_seconds_last=clock.this_process(),
+      history=tuple(results_lib.Eval.from_json(h) for h in history),
+      config=json.loads(config.to_json_best_effort()),
+      dataset=datasets.describe(info, config),
+  )
+  results = record.to_json()
   workdir_lib.write_results(workdir, results)
   logging.info('Test accuracy %.4f after %d steps; non-zeros / weights: %s',
-               results['test_accuracy'], results['steps'],
-               {k: f'{results["nnz"][k]:,} / {weights[k]:,}' for k in weights})
+               record.test_accuracy, record.steps,
+               {k: f'{record.nnz[k]:,} / {weights[k]:,}' for k in weights})
   return results

@@ -6,16 +6,22 @@ from typing import Optional, Sequence
 
 from etils import epath
 
+from beta_lasso.training import results as results_lib
 from beta_lasso.training import workdir as workdir_lib
 from launch import planning
 
 SUMMARY_FILE = 'summary.csv'
+_UNREADABLE = object()  # A results.json that does not parse.
 # What results.json reports of the step of best validation accuracy.
 _SELECTION = ('best_val_accuracy', 'best_step', 'test_accuracy_at_best_val')
 
 
 def read_results(workdir: str) -> Optional[dict]:
-  """The run's results.json, or None while it has not finished."""
+  """The run's results.json as JSON, or None while it has not finished.
+
+  A file that does not parse (torn by a kill, edited by hand) reads as
+  {'unreadable': True}: the sweep runs it again.
+  """
   path = epath.Path(workdir) / workdir_lib.RESULTS_FILE
   if not path.exists():
     return None
@@ -44,25 +50,28 @@ def summarize(runs: Sequence[planning.Run],
   statuses = statuses or {}
   rows = []
   for run in runs:
-    results = read_results(run.workdir)
+    try:
+      results = results_lib.Results.load(run.workdir)
+    except (OSError, ValueError):
+      results = _UNREADABLE
     row = {'name': run.name, **run.overrides, 'status': 'finished',
            'test_accuracy': None, **dict.fromkeys(_SELECTION),
            'nonzero_weights': None, 'weights': None,
            'epochs': None, 'wall_seconds': None, 'workdir': run.workdir}
     if results is None:
       row['status'] = statuses.get(run.name, 'missing')
-    elif results.get('unreadable'):
+    elif results is _UNREADABLE:
       row['status'] = f'unreadable {workdir_lib.RESULTS_FILE}'
     else:
-      row['test_accuracy'] = results.get('test_accuracy')
-      row.update({k: results.get(k) for k in _SELECTION})
+      row['test_accuracy'] = results.test_accuracy
+      row.update({k: getattr(results, k) for k in _SELECTION})
       # Totals over layers; the per-layer counts stay in results.json.
-      if 'nnz' in results:
-        row['nonzero_weights'] = sum(results['nnz'].values())
-      if 'weights' in results:
-        row['weights'] = sum(results['weights'].values())
-      row['epochs'] = results.get('epochs')
-      row['wall_seconds'] = results.get('wall_seconds')
+      if results.nnz is not None:
+        row['nonzero_weights'] = sum(results.nnz.values())
+      if results.weights:
+        row['weights'] = sum(results.weights.values())
+      row['epochs'] = results.epochs
+      row['wall_seconds'] = results.wall_seconds
     rows.append(row)
   # A stable sort: equal or missing validation accuracies keep sweep order.
   return sorted(rows, key=lambda row: (row['best_val_accuracy'] is None,

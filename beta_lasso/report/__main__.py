@@ -75,20 +75,20 @@ def write_report(workdirs: list[str], out, *, bits: int = 32,
   """
   out = epath.Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  runs = [loading.load_results(w) for w in workdirs]
+  runs = [loading.load_run(w) for w in workdirs]
   rows = [tables.row(r, bits=bits, delta=delta) for r in runs]
   order = sorted(range(len(runs)), key=lambda i: tables.sort_key(rows[i]))
   runs = [runs[i] for i in order]
   rows = [rows[i] for i in order]
-  names = plots.file_names([r['workdir'] for r in runs])
+  names = plots.file_names([r.workdir for r in runs])
 
   made = {}
-  finished = [r for r in runs if 'test_accuracy' in r]
+  finished = [r for r in runs if r.finished]
   if finished:
     evidence.plot_accuracy_vs_weights(finished,
                                       out / 'fig2_accuracy_vs_weights.png')
     made['fig2'] = 'fig2_accuracy_vs_weights.png'
-  with_history = [r for r in runs if r['history']]
+  with_history = [r for r in runs if r.history]
   if with_history:
     plots.plot_nonzeros(with_history, out / 'fig3_nonzeros.png')
     plots.plot_accuracy(with_history, out / 'fig_accuracy.png')
@@ -100,19 +100,19 @@ def write_report(workdirs: list[str], out, *, bits: int = 32,
     made['locality'] = 'fig_locality.png'
   filters = []
   for results, name in zip(runs, names):
-    model = results.get('config', {}).get('model')
+    model = results.config.get('model')
     file_name = f'fig4_filters_{name}.png'
-    archived = epath.Path(results['workdir']) / ARCHIVED_FILTERS
+    archived = epath.Path(results.workdir) / ARCHIVED_FILTERS
     if filters_lib.first_layer_name(model) is None:
       continue
-    if loading.checkpoint_steps(results['workdir']):
-      filters_lib.plot_workdir_filters(results['workdir'], out / file_name,
+    if loading.checkpoint_steps(results.workdir):
+      filters_lib.plot_workdir_filters(results.workdir, out / file_name,
                                        num_filters=16, columns=8)
     elif archived.exists():  # A stored run keeps its figure, not its weights.
       (out / file_name).write_bytes(archived.read_bytes())
     else:
       continue
-    filters.append((figures.run_label(results.get('config', {})), file_name))
+    filters.append((figures.run_label(results.config), file_name))
 
   path = out / 'report.md'
   path.write_text(tables.markdown(rows, made, filters, bits=bits, delta=delta,

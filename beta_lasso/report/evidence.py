@@ -1,15 +1,15 @@
 """The report's figures beyond Figures 3 and 4: 2, 5 and locality over training.
 
-Each takes the results of runs (see `loading.load_results`) and writes a PNG
+Each takes the results of runs (see `loading.load_run`) and writes a PNG
 through matplotlib's Agg canvas, like plots.py.
 """
 from collections.abc import Sequence
-from typing import Any
 
 from matplotlib import figure as mpl_figure
 
 from beta_lasso.report import figures
 from beta_lasso.report import plots
+from beta_lasso.training import results as results_lib
 
 # Locality panels: (metric, axis label, log scale).
 _LOCALITY_PANELS = (
@@ -33,18 +33,17 @@ def _line_plot(lines: dict[str, list[tuple[float, float]]], size):
   return fig, ax
 
 
-def plot_accuracy_vs_weights(results_list: Sequence[dict[str, Any]],
+def plot_accuracy_vs_weights(results_list: Sequence[results_lib.ResultsLike],
                              path) -> mpl_figure.Figure:
   """Figure 2: test accuracy against weights, one line per model and optimizer.
 
   Runs that differ only in size (alpha, width, kernel) join one line.
   """
   lines: dict[str, list[tuple[int, float]]] = {}
-  for results in results_list:
-    config = results.get('config', {})
-    label = figures.run_label(config, size=False)
+  for results in map(results_lib.as_results, results_list):
+    label = figures.run_label(results.config, size=False)
     lines.setdefault(label, []).append(
-        (_total(results['weights']), 100 * results['test_accuracy']))
+        (_total(results.weights), 100 * results.test_accuracy))
   fig, ax = _line_plot(lines, (6.4, 4.2))
   ax.set_xscale('log')
   ax.set_xlabel('weights')
@@ -56,7 +55,7 @@ def plot_accuracy_vs_weights(results_list: Sequence[dict[str, Any]],
   return fig
 
 
-def plot_resnet_kernels(results_list: Sequence[dict[str, Any]],
+def plot_resnet_kernels(results_list: Sequence[results_lib.ResultsLike],
                         path) -> mpl_figure.Figure | None:
   """Figure 5: ResNet18 test accuracy against kernel size, per optimizer.
 
@@ -64,15 +63,15 @@ def plot_resnet_kernels(results_list: Sequence[dict[str, Any]],
     The figure, or None (nothing written) when no run is a ResNet18.
   """
   lines: dict[str, list[tuple[int, float]]] = {}
-  for results in results_list:
-    config = results.get('config', {})
+  for results in map(results_lib.as_results, results_list):
+    config = results.config
     if config.get('model') != 'resnet18':
       continue
     kernel = config.get('model_kwargs', {}).get('kernel_size', 3)
     label = ('β-LASSO' if config.get('optimizer') == 'beta_lasso'
              else config.get('optimizer', '?').upper())
     lines.setdefault(label, []).append(
-        (kernel, 100 * results['test_accuracy']))
+        (kernel, 100 * results.test_accuracy))
   if not lines:
     return None
   fig, ax = _line_plot(lines, (5.2, 3.8))
@@ -85,7 +84,7 @@ def plot_resnet_kernels(results_list: Sequence[dict[str, Any]],
   return fig
 
 
-def plot_locality(results_list: Sequence[dict[str, Any]], path, *,
+def plot_locality(results_list: Sequence[results_lib.ResultsLike], path, *,
                   subset: str = 'active') -> mpl_figure.Figure | None:
   """Locality of the first layer over training, each run against its null.
 
@@ -101,8 +100,8 @@ def plot_locality(results_list: Sequence[dict[str, Any]], path, *,
   Returns:
     The figure, or None (nothing written) when no run measured locality.
   """
-  runs = [r for r in results_list
-          if any('locality' in h for h in r.get('history', []))]
+  runs = [r for r in map(results_lib.as_results, results_list)
+          if any(h.locality for h in r.history)]
   if not runs:
     return None
   to_x, x_label = plots.x_values(runs, 'epoch')
@@ -111,18 +110,18 @@ def plot_locality(results_list: Sequence[dict[str, Any]], path, *,
   fig, axes = plots.new_panels(1, len(_LOCALITY_PANELS) + 1, (5.0, 3.8))
   for ax, (metric, y_label, log) in zip(axes[0], _LOCALITY_PANELS):
     for i, (results, label) in enumerate(zip(runs, labels)):
-      history = [h for h in results['history'] if 'locality' in h]
-      x = [to_x[i](h['step']) for h in history]
-      loc = [h['locality'] for h in history]
+      history = [h for h in results.history if h.locality]
+      x = [to_x[i](h.step) for h in history]
+      measured = [getattr(h.locality, metric) for h in history]
+      units = [getattr(m, subset) for m in measured]
+      null = [getattr(m, f'null_{subset}') for m in measured]
       style = plots.run_style(i)
       color = style['color']
-      key = f'{metric}/{subset}'
-      ax.plot(x, [l[f'{key}/median'] for l in loc], **style, marker='.',
-              label=label)
-      ax.fill_between(x, [l[f'{key}/q25'] for l in loc],
-                      [l[f'{key}/q75'] for l in loc], color=color, alpha=0.15)
-      ax.plot(x, [l[f'{metric}/null_{subset}/median'] for l in loc],
-              color=color, linestyle='--', linewidth=1)
+      ax.plot(x, [u.median for u in units], **style, marker='.', label=label)
+      ax.fill_between(x, [u.q25 for u in units], [u.q75 for u in units],
+                      color=color, alpha=0.15)
+      ax.plot(x, [n.median for n in null], color=color, linestyle='--',
+              linewidth=1)
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
     if log:

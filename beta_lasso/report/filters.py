@@ -14,6 +14,7 @@ import numpy as np
 
 from beta_lasso.report import figures
 from beta_lasso.training import loading
+from beta_lasso.training import workdir as workdir_lib
 
 TILE_SIZE = (1.3, 1.5)  # Inches, one filter with its label.
 TITLE_HEIGHT = 0.6  # Inches above the tiles.
@@ -213,8 +214,7 @@ def plot_workdir_filters(workdir, path, *,
     ValueError: the workdir's model has no first-layer filters to show.
     FileNotFoundError: no checkpoint.
   """
-  results = loading.load_results(workdir)
-  config = results.get('config', {})
+  config = loading.load_run(workdir).config
   model = config.get('model')
   name = first_layer_name(model)
   if name is None:
@@ -222,7 +222,8 @@ def plot_workdir_filters(workdir, path, *,
                      f'{", ".join(FIRST_LAYER)}')
   steps = loading.checkpoint_steps(workdir)
   if not steps:
-    raise FileNotFoundError(f'no checkpoint in {workdir}/checkpoints')
+    raise FileNotFoundError(
+        f'no checkpoint in {workdir}/{workdir_lib.CHECKPOINTS_DIR}')
   step = steps[-1]
   params = loading.load_params(workdir, step=step, layers=[name])
   kernel = params[name]['kernel']

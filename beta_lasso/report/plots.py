@@ -25,7 +25,7 @@ layer drawn is read. Figures go through matplotlib's Agg canvas directly:
 no display, no pyplot state.
 
 The same functions serve notebooks and tests: `plot_nonzeros` and
-`plot_accuracy` here, `load_results` and `load_params` in loading.py,
+`plot_accuracy` here, `load_run` and `load_params` in loading.py,
 `first_layer_filters`, `plot_filters` and `plot_workdir_filters` in
 filters.py.
 """
@@ -45,6 +45,7 @@ from matplotlib import ticker
 from beta_lasso.report import figures
 from beta_lasso.report import filters as filters_lib
 from beta_lasso.training import loading
+from beta_lasso.training import results as results_lib
 from beta_lasso import optim
 
 PANEL_SIZE = (4.0, 3.2)  # Inches, one panel of fig3 / fig_accuracy.
@@ -61,17 +62,19 @@ def run_labels(results_list, labels):
   """Run labels, with the workdir's name added where two would be equal."""
   if labels is not None:
     return list(labels)
-  labels = [figures.run_label(r.get('config', {})) for r in results_list]
+  results_list = [results_lib.as_results(r) for r in results_list]
+  labels = [figures.run_label(r.config) for r in results_list]
   return [
-      f'{label} ({epath.Path(r.get("workdir", str(i))).name})'
+      f'{label} ({epath.Path(r.workdir or str(i)).name})'
       if labels.count(label) > 1 else label
       for i, (label, r) in enumerate(zip(labels, results_list))]
 
 
 def x_values(results_list, x_axis: str):
   """Per run, a function step -> x, and the axis label."""
-  if x_axis == 'epoch' and all(r.get('epochs') for r in results_list):
-    return [lambda s, r=r: s * r['epochs'] / r['steps']
+  results_list = [results_lib.as_results(r) for r in results_list]
+  if x_axis == 'epoch' and all(r.epochs for r in results_list):
+    return [lambda s, r=r: s * r.epochs / r.steps
             for r in results_list], 'epoch'
   if x_axis == 'epoch':
     logging.warning('A run without results.json has no epoch count: '
@@ -157,14 +160,14 @@ def new_panels(rows: int, columns: int, size) -> tuple[mpl_figure.Figure, Any]:
   return fig, axes
 
 
-def plot_nonzeros(results_list: Sequence[dict[str, Any]], path, *,
+def plot_nonzeros(results_list: Sequence[results_lib.ResultsLike], path, *,
                   labels: Sequence[str] | None = None, x_axis: str = 'epoch',
                   image_shape=figures.PAPER_IMAGE_SHAPE) -> mpl_figure.Figure:
   """Figure 3: non-zero weights per layer over training, one line per run.
 
   Args:
-    results_list: results of runs (see `loading.load_results`), each with
-      'history' and 'config', and 'weights' for the totals.
+    results_list: results of runs (see `loading.load_run`), each with
+      its history and config, and weights for the totals.
     path: where the PNG goes.
     labels: legend entries; None builds them from the configs.
     x_axis: 'epoch' or 'step'; epochs need every run's 'steps' and 'epochs'.
@@ -173,11 +176,11 @@ def plot_nonzeros(results_list: Sequence[dict[str, Any]], path, *,
   Returns:
     The figure (already saved).
   """
+  results_list = [results_lib.as_results(r) for r in results_list]
   labels = run_labels(results_list, labels)
   to_x, x_label = x_values(results_list, x_axis)
-  layers = {layer for r in results_list for h in r['history']
-            for layer in h['nnz']}
-  layers |= {layer for r in results_list for layer in r.get('weights', {})}
+  layers = {layer for r in results_list for h in r.history for layer in h.nnz}
+  layers |= {layer for r in results_list for layer in r.weights}
   layers = sorted(layers, key=optim.layer_order)
   if not layers:
     raise ValueError('no run has an evaluation yet: nothing to plot')
@@ -192,11 +195,11 @@ def plot_nonzeros(results_list: Sequence[dict[str, Any]], path, *,
   for i, (results, label) in enumerate(zip(results_list, labels)):
     style = run_style(i)
     color = style['color']
-    weights = results.get('weights', {})
+    weights = results.weights
     labelled = False  # The legend names each run once, on its first panel.
     for ax, layer in zip(axes.flat, layers):
-      points = [(to_x[i](h['step']), h['nnz'][layer])
-                for h in results['history'] if layer in h['nnz']]
+      points = [(to_x[i](h.step), h.nnz[layer])
+                for h in results.history if layer in h.nnz]
       if layer in weights:
         # Every initializer here draws non-zero weights: at step 0 all count.
         points.insert(0, (0, weights[layer]))
@@ -211,16 +214,15 @@ def plot_nonzeros(results_list: Sequence[dict[str, Any]], path, *,
   # exactly a convolution (S-CONV) or a locally connected layer (S-LOCAL).
   references = {}
   for results in results_list:
-    config = results.get('config', {})
-    model, alpha = config.get('model'), config.get('alpha')
+    model, alpha = results.config.get('model'), results.config.get('alpha')
     if model not in figures.S_FAMILY or 'layer1' not in layers or not alpha:
       continue
-    weights = results.get('weights', {}).get('layer1')
+    weights = results.weights.get('layer1')
     if weights is not None and weights != _s_layer1_weights(
         model, alpha, image_shape):
       logging.warning('%s: layer1 has %d weights, not what %s at alpha %d on '
                       '%s images has; no S-CONV / S-LOCAL lines (pass the '
-                      'image shape)', results.get('workdir'), weights, model,
+                      'image shape)', results.workdir, weights, model,
                       alpha, image_shape)
       continue
     for name, count in s_family_references(alpha, image_shape).items():
@@ -233,8 +235,7 @@ def plot_nonzeros(results_list: Sequence[dict[str, Any]], path, *,
                       label=f'{name} layer 1, α={alpha}: {count:,}')
 
   for ax, layer in zip(axes.flat, layers):
-    totals = {r['weights'][layer] for r in results_list
-              if layer in r.get('weights', {})}
+    totals = {r.weights[layer] for r in results_list if layer in r.weights}
     ax.set_title(layer + (f' ({totals.pop():,} weights)' if len(totals) == 1
                           else ''), fontsize=10)
     ax.set_yscale('log')
@@ -254,13 +255,13 @@ def plot_nonzeros(results_list: Sequence[dict[str, Any]], path, *,
   return fig
 
 
-def plot_accuracy(results_list: Sequence[dict[str, Any]], path, *,
+def plot_accuracy(results_list: Sequence[results_lib.ResultsLike], path, *,
                   labels: Sequence[str] | None = None,
                   x_axis: str = 'epoch') -> mpl_figure.Figure:
   """Test accuracy and test loss over training, one line per run.
 
   Args:
-    results_list: results of runs (see `loading.load_results`).
+    results_list: results of runs (see `loading.load_run`).
     path: where the PNG goes.
     labels: legend entries; None builds them from the configs.
     x_axis: 'epoch' or 'step'.
@@ -268,17 +269,18 @@ def plot_accuracy(results_list: Sequence[dict[str, Any]], path, *,
   Returns:
     The figure (already saved).
   """
+  results_list = [results_lib.as_results(r) for r in results_list]
   labels = run_labels(results_list, labels)
   to_x, x_label = x_values(results_list, x_axis)
   own_legend = len(results_list) > LEGEND_PANEL_ABOVE
   fig, axes = new_panels(1, 2 + own_legend, PANEL_SIZE)
   accuracy_ax, loss_ax = axes[0][:2]
   for i, (results, label) in enumerate(zip(results_list, labels)):
-    history = results['history']
-    x = [to_x[i](h['step']) for h in history]
-    accuracy_ax.plot(x, [100 * h['test_accuracy'] for h in history],
+    history = results.history
+    x = [to_x[i](h.step) for h in history]
+    accuracy_ax.plot(x, [100 * h.test_accuracy for h in history],
                      **run_style(i), marker='.', label=label)
-    loss_ax.plot(x, [h['test_loss'] for h in history], **run_style(i),
+    loss_ax.plot(x, [h.test_loss for h in history], **run_style(i),
                  marker='.')
   accuracy_ax.set_ylabel('test accuracy (%)')
   loss_ax.set_ylabel('test loss')
@@ -347,11 +349,11 @@ def main(argv):
   out = epath.Path(args.out or epath.Path(workdirs[0]) / 'figures')
   image_shape = tuple(int(d) for d in args.image_shape)
   try:
-    results_list = [loading.load_results(w) for w in workdirs]
+    results_list = [loading.load_run(w) for w in workdirs]
   except FileNotFoundError as e:  # A mistyped --workdir: one line, no trace.
     sys.exit(f'error: {e}')
   written = []
-  if any(r['history'] for r in results_list):
+  if any(r.history for r in results_list):
     plot_nonzeros(results_list, out / 'fig3_nonzeros.png',
                   x_axis=args.x_axis, image_shape=image_shape)
     plot_accuracy(results_list, out / 'fig_accuracy.png', x_axis=args.x_axis)
@@ -360,7 +362,7 @@ def main(argv):
     logging.warning('No run has an evaluation yet: no Figure 3.')
   for workdir, results, name in zip(workdirs, results_list,
                                     file_names(workdirs)):
-    model = results.get('config', {}).get('model')
+    model = results.config.get('model')
     if filters_lib.first_layer_name(model) is None:
       logging.warning('Skipping Figure 4 for %s: model %r has no first-layer '
                       'filters to show (supported: %s).', workdir, model,

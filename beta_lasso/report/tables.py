@@ -1,6 +1,6 @@
 """The report's rows and its markdown: one row per run, numbers from its results.
 
-`row` reduces a run's results (see `loading.load_results`) to what the tables
+`row` reduces a run's results (see `loading.load_run`) to what the tables
 show; `markdown` lays out report.md around the figures.
 """
 from collections.abc import Sequence
@@ -9,19 +9,10 @@ from typing import Any
 from beta_lasso import models
 from beta_lasso.report import figures
 from beta_lasso.metrics import mdl
+from beta_lasso.training import results as results_lib
 
 _MODEL_ORDER = ('sconv', 'slocal', 'sfc', 'dconv', 'dlocal', 'dfc', '3fc',
                 'resnet18')
-
-
-def _last(results: dict[str, Any], key: str):
-  """`key` of the results, else of the newest eval that has it."""
-  if results.get(key) is not None:
-    return results[key]
-  for h in reversed(results.get('history', [])):
-    if h.get(key) is not None:
-      return h[key]
-  return None
 
 
 def _size(config: dict[str, Any]) -> str:
@@ -33,7 +24,7 @@ def _size(config: dict[str, Any]) -> str:
   return f'α {config.get("alpha")}'
 
 
-def row(results: dict[str, Any], *, bits: int = 32,
+def row(results: results_lib.ResultsLike, *, bits: int = 32,
         delta: float = 0.05) -> dict[str, Any]:
   """The numbers of one run that the report's tables show.
 
@@ -47,20 +38,22 @@ def row(results: dict[str, Any], *, bits: int = 32,
     weights and non-zeros, the first layer's locality medians against the
     null, and the MDL bounds (None where the run has no training accuracy).
   """
-  config = results.get('config', {})
+  results = results_lib.as_results(results)
+  config = results.config
   model = config.get('model', '?')
-  weights = int(sum(results['weights'].values()))
-  nnz_layers = _last(results, 'nnz') or {}
+  weights = int(sum(results.weights.values()))
+  nnz_layers = results.last('nnz') or {}
   nnz = int(sum(nnz_layers.values())) if nnz_layers else None
   first = models.FIRST_LAYER.get(model)
-  locality = _last(results, 'locality') or {}
-  train_accuracy = results.get('train_accuracy')
+  locality = results.last('locality') or results_lib.Locality()
+  train_accuracy = results.train_accuracy
   bounds = None
   if train_accuracy is not None and nnz is not None:
-    bounds = mdl.bounds(1 - train_accuracy, nnz, weights,
-                        results.get('train_examples', 50_000), bits=bits,
-                        delta=delta)
-  history = results.get('history', [])
+    # Runs of the first release did not record their train split's size.
+    examples = results.train_examples or 50_000
+    bounds = mdl.bounds(1 - train_accuracy, nnz, weights, examples,
+                        bits=bits, delta=delta)
+  history = results.history
   return {
       'label': figures.run_label(config),
       'model': model,
@@ -70,28 +63,28 @@ def row(results: dict[str, Any], *, bits: int = 32,
       'dataset': config.get('dataset', '?'),
       'pixels': 'permuted' if config.get('permute_pixels') else 'image',
       'size': _size(config),
-      'finished': 'test_accuracy' in results,
-      'epochs': results.get('epochs'),
+      'finished': results.finished,
+      'epochs': results.epochs,
       'planned_epochs': config.get('num_epochs'),
-      'last_step': history[-1]['step'] if history else 0,
-      'wall_seconds': results.get('wall_seconds'),
-      'test_accuracy': _last(results, 'test_accuracy'),
+      'last_step': history[-1].step if history else 0,
+      'wall_seconds': results.wall_seconds,
+      'test_accuracy': results.last('test_accuracy'),
       'train_accuracy': train_accuracy,
       'weights': weights,
       'nnz': nnz,
       'first_layer': first,
-      'first_weights': results['weights'].get(first) if first else None,
+      'first_weights': results.weights.get(first) if first else None,
       'first_nnz': nnz_layers.get(first) if first else None,
-      'window_share': locality.get('window_share/active/median'),
-      'window_share_null': locality.get('window_share/null_active/median'),
-      'spread': locality.get('spread/active/median'),
-      'spread_null': locality.get('spread/null_active/median'),
-      'ipr': locality.get('ipr/active/median'),
-      'active_units': locality.get('active_units'),
-      'units': locality.get('units'),
+      'window_share': locality.window_share.active.median,
+      'window_share_null': locality.window_share.null_active.median,
+      'spread': locality.spread.active.median,
+      'spread_null': locality.spread.null_active.median,
+      'ipr': locality.ipr.active.median,
+      'active_units': locality.active_units,
+      'units': locality.units,
       'mdl_theorem1': bounds.theorem1 if bounds else None,
       'mdl_theorem2': bounds.theorem2 if bounds else None,
-      'workdir': results.get('workdir', ''),
+      'workdir': results.workdir or '',
   }
 
 

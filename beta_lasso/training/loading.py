@@ -1,8 +1,9 @@
 """Runs read back from their workdirs, finished or not, for figures.
 
-`load_results` gives a run's results: its `results.json`, or, for a run still
-going, the eval history saved with its newest checkpoint. `load_params` gives
-the model parameters of a checkpoint, read as host numpy arrays whatever
+`load_run` gives a run's results as a `results.Results` record (and
+`load_results` as the JSON object it reads): its `results.json`, or, for a run
+still going, the eval history saved with its newest checkpoint. `load_params`
+gives the model parameters of a checkpoint, read as host numpy arrays whatever
 devices wrote it, and only the layers asked for.
 """
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ import orbax.checkpoint as ocp
 
 from beta_lasso.training import checkpointing
 from beta_lasso import optim
+from beta_lasso.training import results as results_lib
 from beta_lasso.training import workdir as workdir_lib
 
 
@@ -62,7 +64,7 @@ def _resolved(path) -> epath.Path:
 
 def checkpoint_steps(workdir) -> list[int]:
   """Steps of the finished checkpoints in `workdir`, oldest first."""
-  directory = epath.Path(workdir) / 'checkpoints'
+  directory = epath.Path(workdir) / workdir_lib.CHECKPOINTS_DIR
   if not directory.exists():
     return []
   # A save in progress is '<step>.orbax-checkpoint-tmp...', not all digits.
@@ -84,12 +86,13 @@ def _state_path(workdir, step: int | None) -> epath.Path:
   """The train state folder of checkpoint `step` (None: the newest)."""
   steps = checkpoint_steps(workdir)
   if step is None and not steps:
-    raise FileNotFoundError(f'no checkpoint in {workdir}/checkpoints')
+    raise FileNotFoundError(
+        f'no checkpoint in {workdir}/{workdir_lib.CHECKPOINTS_DIR}')
   step = steps[-1] if step is None else step
   if step not in steps:
     raise FileNotFoundError(f'no checkpoint of step {step} in {workdir} '
                             f'(there are {steps})')
-  return epath.Path(workdir) / 'checkpoints' / str(step) / 'state'
+  return epath.Path(workdir) / workdir_lib.CHECKPOINTS_DIR / str(step) / 'state'
 
 
 def load_variables(workdir, *, step: int | None = None) -> dict[str, Any]:
@@ -184,7 +187,7 @@ def load_results(workdir) -> dict[str, Any]:
     if not steps:
       raise FileNotFoundError(f'{workdir} holds neither '
                               f'{workdir_lib.RESULTS_FILE} nor a checkpoint')
-    step_dir = directory / 'checkpoints' / str(steps[-1])
+    step_dir = directory / workdir_lib.CHECKPOINTS_DIR / str(steps[-1])
     with _quiet_orbax():
       with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
         history = checkpointer.restore(step_dir / 'history')['evals']
@@ -200,3 +203,13 @@ def load_results(workdir) -> dict[str, Any]:
                  'step %d', workdir, workdir_lib.RESULTS_FILE, steps[-1])
   results['workdir'] = str(workdir)
   return results
+
+
+def load_run(workdir) -> results_lib.Results:
+  """`load_results` as a record: unfinished, only its config, history and
+  weights are set (`Results.finished` is False).
+
+  Raises:
+    FileNotFoundError: neither results.json nor a checkpoint.
+  """
+  return results_lib.Results.from_json(load_results(workdir))

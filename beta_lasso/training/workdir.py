@@ -18,6 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 
+CHECKPOINTS_DIR = 'checkpoints'
 CONFIG_FILE = 'config.json'
 PERMUTATION_FILE = 'pixel_permutation.npy'
 RESULTS_FILE = 'results.json'

@@ -1,10 +1,13 @@
 """Metrics and progress: clu's writers where TensorFlow is, JSON lines where not.
 
-clu's default writer (TensorBoard event files) and its ReportProgress import
+clu's summary writer (TensorBoard event files) and its ReportProgress import
 TensorFlow, which accelerator hosts often lack. There, `create` falls back to
-a writer of one JSON object per line in `WORKDIR/metrics.jsonl` (plus the log)
-and a progress report of steps per second, with the same methods the training
-loop calls.
+a writer of one JSON object per line in `WORKDIR/metrics.jsonl` and a progress
+report of steps per second, with the same methods the training loop calls.
+
+The writers keep the full record and write nothing to the log: the console
+has the training loop's one line per eval and the progress report's line
+once a minute.
 """
 import contextlib
 import json
@@ -37,8 +40,6 @@ class JsonLinesWriter:
 
   def write_scalars(self, step: int, scalars: dict):
     scalars = {k: float(v) for k, v in scalars.items()}
-    logging.info('[%d] %s', step, ', '.join(
-        f'{k}={v:.6g}' for k, v in sorted(scalars.items())))
     self._write({'step': int(step), **scalars})
 
   def write_hparams(self, hparams: dict):
@@ -52,7 +53,7 @@ class JsonLinesWriter:
 
 
 class ProgressLogger:
-  """Steps per second and ETA in the log, once a minute; times named blocks."""
+  """Steps per second and ETA in the log, once a minute, as ReportProgress."""
 
   def __init__(self, num_train_steps: int, writer, every_secs: float = 60.0):
     self._total = num_train_steps
@@ -75,10 +76,9 @@ class ProgressLogger:
       self._last = (now, step)
 
   @contextlib.contextmanager
-  def timed(self, name: str):
-    start = time.monotonic()
+  def timed(self, name: str):  # pylint: disable=unused-argument
+    """ReportProgress's block timer; here the blocks go untimed, unlogged."""
     yield
-    logging.info('%s took %.1f s', name, time.monotonic() - start)
 
 
 def create(workdir: str, num_train_steps: int, *, just_logging: bool):
@@ -86,7 +86,10 @@ def create(workdir: str, num_train_steps: int, *, just_logging: bool):
   if metric_writers is None:
     writer = JsonLinesWriter(workdir, just_logging)
     return writer, ProgressLogger(num_train_steps, writer)
-  writer = metric_writers.create_default_writer(workdir,
-                                                just_logging=just_logging)
+  # clu's default writer would log every scalar too: with the locality
+  # medians, a dozen keys a line. Process 0 writes the event files, the others
+  # nothing.
+  writer = metric_writers.AsyncMultiWriter(
+      [] if just_logging else [metric_writers.SummaryWriter(workdir)])
   return writer, periodic_actions.ReportProgress(
       num_train_steps=num_train_steps, writer=writer)
