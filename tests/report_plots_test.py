@@ -10,6 +10,7 @@ from matplotlib import image as mpl_image
 import numpy as np
 import pytest
 
+from beta_lasso.report import evidence
 from beta_lasso.report import figures
 from beta_lasso.report import filters as filters_lib
 from beta_lasso.training import loading
@@ -218,3 +219,84 @@ def test_first_layer_filters_of_conv_local_and_fc():
     filters_lib.first_layer_filters(dense, 'sfc', image_shape=(28, 28, 1))
   with pytest.raises(ValueError, match='resnet18'):
     filters_lib.first_layer_filters(conv, 'resnet18')
+
+
+# ----------------------------------------------------------------------------
+# Faceting, on the stored GPU study: 18 runs, two sizes, two families.
+# ----------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def gpu_study():
+  return [loading.load_results(str(w)) for w in
+          sorted((REPO / 'results' / 'study_gpu').glob('alpha*/*'))]
+
+
+def _run_lines(ax):
+  """The lines of `ax` that are runs: with markers, unlike references, nulls
+  and totals (and the legend's empty entries)."""
+  return [l for l in ax.get_lines()
+          if l.get_marker() not in (None, 'None', '') and len(l.get_xdata())]
+
+
+def test_facets_split_by_family_and_size(gpu_study):
+  assert len(gpu_study) == 18
+  rows = plots.facets(gpu_study)
+  assert [title for title, _ in rows] == [
+      'S family, α=4', 'S family, α=16', '3-FC, width 1024']
+  assert [len(i) for _, i in rows] == [8, 8, 2]
+  # More than max_series runs are cut into parts.
+  parts = plots.facets(gpu_study, max_series=5)
+  assert [t for t, _ in parts][:2] == ['S family, α=4 (1/2)',
+                                       'S family, α=4 (2/2)']
+  assert all(len(i) <= 5 for _, i in parts)
+
+
+def test_fig3_one_row_per_facet_at_most_8_distinct_series(gpu_study,
+                                                           tmp_path):
+  fig = plots.plot_nonzeros(gpu_study, tmp_path / 'fig3.png')
+  panels = [ax for ax in fig.axes if ax.axison]
+  # Rows of 3 layer panels each (S: layer1, fc1, head; 3-FC: fc1, fc2, head).
+  assert [ax.get_title().split(' ')[0] for ax in panels] == [
+      'layer1', 'fc1', 'head', 'layer1', 'fc1', 'head', 'fc1', 'fc2', 'head']
+  for ax in panels:
+    lines = _run_lines(ax)
+    assert 1 <= len(lines) <= plots.MAX_SERIES
+    styles = [(l.get_color(), str(l.get_linestyle()), l.get_marker())
+              for l in lines]
+    assert len({s[0] for s in styles}) == len(lines)  # Distinct colours.
+  # S-CONV and S-LOCAL counts at each row's own alpha, on its layer1 panel.
+  references = [{l.get_label() for l in ax.get_lines()
+                 if l.get_label().startswith(('S-CONV layer', 'S-LOCAL layer'))}
+                for ax in panels[:6:3]]
+  assert references == [{'S-CONV layer 1, α=4: 972',
+                         'S-LOCAL layer 1, α=4: 248,832'},
+                        {'S-CONV layer 1, α=16: 3,888',
+                         'S-LOCAL layer 1, α=16: 995,328'}]
+  # One model and optimizer looks the same at both sizes.
+  by_label = {l.get_label(): l.get_color() for ax in panels[:6]
+              for l in _run_lines(ax)}
+  assert by_label['S-FC, β-LASSO β=50, α=4'] == by_label[
+      'S-FC, β-LASSO β=50, α=16']
+
+
+def test_locality_leaves_out_layers_local_by_construction(gpu_study,
+                                                          tmp_path):
+  fig = evidence.plot_locality(gpu_study, tmp_path / 'locality.png')
+  panels = [ax for ax in fig.axes if ax.axison]
+  assert len(panels) == 3 * 2  # Three facets, window share and spread.
+  for ax in panels:
+    labels = [l.get_label() for l in _run_lines(ax)]
+    assert 1 <= len(labels) <= plots.MAX_SERIES
+    assert not any(label.startswith(('S-CONV,', 'S-LOCAL,'))
+                   for label in labels)
+
+
+def test_fig2_panels_per_family_with_the_papers_accuracies(gpu_study,
+                                                           tmp_path):
+  fig = evidence.plot_accuracy_vs_weights(gpu_study, tmp_path / 'fig2.png')
+  s_panel, fc_panel = fig.axes
+  assert s_panel.get_title() == 'S family' and fc_panel.get_title() == '3-FC'
+  assert len(_run_lines(s_panel)) == 8
+  # Table 1's S-CONV at 400 and 4000 epochs, and Table 2's beta-LASSO rows.
+  points = {tuple(p) for c in s_panel.collections for p in c.get_offsets()}
+  assert {(138_312_450, 84.14), (138_312_450, 87.05),
+          (256_240_800, 85.19)} <= points

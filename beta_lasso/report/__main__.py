@@ -24,7 +24,6 @@ train accuracy, weights, non-zeros, the first layer's locality
 """
 import glob
 import sys
-from typing import Any
 
 from absl import app
 from absl import flags
@@ -35,7 +34,6 @@ from beta_lasso.report import evidence
 from beta_lasso.report import figures
 from beta_lasso.report import filters as filters_lib
 from beta_lasso.training import loading
-from beta_lasso.metrics import mdl
 from beta_lasso.report import plots
 from beta_lasso.report import tables
 

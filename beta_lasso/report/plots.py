@@ -49,8 +49,15 @@ from beta_lasso.training import results as results_lib
 from beta_lasso import optim
 
 PANEL_SIZE = (4.0, 3.2)  # Inches, one panel of fig3 / fig_accuracy.
-# Above this many runs the legend gets a panel of its own, off the curves.
-LEGEND_PANEL_ABOVE = 6
+# Above this many runs in a panel the legend gets a panel of its own, off the
+# curves.
+LEGEND_PANEL_ABOVE = 3
+# Runs per panel: past eight, lines of one panel can no longer be told apart.
+MAX_SERIES = 8
+# Dotted (':') is kept for what is not a run: a layer's total, a run's null.
+LINE_STYLES = ('-', '--', '-.', (0, (5, 1, 1, 1, 1, 1)))
+# No star: Figure 2 draws the paper's 4000-epoch accuracies as stars.
+MARKERS = ('o', 's', '^', 'D', 'v', 'P', 'X', 'h')
 MAX_PANEL_COLUMNS = 4
 _S_KERNEL = 9  # S family layer1 (shallow.S_LAYERS): 9x9, stride 2, SAME.
 
@@ -64,10 +71,18 @@ def run_labels(results_list, labels):
     return list(labels)
   results_list = [results_lib.as_results(r) for r in results_list]
   labels = [figures.run_label(r.config) for r in results_list]
-  return [
-      f'{label} ({epath.Path(r.workdir or str(i)).name})'
-      if labels.count(label) > 1 else label
-      for i, (label, r) in enumerate(zip(labels, results_list))]
+  paths = [epath.Path(r.workdir or str(i)) for i, r in enumerate(results_list)]
+  names = [p.name for p in paths]
+  out = []
+  for label, path in zip(labels, paths):
+    if labels.count(label) > 1:
+      # The folder's name, with its parent's where two runs share both.
+      where = path.name
+      if [n for n, l in zip(names, labels) if l == label].count(where) > 1:
+        where = f'{path.parent.name}/{path.name}'
+      label = f'{label} ({where})'
+    out.append(label)
+  return out
 
 
 def x_values(results_list, x_axis: str):
@@ -126,8 +141,93 @@ class _CompactLogFormatter(ticker.LogFormatter):
 
 
 def run_style(i: int) -> dict[str, Any]:
-  """Colour and line style of the i-th run: 30 runs stay apart."""
-  return {'color': f'C{i % 10}', 'linestyle': ('-', '--', ':')[i // 10 % 3]}
+  """Colour, line style and marker of the i-th series.
+
+  Ten colours, four line styles and eight markers cycle together, so within
+  a panel of at most `MAX_SERIES` series each has its own colour, and
+  neighbours in the legend differ in line style and marker too (in print or
+  for a colour-blind reader).
+  """
+  return {'color': f'C{i % 10}', 'linestyle': LINE_STYLES[i % len(LINE_STYLES)],
+          'marker': MARKERS[i % len(MARKERS)]}
+
+
+def family(model: str) -> str:
+  """The family a model is faceted with: 'S family', 'D family' or its name."""
+  if model in figures.S_FAMILY:
+    return 'S family'
+  if model in ('dconv', 'dlocal', 'dfc'):
+    return 'D family'
+  return figures.model_name(model)
+
+
+_FAMILY_ORDER = ('S family', 'D family', '3-FC', 'ResNet18')
+
+
+def facet_of(config: dict[str, Any]) -> tuple[tuple[Any, ...], str]:
+  """(sort key, title) of the panel a run goes in: its family and size."""
+  model = config.get('model', '?')
+  name = family(model)
+  kwargs = config.get('model_kwargs') or {}
+  if model in models_alpha():
+    size, text = config.get('alpha') or 0, f'α={config.get("alpha")}'
+  elif kwargs.get('width') is not None:
+    size, text = kwargs['width'], f'width {kwargs["width"]}'
+  else:
+    size, text = 0, ''
+  rank = (_FAMILY_ORDER.index(name) if name in _FAMILY_ORDER
+          else len(_FAMILY_ORDER))
+  return (rank, name, size), ', '.join(filter(None, [name, text]))
+
+
+def models_alpha() -> tuple[str, ...]:
+  """Models sized by alpha (the S and D families)."""
+  return figures.S_FAMILY + ('dconv', 'dlocal', 'dfc')
+
+
+def facets(results_list: Sequence[results_lib.ResultsLike], *,
+           max_series: int = MAX_SERIES) -> list[tuple[str, list[int]]]:
+  """Runs grouped into panels by family and size, at most `max_series` each.
+
+  Returns:
+    [(title, indices into results_list)], families in the paper's order
+    (S, D, 3-FC, ResNet18), sizes ascending; a group of more than
+    `max_series` runs is cut into parts titled '(1/2)', '(2/2)'.
+  """
+  groups: dict[tuple[Any, ...], tuple[str, list[int]]] = {}
+  for i, results in enumerate(map(results_lib.as_results, results_list)):
+    key, title = facet_of(results.config)
+    groups.setdefault(key, (title, []))[1].append(i)
+  out = []
+  for key in sorted(groups):
+    title, indices = groups[key]
+    parts = [indices[i:i + max_series]
+             for i in range(0, len(indices), max_series)]
+    for p, part in enumerate(parts):
+      out.append((title + (f' ({p + 1}/{len(parts)})' if len(parts) > 1
+                           else ''), part))
+  return out
+
+
+def series_styles(
+    results_list: Sequence[results_lib.ResultsLike]) -> list[dict]:
+  """Per run, its `run_style`, shared by runs that differ only in size.
+
+  The same model and optimizer then look the same in every panel (S-FC with
+  beta-LASSO at alpha 4 and at alpha 16), so a reader follows it across.
+  """
+  results_list = [results_lib.as_results(r) for r in results_list]
+  keys = [figures.run_label(r.config, size=False) for r in results_list]
+  order = list(dict.fromkeys(keys))
+  index = [order.index(k) for k in keys]
+  # Two runs of one config in one panel (repeats) still need two styles.
+  for _, members in facets(results_list, max_series=len(results_list) or 1):
+    taken = set()
+    for i in members:
+      while index[i] in taken:
+        index[i] += len(order)
+      taken.add(index[i])
+  return [run_style(i) for i in index]
 
 
 def legend_panel(ax, handles_from: Sequence[Any]):
@@ -160,10 +260,52 @@ def new_panels(rows: int, columns: int, size) -> tuple[mpl_figure.Figure, Any]:
   return fig, axes
 
 
+def _facet_grid(results_list, panels_per_facet, size):
+  """Rows of panels, one row per facet; a legend column where rows are full.
+
+  Returns:
+    (fig, axes, rows, own_legend): `rows` is `facets(results_list)`;
+    `own_legend` says whether the last column holds each row's legend.
+  """
+  rows = facets(results_list)
+  own_legend = any(len(i) > LEGEND_PANEL_ABOVE for _, i in rows)
+  columns = max(panels_per_facet(indices) for _, indices in rows) + own_legend
+  fig, axes = new_panels(len(rows), columns, size)
+  return fig, [list(row) for row in axes], rows, own_legend
+
+
+def _finish_row(axes_row, used: int, own_legend: bool, title: str,
+                y_label: str = ''):
+  """Legend, unused panels off, and the facet's name on the row's y axis.
+
+  Args:
+    axes_row: the row's panels, the legend's last when `own_legend`.
+    used: how many panels, from the left, hold curves.
+    own_legend: the last panel becomes the row's legend.
+    title: the facet's name.
+    y_label: what the first panel's y axis measures.
+  """
+  for ax in axes_row[used:]:
+    ax.set_axis_off()
+  if own_legend:
+    legend_panel(axes_row[-1], axes_row[:used])
+  else:
+    for ax in axes_row[:used]:
+      if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc='best')
+  axes_row[0].set_ylabel('\n'.join(filter(None, [title, y_label])),
+                         fontsize=9)
+
+
 def plot_nonzeros(results_list: Sequence[results_lib.ResultsLike], path, *,
                   labels: Sequence[str] | None = None, x_axis: str = 'epoch',
                   image_shape=figures.PAPER_IMAGE_SHAPE) -> mpl_figure.Figure:
   """Figure 3: non-zero weights per layer over training, one line per run.
+
+  One row of panels per family and size (`facets`: at most `MAX_SERIES` runs
+  a row), one panel per layer of that row's models, so that 3-FC's fc2 is
+  not an empty panel of the S family's figure. The layer1 panel of an S-family
+  row marks S-CONV's and S-LOCAL's layer-1 counts at the row's alpha.
 
   Args:
     results_list: results of runs (see `loading.load_run`), each with
@@ -179,77 +321,76 @@ def plot_nonzeros(results_list: Sequence[results_lib.ResultsLike], path, *,
   results_list = [results_lib.as_results(r) for r in results_list]
   labels = run_labels(results_list, labels)
   to_x, x_label = x_values(results_list, x_axis)
-  layers = {layer for r in results_list for h in r.history for layer in h.nnz}
-  layers |= {layer for r in results_list for layer in r.weights}
-  layers = sorted(layers, key=optim.layer_order)
-  if not layers:
+  styles = series_styles(results_list)
+
+  def layers_of(indices):
+    found = {layer for i in indices for h in results_list[i].history
+             for layer in h.nnz}
+    found |= {layer for i in indices for layer in results_list[i].weights}
+    return sorted(found, key=optim.layer_order)
+
+  if not any(layers_of([i]) for i in range(len(results_list))):
     raise ValueError('no run has an evaluation yet: nothing to plot')
-  own_legend = len(results_list) > LEGEND_PANEL_ABOVE
-  panels = len(layers) + own_legend
-  columns = min(panels, MAX_PANEL_COLUMNS)
-  rows = -(-panels // columns)
-  fig, axes = new_panels(rows, columns, PANEL_SIZE)
-  for ax in axes.flat[len(layers):]:
-    ax.set_axis_off()
+  fig, axes, rows, own_legend = _facet_grid(
+      results_list, lambda indices: max(len(layers_of(indices)), 1),
+      PANEL_SIZE)
+  for axes_row, (title, indices) in zip(axes, rows):
+    layers = layers_of(indices)
+    for i in indices:
+      results, style = results_list[i], styles[i]
+      weights = results.weights
+      labelled = False  # The legend names each run once, on its first panel.
+      for ax, layer in zip(axes_row, layers):
+        points = [(to_x[i](h.step), h.nnz[layer])
+                  for h in results.history if layer in h.nnz]
+        if layer in weights:
+          # Every initializer here draws non-zero weights: at step 0 all count.
+          points.insert(0, (0, weights[layer]))
+          ax.axhline(weights[layer], color=style['color'], linestyle=':',
+                     linewidth=0.8, alpha=0.6)
+        if points:
+          x, y = zip(*points)
+          ax.plot(x, y, **style, markersize=4,
+                  label=None if labelled else labels[i])
+          labelled = True
 
-  for i, (results, label) in enumerate(zip(results_list, labels)):
-    style = run_style(i)
-    color = style['color']
-    weights = results.weights
-    labelled = False  # The legend names each run once, on its first panel.
-    for ax, layer in zip(axes.flat, layers):
-      points = [(to_x[i](h.step), h.nnz[layer])
-                for h in results.history if layer in h.nnz]
-      if layer in weights:
-        # Every initializer here draws non-zero weights: at step 0 all count.
-        points.insert(0, (0, weights[layer]))
-        ax.axhline(weights[layer], color=color, linestyle=':', linewidth=1)
-      if points:
-        x, y = zip(*points)
-        ax.plot(x, y, **style, marker='.',
-                label=None if labelled else label)
-        labelled = True
+    # Figure 3's reference: where S-FC's layer 1 would stand had it learned
+    # exactly a convolution (S-CONV) or a locally connected layer (S-LOCAL).
+    references = {}
+    for i in indices:
+      config = results_list[i].config
+      model, alpha = config.get('model'), config.get('alpha')
+      if model not in figures.S_FAMILY or 'layer1' not in layers or not alpha:
+        continue
+      weights = results_list[i].weights.get('layer1')
+      if weights is not None and weights != _s_layer1_weights(
+          model, alpha, image_shape):
+        logging.warning('%s: layer1 has %d weights, not what %s at alpha %d '
+                        'on %s images has; no S-CONV / S-LOCAL lines (pass '
+                        'the image shape)', results_list[i].workdir,
+                        weights, model, alpha, image_shape)
+        continue
+      for name, count in s_family_references(alpha, image_shape).items():
+        references[(name, alpha)] = count
+    for (name, alpha), count in sorted(references.items()):
+      axes_row[layers.index('layer1')].axhline(
+          count, color='k', linestyle='--' if name == 'S-CONV' else '-.',
+          linewidth=1.4, label=f'{name} layer 1, α={alpha}: {count:,}')
 
-  # Figure 3's reference: where S-FC's layer 1 would stand if it had learned
-  # exactly a convolution (S-CONV) or a locally connected layer (S-LOCAL).
-  references = {}
-  for results in results_list:
-    model, alpha = results.config.get('model'), results.config.get('alpha')
-    if model not in figures.S_FAMILY or 'layer1' not in layers or not alpha:
-      continue
-    weights = results.weights.get('layer1')
-    if weights is not None and weights != _s_layer1_weights(
-        model, alpha, image_shape):
-      logging.warning('%s: layer1 has %d weights, not what %s at alpha %d on '
-                      '%s images has; no S-CONV / S-LOCAL lines (pass the '
-                      'image shape)', results.workdir, weights, model,
-                      alpha, image_shape)
-      continue
-    for name, count in s_family_references(alpha, image_shape).items():
-      references[(name, alpha)] = count
-  layer1_ax = axes.flat[layers.index('layer1')] if references else None
-  for (name, alpha), count in sorted(references.items()):
-    layer1_ax.axhline(count, color='0.3',
-                      linestyle='--' if name == 'S-CONV' else '-.',
-                      linewidth=1.2,
-                      label=f'{name} layer 1, α={alpha}: {count:,}')
-
-  for ax, layer in zip(axes.flat, layers):
-    totals = {r.weights[layer] for r in results_list if layer in r.weights}
-    ax.set_title(layer + (f' ({totals.pop():,} weights)' if len(totals) == 1
-                          else ''), fontsize=10)
-    ax.set_yscale('log')
-    ax.yaxis.set_major_formatter(_CompactLogFormatter(labelOnlyBase=False))
-    ax.yaxis.set_minor_formatter(_CompactLogFormatter(labelOnlyBase=False))
-    ax.set_xlabel(x_label)
-    ax.grid(True, which='major', alpha=0.3)
-    if ax.get_legend_handles_labels()[0] and not own_legend:
-      ax.legend(fontsize=7, loc='best')
-  if own_legend:
-    legend_panel(axes.flat[len(layers)], axes.flat[:len(layers)])
-  for row in axes:
-    row[0].set_ylabel('non-zero weights')
-  fig.suptitle('Non-zero weights per layer (dotted: all weights of the layer)',
+    for ax, layer in zip(axes_row, layers):
+      totals = {results_list[i].weights[layer] for i in indices
+                if layer in results_list[i].weights}
+      ax.set_title(layer + (f' ({totals.pop():,} weights)'
+                            if len(totals) == 1 else ''), fontsize=10)
+      ax.set_yscale('log')
+      ax.yaxis.set_major_formatter(_CompactLogFormatter(labelOnlyBase=False))
+      ax.yaxis.set_minor_formatter(_CompactLogFormatter(labelOnlyBase=False))
+      ax.set_xlabel(x_label)
+      ax.grid(True, which='major', alpha=0.3)
+    _finish_row(axes_row, len(layers), own_legend, title, 'non-zero weights')
+  fig.suptitle('Figure 3: non-zero weights per layer over training (dotted: '
+               'all weights). In layer 1, see where S-FC with β-LASSO ends '
+               "against S-CONV's (--) and S-LOCAL's (-.) counts",
                fontsize=11)
   figures.save(fig, path)
   return fig
@@ -259,6 +400,8 @@ def plot_accuracy(results_list: Sequence[results_lib.ResultsLike], path, *,
                   labels: Sequence[str] | None = None,
                   x_axis: str = 'epoch') -> mpl_figure.Figure:
   """Test accuracy and test loss over training, one line per run.
+
+  One row per family and size (`facets`), as in `plot_nonzeros`.
 
   Args:
     results_list: results of runs (see `loading.load_run`).
@@ -272,26 +415,26 @@ def plot_accuracy(results_list: Sequence[results_lib.ResultsLike], path, *,
   results_list = [results_lib.as_results(r) for r in results_list]
   labels = run_labels(results_list, labels)
   to_x, x_label = x_values(results_list, x_axis)
-  own_legend = len(results_list) > LEGEND_PANEL_ABOVE
-  fig, axes = new_panels(1, 2 + own_legend, PANEL_SIZE)
-  accuracy_ax, loss_ax = axes[0][:2]
-  for i, (results, label) in enumerate(zip(results_list, labels)):
-    history = results.history
-    x = [to_x[i](h.step) for h in history]
-    accuracy_ax.plot(x, [100 * h.test_accuracy for h in history],
-                     **run_style(i), marker='.', label=label)
-    loss_ax.plot(x, [h.test_loss for h in history], **run_style(i),
-                 marker='.')
-  accuracy_ax.set_ylabel('test accuracy (%)')
-  loss_ax.set_ylabel('test loss')
-  for ax in (accuracy_ax, loss_ax):
-    ax.set_xlabel(x_label)
-    ax.grid(True, alpha=0.3)
-  if own_legend:
-    legend_panel(axes[0][2], [accuracy_ax])
-  else:
-    accuracy_ax.legend(fontsize=7, loc='best')
-  fig.suptitle('Test accuracy and test loss', fontsize=11)
+  styles = series_styles(results_list)
+  fig, axes, rows, own_legend = _facet_grid(results_list, lambda _: 2,
+                                            PANEL_SIZE)
+  for axes_row, (title, indices) in zip(axes, rows):
+    accuracy_ax, loss_ax = axes_row[:2]
+    for i in indices:
+      history = results_list[i].history
+      x = [to_x[i](h.step) for h in history]
+      accuracy_ax.plot(x, [100 * h.test_accuracy for h in history],
+                       **styles[i], markersize=4, label=labels[i])
+      loss_ax.plot(x, [h.test_loss for h in history], **styles[i],
+                   markersize=4)
+    accuracy_ax.set_title('test accuracy (%)', fontsize=10)
+    loss_ax.set_title('test loss', fontsize=10)
+    for ax in (accuracy_ax, loss_ax):
+      ax.set_xlabel(x_label)
+      ax.grid(True, alpha=0.3)
+    _finish_row(axes_row, 2, own_legend, title)
+  fig.suptitle('Test accuracy and test loss over training, one row per '
+               'family and size', fontsize=11)
   figures.save(fig, path)
   return fig
 
