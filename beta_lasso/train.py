@@ -356,7 +356,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   def first_layer_locality(params):
     """{'locality': summary} for models whose first layer can be measured."""
-    name = models.FIRST_LAYER.get(config.model)
+    name = models.first_layer_name(config.model)
     if name is None:
       return {}
     kernel = params[name]['kernel']

@@ -42,16 +42,18 @@ from etils import epath
 from matplotlib import figure as mpl_figure
 from matplotlib import ticker
 
+from beta_lasso import models
+from beta_lasso import optim
 from beta_lasso.report import figures
 from beta_lasso.report import filters as filters_lib
 from beta_lasso.training import loading
-from beta_lasso import optim
 
 PANEL_SIZE = (4.0, 3.2)  # Inches, one panel of fig3 / fig_accuracy.
 # Above this many runs the legend gets a panel of its own, off the curves.
 LEGEND_PANEL_ABOVE = 6
 MAX_PANEL_COLUMNS = 4
-_S_KERNEL = 9  # S family layer1 (shallow.S_LAYERS): 9x9, stride 2, SAME.
+# S family layer1 (the registry's S-CONV): 9x9, stride 2, SAME.
+_, _S_KERNEL, _S_STRIDE = models.spec('sconv').conv_layers[0]
 
 
 # ----------------------------------------------------------------------------
@@ -95,14 +97,16 @@ def s_family_references(alpha: int, image_shape=figures.PAPER_IMAGE_SHAPE
   """
   h, w, c = image_shape
   conv = _S_KERNEL * _S_KERNEL * c * alpha
-  return {'S-CONV': conv, 'S-LOCAL': math.ceil(h / 2) * math.ceil(w / 2) * conv}
+  positions = math.ceil(h / _S_STRIDE) * math.ceil(w / _S_STRIDE)
+  return {'S-CONV': conv, 'S-LOCAL': positions * conv}
 
 
 def _s_layer1_weights(model: str, alpha: int, image_shape) -> int:
   """layer1 weights of an S-family model, to check `image_shape` against."""
   h, w, _ = image_shape
   if model == 'sfc':  # Every pixel to every unit of the 16x16xalpha output.
-    return math.prod(image_shape) * math.ceil(h / 2) * math.ceil(w / 2) * alpha
+    positions = math.ceil(h / _S_STRIDE) * math.ceil(w / _S_STRIDE)
+    return math.prod(image_shape) * positions * alpha
   return s_family_references(alpha, image_shape)[
       'S-CONV' if model == 'sconv' else 'S-LOCAL']
 
@@ -213,7 +217,8 @@ def plot_nonzeros(results_list: Sequence[dict[str, Any]], path, *,
   for results in results_list:
     config = results.get('config', {})
     model, alpha = config.get('model'), config.get('alpha')
-    if model not in figures.S_FAMILY or 'layer1' not in layers or not alpha:
+    if (model not in models.family(models.SHALLOW) or 'layer1' not in layers
+        or not alpha):
       continue
     weights = results.get('weights', {}).get('layer1')
     if weights is not None and weights != _s_layer1_weights(
@@ -364,7 +369,7 @@ def main(argv):
     if filters_lib.first_layer_name(model) is None:
       logging.warning('Skipping Figure 4 for %s: model %r has no first-layer '
                       'filters to show (supported: %s).', workdir, model,
-                      ', '.join(filters_lib.FIRST_LAYER))
+                      ', '.join(filters_lib.supported_models()))
       continue
     if not loading.checkpoint_steps(workdir):
       logging.warning('Skipping Figure 4 for %s: no checkpoint.', workdir)
