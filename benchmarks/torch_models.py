@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from beta_lasso import models
+
 
 def same_padding(size: int, kernel_size: int,
                  stride: int) -> tuple[int, int, int]:
@@ -88,7 +90,9 @@ class ShallowNet(nn.Module):
     return self.head(x)
 
 
-MODELS = {'sconv': 'conv', 'slocal': 'local', 'sfc': 'fc'}
+# The S family's models -> what stands for their convolution ('conv', ...).
+MODELS = {name: models.spec(name).layer_type
+          for name in models.family(models.SHALLOW)}
 
 
 def train_step_fn(model: nn.Module, learning_rate: float = 0.1,

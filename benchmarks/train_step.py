@@ -75,7 +75,9 @@ from configs import default
 
 torch = torch_models = None  # Imported by main() where installed.
 
-_LOCAL_MODELS = ('slocal', 'dlocal')
+# The models with locally connected layers, whose implementation is a choice.
+_LOCAL_MODELS = tuple(name for name, spec in models.MODELS.items()
+                      if spec.layer_type == 'local')
 
 
 def parse_models(spec: str, alpha: int) -> list[tuple[str, int]]:
@@ -270,7 +272,7 @@ def measure_steps(args) -> list[dict]:
                for impl in impls]
     flops = step_flops(configs[0])
     jax_steps = [JaxStep(c) for c in configs]
-    jax_layers = [JaxLayer1(c) if name in models.ALPHA_MODELS else None
+    jax_layers = [JaxLayer1(c) if models.spec(name).layer_type else None
                   for c in configs]
     torch_step = torch_layer = None
     if torch and name in torch_models.MODELS:

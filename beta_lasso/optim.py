@@ -24,7 +24,8 @@ Paths. Masks, `per_layer_l1` and the counts name a leaf by its keys from the
 root of the tree they receive, joined by '/' (dict keys, sequence indices,
 attribute names), e.g. 'layer1/kernel' for linen `params` but
 'params/layer1/kernel' for the whole `variables`. The trailing `.value` of a
-Flax NNX Variable is dropped, so NNX state reads like linen.
+Flax NNX Variable is dropped, so NNX state reads like linen
+(`beta_lasso.pytree.path_str`, which every module here names leaves with).
 
 Per-parameter values (`l1`, `threshold`) are looked up by path: a tree that
 holds only the leaves a transform regularizes (e.g. the subtree it sees under
@@ -32,22 +33,21 @@ holds only the leaves a transform regularizes (e.g. the subtree it sees under
 leaves.
 
 The module also has helpers to pick parameters by path, build per-layer
-lambdas and count the non-zero weights of each layer.
+lambdas and count the non-zero weights of each layer (the path, mask and
+counting ones are `beta_lasso.pytree`'s, re-exported here).
 """
 
-import math
-import re
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+from typing import Any, NamedTuple, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from beta_lasso import pytree
+
 # A float, a schedule (step count -> float) or a pytree of floats like params.
 Hyperparam = Union[float, jax.Array, optax.Schedule, Any]
-# A pytree of bools, a callable params -> pytree of bools, or a path regex.
-Mask = Optional[Union[str, Any, Callable[[optax.Params], Any]]]
 
 
 class L1SignState(NamedTuple):
@@ -66,78 +66,16 @@ class ScheduleCountState(NamedTuple):
 # ----------------------------------------------------------------------------
 # Paths and masks.
 # ----------------------------------------------------------------------------
-def _key_str(key) -> str:
-  for attr in ('key', 'idx', 'name'):  # DictKey, SequenceKey, GetAttrKey.
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
-
-
-def _path_str(path) -> str:
-  # An NNX Variable flattens to its `.value`: drop it so that
-  # 'layer1/kernel' means the same in linen params and NNX state.
-  if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and (
-      path[-1].name == 'value'):
-    path = path[:-1]
-  return '/'.join(_key_str(k) for k in path)
-
-
-def _compile(pattern: str, what: str) -> re.Pattern:
-  try:
-    return re.compile(pattern)
-  except (re.error, TypeError) as e:
-    raise ValueError(f'{what} {pattern!r} is not a valid regex: {e}') from None
-
-
-def path_mask(params: Any, pattern: str) -> Any:
-  """Pytree of bools, True where `re.search(pattern, '/'-joined path)`."""
-  regex = _compile(pattern, 'path_mask: pattern')
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: regex.search(_path_str(path)) is not None, params)
-
-
-# Biases and norm parameters in Flax and Haiku; some are 3-D (an unshared
-# local bias, a per-position BatchNorm), so ndim alone does not tell.
-_NOT_WEIGHTS = ('bias', 'scale', 'b', 'offset')
-
-
-def weight_mask(params: Any) -> Any:
-  """Pytree of bools, True for the weights: floating leaves with ndim >= 2.
-
-  Leaves whose last key is a bias or norm name (`_NOT_WEIGHTS`) are not
-  weights whatever their shape. The default of every function here. Under
-  `jax.vmap` (an ensemble) it sees the shapes of one member.
-  """
-  def is_weight(path, x):
-    dtype = getattr(x, 'dtype', None)
-    return (dtype is not None and jnp.issubdtype(dtype, jnp.floating)
-            and len(getattr(x, 'shape', ())) >= 2
-            and _path_str(path).split('/')[-1] not in _NOT_WEIGHTS)
-  return jax.tree_util.tree_map_with_path(is_weight, params)
-
-
-def kernel_mask(params: Any) -> Any:
-  """Pytree of bools, True exactly for leaves whose last key is 'kernel'."""
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: _path_str(path).split('/')[-1] == 'kernel', params)
-
-
-def _as_mask(mask: Mask, caller: str):
-  """`mask` as optax.masked takes it; None means `weight_mask`."""
-  if mask is None:
-    return weight_mask
-  if isinstance(mask, str):
-    # optax.masked would take a string as "every leaf" (it is truthy).
-    regex = _compile(mask, f'{caller}: mask')
-    return lambda params: path_mask(params, regex.pattern)
-  if callable(mask):
-    return mask
-  for leaf in jax.tree.leaves(mask):
-    if not isinstance(leaf, (bool, np.bool_)):
-      raise ValueError(
-          f'{caller}: mask must be a pytree of bools, a callable or a path '
-          f'regex; it holds {leaf!r} ({type(leaf).__name__}).')
-  return mask
+# The path, mask and counting primitives live in `pytree`; these are the
+# public names of optim's API.
+Mask = pytree.Mask
+path_mask = pytree.path_mask
+weight_mask = pytree.weight_mask
+kernel_mask = pytree.kernel_mask
+layer_order = pytree.layer_order
+sum_per_layer = pytree.sum_per_layer
+count_nonzero = pytree.count_nonzero
+count_weights = pytree.count_weights
 
 
 def _check_selects_some(mask, params, caller: str):
@@ -145,7 +83,7 @@ def _check_selects_some(mask, params, caller: str):
   selected = mask(params) if callable(mask) else mask
   if any(jax.tree.leaves(selected)):
     return
-  paths = [_path_str(path) for path, leaf in
+  paths = [pytree.path_str(path) for path, leaf in
            jax.tree_util.tree_flatten_with_path(params)[0]
            if hasattr(leaf, 'shape')]
   if paths:  # optax's tree_map_params calls init with a placeholder.
@@ -219,8 +157,9 @@ def per_layer_l1(params: Any, default: float,
   for pattern, value in overrides:
     _check_nonnegative('per_layer_l1', f'the value for {pattern!r}', value,
                        schedule=False)
-    compiled.append((_compile(pattern, 'per_layer_l1: regex'), value))
-  paths = [_path_str(p) for p, _ in
+    regex = pytree.compile_pattern(pattern, 'per_layer_l1: regex')
+    compiled.append((regex, value))
+  paths = [pytree.path_str(p) for p, _ in
            jax.tree_util.tree_flatten_with_path(params)[0]]
   if not allow_unmatched:
     for regex, _ in compiled:
@@ -232,7 +171,7 @@ def per_layer_l1(params: Any, default: float,
             'passed.')
 
   def pick(path, _):
-    name = _path_str(path)
+    name = pytree.path_str(path)
     return next((v for r, v in compiled if r.search(name)), default)
   return jax.tree_util.tree_map_with_path(pick, params)
 
@@ -243,7 +182,7 @@ def _is_leaf(x) -> bool:
 
 
 def _values_by_path(value: Any) -> dict[str, Any]:
-  return {_path_str(path): v for path, v in
+  return {pytree.path_str(path): v for path, v in
           jax.tree_util.tree_flatten_with_path(value, is_leaf=_is_leaf)[0]
           if not _is_leaf(v)}
 
@@ -272,7 +211,7 @@ def _map(fn, updates, params, value, caller: str, name: str):
   table = _values_by_path(value)
   return jax.tree_util.tree_map_with_path(
       lambda path, u, p: u if _is_leaf(u) else fn(
-          u, p, _lookup(table, _path_str(path), caller, name)),
+          u, p, _lookup(table, pytree.path_str(path), caller, name)),
       updates, params, is_leaf=_is_leaf)
 
 
@@ -283,7 +222,7 @@ def _leafwise(caller: str, name: str, value: Hyperparam, fn, empty_state,
               mask: Mask) -> optax.GradientTransformationExtraArgs:
   """Builds a transform u -> fn(u, p, value at this step), masked like optax."""
   _check_nonnegative(caller, name, value)
-  mask = _as_mask(mask, caller)
+  mask = pytree.as_mask(mask, caller)
 
   def init_fn(params):
     del params
@@ -317,7 +256,7 @@ def _leafwise(caller: str, name: str, value: Hyperparam, fn, empty_state,
       for path, leaf in jax.tree_util.tree_flatten_with_path(
           selected, is_leaf=_is_leaf)[0]:
         if not _is_leaf(leaf):
-          _lookup(table, _path_str(path), caller, name)
+          _lookup(table, pytree.path_str(path), caller, name)
     return masked.init(params)
 
   return optax.GradientTransformationExtraArgs(masked_init, masked.update)
@@ -429,77 +368,3 @@ def beta_lasso(learning_rate: optax.ScalarOrSchedule, l1: Hyperparam,
       optax.scale_by_learning_rate(learning_rate),
       hard_threshold(_scaled(beta, l1), mask),
   )
-
-
-# ----------------------------------------------------------------------------
-# Counting.
-# ----------------------------------------------------------------------------
-def layer_order(name: str):
-  """Network order: layer<N> (conv-standing), then fc<N>, then head."""
-  kind = {'layer': 0, 'fc': 1, 'head': 2}
-  key = []
-  for part in name.split('/'):
-    match = re.fullmatch(r'(\D*)(\d*)', part)
-    prefix, number = match.groups() if match else (part, '')
-    key.append((kind.get(prefix, 3), prefix, int(number) if number else -1))
-  return key
-
-
-def sum_per_layer(params: Any, count: Callable[[Any], int],
-                  mask: Mask = None) -> dict[str, int]:
-  """Sums `count(leaf)` per layer over the masked leaves.
-
-  Args:
-    params: a pytree of arrays (or of per-leaf values computed elsewhere, e.g.
-      non-zero counts from a jitted function: then pass the mask of the
-      arrays, since the default looks at shapes).
-    count: maps a leaf to an int.
-    mask: which leaves count, as in `add_l1_sign`; None means `weight_mask`.
-
-  Returns:
-    Dict from the '/'-joined path, less a trailing '/kernel', to a sum, in
-    network order (see `layer_order`).
-
-  Raises:
-    ValueError: when the mask selects no leaf.
-  """
-  mask = _as_mask(mask, 'sum_per_layer')
-  mask = mask(params) if callable(mask) else mask
-  out = {}
-  for (path, leaf), keep in zip(
-      jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(mask)):
-    if keep:
-      name = _path_str(path)
-      name = name[:-len('/kernel')] if name.endswith('/kernel') else name
-      out[name] = out.get(name, 0) + int(count(leaf))
-  if not out and jax.tree.leaves(params):
-    raise ValueError('sum_per_layer: the mask selects no leaf.')
-  return dict(sorted(out.items(), key=lambda item: layer_order(item[0])))
-
-
-def count_nonzero(params: Any, mask: Mask = None) -> dict[str, int]:
-  """Non-zero entries per layer, e.g. {'layer1': 123, 'head': 45}.
-
-  Args:
-    params: parameter pytree (numpy or jax arrays); read on host.
-    mask: which leaves count; None means `weight_mask`.
-
-  Returns:
-    Dict from the '/'-joined path, less a trailing '/kernel', to a count.
-  """
-  return sum_per_layer(params, lambda x: np.count_nonzero(np.asarray(x)), mask)
-
-
-def count_weights(params: Any, mask: Mask = None) -> dict[str, int]:
-  """Total entries per layer, keyed like `count_nonzero`.
-
-  The one weight counter: `models.kernel_counts` and `params` use it.
-
-  Args:
-    params: parameter pytree; arrays or `jax.ShapeDtypeStruct`s.
-    mask: which leaves count; None means `weight_mask`.
-
-  Returns:
-    Dict from layer name to its number of entries.
-  """
-  return sum_per_layer(params, lambda x: math.prod(x.shape), mask)

@@ -413,7 +413,7 @@ class Evaluator:
       permutation: a permuted-pixel run's pixel permutation.
     """
     self._steps = steps
-    self.first_layer = models.FIRST_LAYER.get(model)
+    self.first_layer = models.first_layer_name(model)
     self._image_shape = image_shape
     self._permutation = permutation
     # Counted on device: only one number per leaf comes back to the host.

@@ -142,7 +142,7 @@ def report(planned, half_precision: bool) -> str:
       steps, epochs, seconds = timed
       images_per_s = steps * run.overrides['batch_size'] / seconds
       flops = images_per_s * dense_flops_per_image(
-          results['weights'], models.FIRST_LAYER['sfc'])  # Both runs: S-FC.
+          results['weights'], models.first_layer_name('sfc'))  # Both: S-FC.
       mfu = f'MFU {100 * flops / measured:.1f}% of measured'
       if vendor:
         mfu += f', {100 * flops / vendor:.1f}% of vendor'

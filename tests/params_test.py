@@ -1,43 +1,58 @@
-"""Tests for the sizing tool: exact counts, memory model, search and CLI."""
+"""Tests for the sizing code (`models.sizes`) and its command line, params.
+
+Exact counts, the memory model, the search and the CLI.
+"""
+import importlib
 import pathlib
 import subprocess
 import sys
 
+from absl import flags
 import pytest
 
 from beta_lasso import models
-from beta_lasso import params
+from beta_lasso.models import sizes
 from models_test import _GOLDEN  # Table 1 sizes: one golden table.
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 
+
 def test_every_model_has_a_paper_size():
-  assert set(params.PAPER_SIZE) == set(params.NAMES) == set(models.MODELS)
+  names = {name: sizes.paper_size(name) for name in models.MODELS}
+  labels = {spec.display_name for spec in models.MODELS.values()}
+  assert set(names) == set(models.MODELS) and len(labels) == len(names)
+  assert all(isinstance(size, int) and size > 0 for size in names.values())
 
 
 @pytest.mark.parametrize('name', sorted(_GOLDEN))
 def test_paper_size_counts_are_golden(name):
-  assert params.weight_count(name, params.PAPER_SIZE[name]) == _GOLDEN[name][1]
+  assert sizes.weight_count(name, sizes.paper_size(name)) == _GOLDEN[name]
+
+
+def test_params_defines_its_flags_only_as_a_script():
+  # Imported (as nothing else does), it must leave the command line alone.
+  importlib.import_module('beta_lasso.params')
+  assert 'memory_gb' not in flags.FLAGS and 'alphas_s' not in flags.FLAGS
 
 
 def test_3fc_width_scales_with_alpha_through_the_paper_width():
-  assert params.width_3fc(150) == models.PAPER_WIDTH_3FC
-  assert params.width_3fc(300) == 2 * models.PAPER_WIDTH_3FC
-  w, s = params.width_3fc(8), 16
-  assert params.weight_count('3fc', 8, s) == 3 * s * s * w + w * w + 10 * w
+  assert sizes.width_3fc(150) == models.PAPER_WIDTH_3FC
+  assert sizes.width_3fc(300) == 2 * models.PAPER_WIDTH_3FC
+  w, s = sizes.width_3fc(8), 16
+  assert sizes.weight_count('3fc', 8, s) == 3 * s * s * w + w * w + 10 * w
 
 
 def test_counts_follow_image_side_and_classes():
   # S-FC: 6 s^2 a^2 + (3 s^4 / 4 + 24 c) a; ResNet18: 1,220,800 k^2 + 177,152.
   s, a, c = 16, 5, 100
-  assert params.weight_count('sfc', a, s, c) == (
+  assert sizes.weight_count('sfc', a, s, c) == (
       6 * s**2 * a**2 + (3 * s**4 // 4 + 24 * c) * a)
-  assert params.weight_count('resnet18', 7) == 1_220_800 * 49 + 177_152
+  assert sizes.weight_count('resnet18', 7) == 1_220_800 * 49 + 177_152
 
 
 def test_memory_components_of_sconv():
   a, batch = 4, 8
-  m = params.memory('sconv', a, batch_size=batch)
+  m = sizes.memory('sconv', a, batch_size=batch)
   n_kernels = 6 * 32**2 * a**2 + (243 + 24 * 10) * a
   # Parameters: kernels, head bias 10, BN scale+bias of a and 24a channels.
   n_params = n_kernels + 10 + 2 * (a + 24 * a)
@@ -53,15 +68,15 @@ def test_memory_components_of_sconv():
 
 
 def test_memory_options():
-  sgd = params.memory('dconv', 4, batch_size=8)
-  lasso = params.memory('dconv', 4, batch_size=8, optimizer='beta_lasso')
-  bf16 = params.memory('dconv', 4, batch_size=8, precision='bf16')
+  sgd = sizes.memory('dconv', 4, batch_size=8)
+  lasso = sizes.memory('dconv', 4, batch_size=8, optimizer='beta_lasso')
+  bf16 = sizes.memory('dconv', 4, batch_size=8, precision='bf16')
   assert lasso.optimizer == 0 and lasso.total == sgd.total - sgd.optimizer
   assert bf16.compute_copy == sgd.grads // 2
   # Layer outputs halve, BatchNorm outputs (float32) do not.
   assert sgd.activations / 2 < bf16.activations < sgd.activations
   with pytest.raises(ValueError, match='adam'):
-    params.memory('dconv', 4, optimizer='adam')
+    sizes.memory('dconv', 4, optimizer='adam')
 
 
 @pytest.mark.parametrize('start', [1, 2, 5, 36, 37, 38, 100, 10_000])
@@ -72,7 +87,7 @@ def test_largest_true_finds_the_boundary_from_any_start(start):
     calls.append(n)
     return n <= 37
 
-  largest_true = params.largest_true
+  largest_true = sizes.largest_true
   assert largest_true(pred, start) == 37
   assert len(calls) < 40
   assert largest_true(lambda n: False, start) == 0
@@ -83,29 +98,29 @@ _KW = dict(batch_size=512, precision='fp32', optimizer='sgd')
 
 @pytest.mark.parametrize('name', sorted(models.MODELS))
 def test_max_size_fits_and_the_next_does_not(name):
-  size = params.max_size(name, 16, **_KW)
+  size = sizes.max_size(name, 16, **_KW)
   assert size >= 1
-  assert params.memory(name, size, **_KW).total <= 16 * 2**30
-  assert params.memory(name, size + 1, **_KW).total > 16 * 2**30
+  assert sizes.memory(name, size, **_KW).total <= 16 * 2**30
+  assert sizes.memory(name, size + 1, **_KW).total > 16 * 2**30
 
 
 @pytest.mark.parametrize('name', ['sfc', 'dlocal', 'resnet18'])
 def test_max_size_is_monotone_in_memory(name):
-  sizes = [params.max_size(name, gb, **_KW) for gb in (2, 16, 80)]
-  assert sizes == sorted(sizes)
-  assert sizes[0] < sizes[-1]
+  largest = [sizes.max_size(name, gb, **_KW) for gb in (2, 16, 80)]
+  assert largest == sorted(largest)
+  assert largest[0] < largest[-1]
 
 
 def test_max_size_agrees_with_a_linear_scan():
   budget_gb = 0.03
   scan = 0
-  while params.memory('sconv', scan + 1, batch_size=64).total <= (
+  while sizes.memory('sconv', scan + 1, batch_size=64).total <= (
       budget_gb * 2**30):
     scan += 1
   assert scan > 10
-  assert params.max_size('sconv', budget_gb, batch_size=64) == scan
+  assert sizes.max_size('sconv', budget_gb, batch_size=64) == scan
   # Nothing fits: 0.
-  assert params.max_size('sconv', 1e-4, batch_size=64) == 0
+  assert sizes.max_size('sconv', 1e-4, batch_size=64) == 0
 
 
 def test_cli_prints_tables_and_writes_the_figure_without_allocating(tmp_path):
@@ -131,7 +146,7 @@ def test_cli_prints_tables_and_writes_the_figure_without_allocating(tmp_path):
   assert peak_gb < 4, peak_gb
 
   text = result.stdout
-  for name in params.NAMES.values():
+  for name in (spec.display_name for spec in models.MODELS.values()):
     assert name in text
   assert '138,312,450' in text and '11,713,920' in text
   assert '4.48G' in text  # D-FC at alpha 64.

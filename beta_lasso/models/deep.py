@@ -29,23 +29,18 @@ from beta_lasso.models import layers
 D_LAYERS = ((1, 3, 1), (2, 3, 2), (2, 3, 1), (4, 3, 2), (4, 3, 1), (8, 3, 2),
             (8, 3, 1), (16, 3, 2))
 
-# 3-FC width whose weights come closest to S-FC at alpha 150 on 32x32x3 with
-# 10 classes (256,256,043 vs 256,240,800); the paper gives both as 256M.
-PAPER_WIDTH_3FC = 14_541
-
-
+# D-CONV, D-LOCAL and D-FC bind its `layer_type` ('conv', 'local', 'fc') in
+# the registry (registry.py).
 DeepNet = functools.partial(allconv.AllConvNet, conv_layers=D_LAYERS,
                             fc_multiplier=64)
-DConv = functools.partial(DeepNet, layer_type='conv')
-DLocal = functools.partial(DeepNet, layer_type='local')
-DFC = functools.partial(DeepNet, layer_type='fc')
 
 
 class ThreeFC(nn.Module):
   """3-FC: two hidden dense layers of equal width (the paper's baseline MLP).
 
   Attributes:
-    width: units in each hidden layer (`PAPER_WIDTH_3FC` matches Table 1).
+    width: units in each hidden layer (the registry's paper size matches
+      Table 1).
     num_classes: outputs of the head.
     dropout_rate: dropout on the inputs of fc2 and head; 0 disables it.
     dtype: computation dtype; params and BatchNorm stay float32.

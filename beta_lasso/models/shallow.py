@@ -21,8 +21,7 @@ from beta_lasso.models import allconv
 # (channel multiplier of alpha, kernel size, stride) of layer1.
 S_LAYERS = ((1, 9, 2),)
 
+# S-CONV, S-LOCAL and S-FC bind its `layer_type` ('conv', 'local', 'fc') in
+# the registry (registry.py).
 ShallowNet = functools.partial(allconv.AllConvNet, conv_layers=S_LAYERS,
                                fc_multiplier=24)
-SConv = functools.partial(ShallowNet, layer_type='conv')
-SLocal = functools.partial(ShallowNet, layer_type='local')
-SFC = functools.partial(ShallowNet, layer_type='fc')

@@ -8,12 +8,11 @@ from typing import Any
 
 from matplotlib import figure as mpl_figure
 
+from beta_lasso import models
 from beta_lasso.report import figures
 from beta_lasso.report import plots
 from beta_lasso.training import results as results_lib
 
-# First layers whose units each see one k x k patch: local by construction.
-_LOCAL_BY_CONSTRUCTION = ('sconv', 'slocal', 'dconv', 'dlocal')
 # Locality panels: (metric, axis label, log scale).
 _LOCALITY_PANELS = (
     ('window_share', 'energy share in the best 9x9 window', False),
@@ -148,6 +147,13 @@ def plot_resnet_kernels(results_list: Sequence[results_lib.ResultsLike],
   return fig
 
 
+def _local_by_construction(model: str) -> bool:
+  """Whether each unit of the model's first layer sees one k x k patch."""
+  spec = models.MODELS.get(model)
+  return bool(spec and spec.first_layer and
+              spec.first_layer.kind in ('conv', 'local'))
+
+
 def plot_locality(results_list: Sequence[results_lib.ResultsLike], path, *,
                   subset: str = 'active') -> mpl_figure.Figure | None:
   """Locality of the first layer over training, each run against its null.
@@ -171,7 +177,7 @@ def plot_locality(results_list: Sequence[results_lib.ResultsLike], path, *,
   """
   runs = [r for r in map(results_lib.as_results, results_list)
           if any(h.locality for h in r.history)
-          and r.config.get('model') not in _LOCAL_BY_CONSTRUCTION]
+          and not _local_by_construction(r.config.get('model'))]
   if not runs:
     return None
   to_x, x_label = plots.x_values(runs, 'epoch')

@@ -10,6 +10,8 @@ from etils import epath
 from matplotlib import figure as mpl_figure
 from matplotlib.backends import backend_agg
 
+from beta_lasso import models
+
 # Every dataset of the paper (CIFAR-10, CIFAR-100, SVHN) has 32x32x3 images.
 # Kept here rather than read from input_pipeline.DATASETS: importing that
 # module imports TensorFlow, ten seconds for a plot. Shapes are checked
@@ -18,27 +20,21 @@ PAPER_IMAGE_SHAPE = (32, 32, 3)
 
 DPI = 100
 
-# The paper's S family: the shallow models (shallow.py).
-S_FAMILY = ('sconv', 'slocal', 'sfc')
-
-_MODEL_NAMES = {
-    'sconv': 'S-CONV', 'slocal': 'S-LOCAL', 'sfc': 'S-FC',
-    'dconv': 'D-CONV', 'dlocal': 'D-LOCAL', 'dfc': 'D-FC',
-    '3fc': '3-FC', 'resnet18': 'ResNet18',
-}
-
 
 def run_label(config: dict[str, Any], *, size: bool = True) -> str:
   """E.g. 'S-FC, beta-LASSO beta=50, alpha=150' from a run's config."""
   model = config.get('model', '?')
   parts = [model_name(model)]
-  if size and model == 'resnet18':
-    parts[0] += f' k={config.get("model_kwargs", {}).get("kernel_size", 3)}'
+  spec = models.MODELS.get(model)
+  if size and spec is not None and (
+      spec.size_field == 'model_kwargs.kernel_size'):
+    kwargs = config.get('model_kwargs', {})
+    parts[0] += f' k={kwargs.get("kernel_size", spec.default_size())}'
   if config.get('optimizer') == 'beta_lasso':
     parts.append(f'β-LASSO β={config.get("beta", 0):g}')
   else:
     parts.append(config.get('optimizer', '?').upper())
-  if size and (model in S_FAMILY or model in ('dconv', 'dlocal', 'dfc')):
+  if size and spec is not None and spec.size_field == 'alpha':
     parts.append(f'α={config.get("alpha")}')
   if config.get('permute_pixels'):
     parts.append('permuted pixels')
@@ -47,7 +43,7 @@ def run_label(config: dict[str, Any], *, size: bool = True) -> str:
 
 def model_name(model: str) -> str:
   """The paper's name of a model: 'sfc' -> 'S-FC'."""
-  return _MODEL_NAMES.get(model, model)
+  return models.display_name(model)
 
 
 def new_figure(width: float, height: float) -> mpl_figure.Figure:

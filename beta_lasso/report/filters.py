@@ -2,16 +2,18 @@
 
 `plot_workdir_filters` draws them from a workdir's newest checkpoint. Its parts
 serve notebooks and tests on their own: `first_layer_filters` turns the first
-layer of any model in `FIRST_LAYER` (dense, conv or locally connected) into one
-filter per unit, `select_units` makes the paper's choice of units to show
-(at random among those with at least 20 non-zeros), and `plot_filters` draws
-them in a grid, zero mid-grey.
+layer of any model with a `ModelSpec.first_layer` (dense, conv or locally
+connected) into one filter per unit, `select_units` makes the paper's choice
+of units to show (at random among those with at least 20 non-zeros), and
+`plot_filters` draws them in a grid, zero mid-grey.
 """
 from collections.abc import Sequence
+import dataclasses
 import math
 
 import numpy as np
 
+from beta_lasso import models
 from beta_lasso.report import figures
 from beta_lasso.training import loading
 from beta_lasso.training import workdir as workdir_lib
@@ -19,18 +21,11 @@ from beta_lasso.training import workdir as workdir_lib
 TILE_SIZE = (1.3, 1.5)  # Inches, one filter with its label.
 TITLE_HEIGHT = 0.6  # Inches above the tiles.
 
-# What stands for the first convolution: (parameter name, kind, kernel size
-# or stride). 'fc' kernels are FeatureMapDense's (H*W*C_in, out units) with a
-# stride; 'dense' is a plain dense layer on the flattened image.
-FIRST_LAYER = {
-    'sfc': ('layer1', 'fc', 2),
-    'dfc': ('layer1', 'fc', 1),
-    '3fc': ('fc1', 'dense', None),
-    'sconv': ('layer1', 'conv', 9),
-    'dconv': ('layer1', 'conv', 3),
-    'slocal': ('layer1', 'local', 9),
-    'dlocal': ('layer1', 'local', 3),
-}
+
+def supported_models() -> tuple[str, ...]:
+  """The models with a layer that stands for the first convolution."""
+  return tuple(name for name, spec in models.MODELS.items()
+               if spec.first_layer is not None)
 
 
 def first_layer_filters(
@@ -40,7 +35,7 @@ def first_layer_filters(
 
   Args:
     kernel: the kernel of `first_layer_name(model)`.
-    model: a key of `FIRST_LAYER` ('sfc', 'sconv', 'slocal', ...).
+    model: one of `supported_models()` ('sfc', 'sconv', 'slocal', ...).
     image_shape: (H, W, C) of the input.
 
   Returns:
@@ -54,10 +49,12 @@ def first_layer_filters(
     ValueError: an unsupported model, or a kernel that does not fit
       `image_shape`.
   """
-  if model not in FIRST_LAYER:
+  if model not in supported_models():
     raise ValueError(f'no first-layer filters for model {model!r}; supported: '
-                     f'{", ".join(FIRST_LAYER)}')
-  name, kind, size = FIRST_LAYER[model]
+                     f'{", ".join(supported_models())}')
+  # 'fc' kernels are FeatureMapDense's (H*W*C_in, out units) with a stride;
+  # 'dense' is a plain dense layer on the flattened image.
+  name, kind, size = dataclasses.astuple(models.spec(model).first_layer)
   h, w, c = image_shape
   expected = None
   if kind in ('fc', 'dense'):
@@ -93,7 +90,7 @@ def first_layer_filters(
 
 def first_layer_name(model: str) -> str | None:
   """The parameter name of the layer that stands for the first conv."""
-  return FIRST_LAYER[model][0] if model in FIRST_LAYER else None
+  return models.first_layer_name(model)
 
 
 def select_units(nonzeros: np.ndarray, num: int, *, min_nonzeros: int = 20,
@@ -202,7 +199,7 @@ def plot_workdir_filters(workdir, path, *,
   """Figure 4 for one workdir: its newest checkpoint's first-layer filters.
 
   Args:
-    workdir: a training workdir of a model in `FIRST_LAYER`.
+    workdir: a training workdir of a model in `supported_models()`.
     path: where the PNG goes.
     image_shape: (H, W, C) of the input.
     **kwargs: passed to `plot_filters` (num_filters, columns, seed, ...).
@@ -219,7 +216,7 @@ def plot_workdir_filters(workdir, path, *,
   name = first_layer_name(model)
   if name is None:
     raise ValueError(f'no Figure 4 for model {model!r}; supported: '
-                     f'{", ".join(FIRST_LAYER)}')
+                     f'{", ".join(supported_models())}')
   steps = loading.checkpoint_steps(workdir)
   if not steps:
     raise FileNotFoundError(

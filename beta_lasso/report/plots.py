@@ -42,11 +42,12 @@ from etils import epath
 from matplotlib import figure as mpl_figure
 from matplotlib import ticker
 
+from beta_lasso import models
+from beta_lasso import pytree
 from beta_lasso.report import figures
 from beta_lasso.report import filters as filters_lib
 from beta_lasso.training import loading
 from beta_lasso.training import results as results_lib
-from beta_lasso import optim
 
 PANEL_SIZE = (4.0, 3.2)  # Inches, one panel of fig3 / fig_accuracy.
 # Above this many runs in a panel the legend gets a panel of its own, off the
@@ -59,7 +60,8 @@ LINE_STYLES = ('-', '--', '-.', (0, (5, 1, 1, 1, 1, 1)))
 # No star: Figure 2 draws the paper's 4000-epoch accuracies as stars.
 MARKERS = ('o', 's', '^', 'D', 'v', 'P', 'X', 'h')
 MAX_PANEL_COLUMNS = 4
-_S_KERNEL = 9  # S family layer1 (shallow.S_LAYERS): 9x9, stride 2, SAME.
+# S family layer1 (the registry's S-CONV): 9x9, stride 2, SAME.
+_, _S_KERNEL, _S_STRIDE = models.spec('sconv').conv_layers[0]
 
 
 # ----------------------------------------------------------------------------
@@ -113,14 +115,16 @@ def s_family_references(alpha: int, image_shape=figures.PAPER_IMAGE_SHAPE
   """
   h, w, c = image_shape
   conv = _S_KERNEL * _S_KERNEL * c * alpha
-  return {'S-CONV': conv, 'S-LOCAL': math.ceil(h / 2) * math.ceil(w / 2) * conv}
+  positions = math.ceil(h / _S_STRIDE) * math.ceil(w / _S_STRIDE)
+  return {'S-CONV': conv, 'S-LOCAL': positions * conv}
 
 
 def _s_layer1_weights(model: str, alpha: int, image_shape) -> int:
   """layer1 weights of an S-family model, to check `image_shape` against."""
   h, w, _ = image_shape
   if model == 'sfc':  # Every pixel to every unit of the 16x16xalpha output.
-    return math.prod(image_shape) * math.ceil(h / 2) * math.ceil(w / 2) * alpha
+    positions = math.ceil(h / _S_STRIDE) * math.ceil(w / _S_STRIDE)
+    return math.prod(image_shape) * positions * alpha
   return s_family_references(alpha, image_shape)[
       'S-CONV' if model == 'sconv' else 'S-LOCAL']
 
@@ -152,12 +156,14 @@ def run_style(i: int) -> dict[str, Any]:
           'marker': MARKERS[i % len(MARKERS)]}
 
 
+_FAMILY_NAMES = {models.SHALLOW: 'S family', models.DEEP: 'D family'}
+
+
 def family(model: str) -> str:
   """The family a model is faceted with: 'S family', 'D family' or its name."""
-  if model in figures.S_FAMILY:
-    return 'S family'
-  if model in ('dconv', 'dlocal', 'dfc'):
-    return 'D family'
+  spec = models.MODELS.get(model)
+  if spec is not None and spec.family in _FAMILY_NAMES:
+    return _FAMILY_NAMES[spec.family]
   return figures.model_name(model)
 
 
@@ -182,7 +188,8 @@ def facet_of(config: dict[str, Any]) -> tuple[tuple[Any, ...], str]:
 
 def models_alpha() -> tuple[str, ...]:
   """Models sized by alpha (the S and D families)."""
-  return figures.S_FAMILY + ('dconv', 'dlocal', 'dfc')
+  return tuple(s.name for s in models.MODELS.values()
+               if s.size_field == 'alpha')
 
 
 def facets(results_list: Sequence[results_lib.ResultsLike], *,
@@ -327,7 +334,7 @@ def plot_nonzeros(results_list: Sequence[results_lib.ResultsLike], path, *,
     found = {layer for i in indices for h in results_list[i].history
              for layer in h.nnz}
     found |= {layer for i in indices for layer in results_list[i].weights}
-    return sorted(found, key=optim.layer_order)
+    return sorted(found, key=pytree.layer_order)
 
   if not any(layers_of([i]) for i in range(len(results_list))):
     raise ValueError('no run has an evaluation yet: nothing to plot')
@@ -360,7 +367,8 @@ def plot_nonzeros(results_list: Sequence[results_lib.ResultsLike], path, *,
     for i in indices:
       config = results_list[i].config
       model, alpha = config.get('model'), config.get('alpha')
-      if model not in figures.S_FAMILY or 'layer1' not in layers or not alpha:
+      if (model not in models.family(models.SHALLOW) or 'layer1' not in layers
+          or not alpha):
         continue
       weights = results_list[i].weights.get('layer1')
       if weights is not None and weights != _s_layer1_weights(
@@ -509,7 +517,7 @@ def main(argv):
     if filters_lib.first_layer_name(model) is None:
       logging.warning('Skipping Figure 4 for %s: model %r has no first-layer '
                       'filters to show (supported: %s).', workdir, model,
-                      ', '.join(filters_lib.FIRST_LAYER))
+                      ', '.join(filters_lib.supported_models()))
       continue
     if not loading.checkpoint_steps(workdir):
       logging.warning('Skipping Figure 4 for %s: no checkpoint.', workdir)

@@ -11,17 +11,23 @@ from beta_lasso.report import figures
 from beta_lasso.metrics import mdl
 from beta_lasso.training import results as results_lib
 
-_MODEL_ORDER = ('sconv', 'slocal', 'sfc', 'dconv', 'dlocal', 'dfc', '3fc',
-                'resnet18')
+# The models in the paper's order: the registry's.
+_MODEL_ORDER = tuple(models.MODELS)
+
+
+# How the report names each config field that sets a model's size.
+_SIZE_LABELS = {'alpha': 'α', 'model_kwargs.width': 'width',
+                'model_kwargs.kernel_size': 'k'}
 
 
 def _size(config: dict[str, Any]) -> str:
+  """'α 150', 'width 14541', 'k 3': the field that sizes the run's model."""
+  spec = models.MODELS.get(config.get('model'))
+  if spec is None or spec.size_field == 'alpha':
+    return f'α {config.get("alpha")}'
   kwargs = config.get('model_kwargs', {}) or {}
-  if config.get('model') == '3fc':
-    return f'width {kwargs.get("width")}'
-  if config.get('model') == 'resnet18':
-    return f'k {kwargs.get("kernel_size", 3)}'
-  return f'α {config.get("alpha")}'
+  value = kwargs.get(spec.size_kwarg, spec.default_size())
+  return f'{_SIZE_LABELS[spec.size_field]} {value}'
 
 
 def row(results: results_lib.ResultsLike, *, bits: int = 32,
@@ -44,7 +50,7 @@ def row(results: results_lib.ResultsLike, *, bits: int = 32,
   weights = int(sum(results.weights.values()))
   nnz_layers = results.last('nnz') or {}
   nnz = int(sum(nnz_layers.values())) if nnz_layers else None
-  first = models.FIRST_LAYER.get(model)
+  first = models.first_layer_name(model)
   locality = results.last('locality') or results_lib.Locality()
   train_accuracy = results.train_accuracy
   bounds = None

@@ -13,7 +13,8 @@ rounding (the fold is computed in float64), and leaves zeros zero. The file
 loads with numpy alone (no pickle): `beta_lasso.sparse` runs it.
 
 Supported: the S and D families (conv, locally connected or dense layers) and
-3-FC, i.e. every chain of linear layers. ResNet18's residual graph is not.
+3-FC, i.e. every chain of linear layers (`ModelSpec.exports` in the
+registry). ResNet18's residual graph is not.
 
 File layout (a zlib-compressed npz; the column indices deflate to about half):
 'meta', a JSON string (see `export`), and per layer NAME: 'NAME/data',
@@ -103,13 +104,13 @@ def linear_layer(name: str, kind: str, kernel: np.ndarray, *,
           'bias': new_bias.astype(np.float32), **geometry}
 
 
-def _allconv_layers(spec, alpha: int, params, stats,
+def _allconv_layers(spec: models.ModelSpec, alpha: int, params, stats,
                     image_shape) -> list[dict[str, Any]]:
   """The S and D families: conv-standing layers, fc1, head."""
-  kind = _KINDS[spec['layer_type']]
+  kind = _KINDS[spec.layer_type]
   h, w, c = image_shape
   out = []
-  for i, (multiplier, k, s) in enumerate(spec['conv_layers'], start=1):
+  for i, (multiplier, k, s) in enumerate(spec.conv_layers, start=1):
     features = multiplier * alpha
     oh, ow = -(-h // s), -(-w // s)
     geometry = {'in_shape': [h, w, c], 'out_shape': [oh, ow, features]}
@@ -121,7 +122,7 @@ def _allconv_layers(spec, alpha: int, params, stats,
         name, kind, params[name]['kernel'], relu=True, geometry=geometry,
         bn=(stats[f'bn{i}'], params[f'bn{i}'])))
     h, w, c = oh, ow, features
-  bn = f'bn{len(spec["conv_layers"]) + 1}'
+  bn = f'bn{len(spec.conv_layers) + 1}'
   return out + _mlp_tail(params, stats, h * w * c, ['fc1'], [bn])
 
 
@@ -148,15 +149,9 @@ def _mlp_tail(params, stats, in_units: int, hidden: list[str],
   return out
 
 
-def _allconv_spec(model: str) -> dict[str, Any]:
-  """The AllConvNet fields (conv_layers, layer_type) of an S or D model."""
-  # The families are functools.partials of AllConvNet; others have no keywords.
-  return getattr(models.MODELS.get(model), 'keywords', {})
-
-
 def supported(model: str) -> bool:
   """Whether `model` is a chain of linear layers that exports."""
-  return 'conv_layers' in _allconv_spec(model) or model == '3fc'
+  return model in models.MODELS and models.MODELS[model].exports
 
 
 def check_supported(model: str):
@@ -176,8 +171,8 @@ def network_layers(model: str, alpha: int | None, params, batch_stats,
     UnsupportedModelError: for a model that is not a chain of linear layers.
   """
   check_supported(model)
-  spec = _allconv_spec(model)
-  if 'conv_layers' in spec:
+  spec = models.spec(model)
+  if spec.conv_layers:
     return _allconv_layers(spec, alpha, params, batch_stats, image_shape)
   return _three_fc_layers(params, batch_stats, image_shape)
 

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from beta_lasso import pytree
+
 # Orbax names a step folder being written `<step>.orbax-checkpoint-tmp[-<id>]`.
 _TMP_MARKER = '.orbax-checkpoint-tmp'
 # The metric orbax keeps beside every save: its step when marked best, else
@@ -81,7 +83,7 @@ _fingerprint_leaves = jax.jit(
 def fingerprint(tree) -> dict[str, int]:
   """{'params/fc1/kernel': uint32 hash, ...} over every array of `tree`."""
   hashes = jax.device_get(_fingerprint_leaves(tree))
-  return {jax.tree_util.keystr(path, simple=True, separator='/'): int(h)
+  return {pytree.path_str(path): int(h)
           for path, h in jax.tree_util.tree_flatten_with_path(hashes)[0]}
 
 

@@ -2,7 +2,7 @@
 
 A model too big for its device does not always fail: XLA on CPU can sit in an
 allocation for ever. So a run's memory is estimated from shapes alone
-(`params.module_memory`: parameters, gradients, optimizer state and the
+(`models.sizes.module_memory`: parameters, gradients, optimizer state and the
 activations the backward pass keeps, at the batch each device takes; of the
 parameters, the share each device holds under the run's mesh) and
 compared with what the backend has: `bytes_limit` of the device's memory
@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from beta_lasso.data import datasets
 from beta_lasso import models
+from beta_lasso.data import datasets
+from beta_lasso.models import sizes
 from beta_lasso.training import sharding
 
 _GIB = 2**30
@@ -26,12 +27,6 @@ _GIB = 2**30
 
 class TooBigError(ValueError):
   """The run's estimated memory is more than the device has."""
-
-
-def size_field(model: str) -> str:
-  """The config field that sizes `model` (dotted, as on the command line)."""
-  return {'3fc': 'model_kwargs.width',
-          'resnet18': 'model_kwargs.kernel_size'}.get(model, 'alpha')
 
 
 def _sharing_devices() -> int:
@@ -62,9 +57,6 @@ def capacity() -> tuple[int, str] | None:
 
 def estimate(config: ml_collections.ConfigDict) -> int:
   """Bytes a training step of `config` needs in the memory of `capacity`."""
-  # params defines its command-line flags when imported; imported here, after
-  # main's flags are parsed, they stay out of main's command line.
-  from beta_lasso import params  # pylint: disable=g-import-not-at-top
   info = datasets.base_info(config)
   precision = 'bf16' if config.half_precision else 'fp32'
   model = models.create_model(
@@ -75,7 +67,7 @@ def estimate(config: ml_collections.ConfigDict) -> int:
   # Optimizer state: SGD keeps a momentum copy only when it has momentum.
   keeps_momentum = config.optimizer == 'sgd' and config.momentum
   data, model_axis = sharding.mesh_shape(config)
-  memory = params.module_memory(
+  memory = sizes.module_memory(
       model, batch_size=max(1, config.batch_size // data),
       precision=precision,
       optimizer='sgd' if keeps_momentum else 'beta_lasso',
@@ -86,25 +78,25 @@ def estimate(config: ml_collections.ConfigDict) -> int:
       shapes['params'], {sharding.DATA: data, sharding.MODEL: model_axis},
       fsdp=config.fsdp,
       min_weights=config.shard_min_weights)
-  return params.per_device(memory, fraction) * _sharing_devices()
+  return sizes.per_device(memory, fraction) * _sharing_devices()
 
 
 def _size(config: ml_collections.ConfigDict) -> int:
-  field = size_field(config.model)
-  if field == 'alpha':
+  spec = models.spec(config.model)
+  if spec.size_field == 'alpha':
     return config.alpha
-  return config.model_kwargs[field.split('.')[1]]
+  return config.model_kwargs[spec.size_kwarg]
 
 
 def _resized(config: ml_collections.ConfigDict, size: int):
   """A copy of `config` with the model's size set to `size`."""
+  spec = models.spec(config.model)
   config = config.copy_and_resolve_references()
   with config.unlocked():
-    field = size_field(config.model)
-    if field == 'alpha':
+    if spec.size_field == 'alpha':
       config.alpha = size
     else:
-      config.model_kwargs[field.split('.')[1]] = size
+      config.model_kwargs[spec.size_kwarg] = size
   return config
 
 
@@ -144,12 +136,11 @@ def check(config: ml_collections.ConfigDict):
   needed = estimate(config)
   if needed <= limit:
     return
-  field = size_field(config.model)
+  field = models.spec(config.model).size_field
   value = _size(config)
-  from beta_lasso import params  # pylint: disable=g-import-not-at-top
   # Memory grows about as size^2 (weights), so this start is close.
   start = int(value * math.sqrt(limit / needed))
-  largest = params.largest_true(
+  largest = sizes.largest_true(
       lambda n: estimate(_resized(config, n)) <= limit, start)
   fits = (f'the largest {field} that fits is {largest}' if largest else
           f'not even {field}=1 fits; lower config.batch_size')

@@ -24,6 +24,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from beta_lasso import pytree
+
 DATA, MODEL = 'data', 'model'
 # Leaves the rule may shard: kernels, and optimizer state that mirrors them.
 _SHARDABLE = re.compile(r'(^|/)kernel$')
@@ -60,10 +62,6 @@ def create_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
                        axis_types=(jax.sharding.AxisType.Auto,) * 2)
 
 
-def _path(path) -> str:
-  return jax.tree_util.keystr(path, simple=True, separator='/')
-
-
 def partition_spec(path: str, shape, axis_sizes: dict[str, int], *,
                    fsdp: bool, min_weights: int) -> jax.P:
   """The PartitionSpec of one leaf, by its path and shape.
@@ -95,8 +93,9 @@ def tree_specs(tree, axis_sizes: dict[str, int], *, fsdp: bool,
                min_weights: int):
   """`partition_spec` of every leaf of `tree` (arrays or ShapeDtypeStructs)."""
   return jax.tree_util.tree_map_with_path(
-      lambda path, x: partition_spec(_path(path), np.shape(x), axis_sizes,
-                                     fsdp=fsdp, min_weights=min_weights),
+      lambda path, x: partition_spec(pytree.path_str(path), np.shape(x),
+                                     axis_sizes, fsdp=fsdp,
+                                     min_weights=min_weights),
       tree)
 
 
@@ -140,7 +139,7 @@ def gather(x: jax.Array) -> np.ndarray:
 
 def describe(tree) -> dict[str, Any]:
   """{path: spec} of every sharded leaf of a state, for the log."""
-  return {_path(path): x.sharding.spec
+  return {pytree.path_str(path): x.sharding.spec
           for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]
           if isinstance(x.sharding, jax.NamedSharding) and any(
               a is not None for a in x.sharding.spec)}

@@ -35,14 +35,32 @@ UNUSED = {
         ('momentum', 'weight_decay'),
         'beta-LASSO (Algorithm 1) has no momentum, and its L1 term replaces '
         'weight decay'),
-    ('model', '3fc'): (('alpha', 'l1_conv'),
-                       '3-FC is sized by model_kwargs.width and has no layer '
-                       'that stands for a convolution'),
-    ('model', 'resnet18'): (('alpha',), 'ResNet18 is sized by '
-                            'model_kwargs.width and model_kwargs.kernel_size'),
     ('augment', 'none'): (('flip', 'cutout'), 'it does not augment'),
     ('augment', 'crop_flip'): (('cutout',), 'it has no Cutout'),
 }
+
+
+def _unused_by_model(spec: models.ModelSpec) -> tuple[tuple[str, ...], str]:
+  """(fields, why) that a model leaves unused; no fields for none.
+
+  alpha, unless it is the model's size; l1_conv, when no layer of the model
+  stands for a convolution (its first layer is a plain dense one).
+  """
+  fields, why = [], []
+  if spec.size_field != 'alpha':
+    fields.append('alpha')
+    why.append(f'{spec.display_name} is sized by ' + ' and '.join(
+        f'model_kwargs.{k}' for k in spec.model_kwargs))
+  if spec.first_layer is not None and spec.first_layer.kind == 'dense':
+    fields.append('l1_conv')
+    why.append('has no layer that stands for a convolution')
+  return tuple(fields), ' and '.join(why)
+
+
+# The models' entries follow from the registry.
+UNUSED.update({('model', spec.name): unused
+               for spec in models.MODELS.values()
+               if (unused := _unused_by_model(spec))[0]})
 
 
 class ConfigError(ValueError):
