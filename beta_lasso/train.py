@@ -2,9 +2,9 @@
 
 Reads top to bottom: the optimizer, the update and eval steps, the input
 (`load_splits`), the sharded train state (`create_train_state`), the compiled
-steps (`Steps`), evaluation (`Evaluator`), the console's line per eval
-(`eval_line`), the loop (`train_loop`) and the whole run
-(`train_and_evaluate`), which the pieces above make short. Everything random
+steps (`Steps`), the loop (`train_loop`, with `training.evaluation` for what
+an eval records) and the whole run (`train_and_evaluate`), which the pieces
+above make short. Everything random
 (data order, augmentation, dropout) is a function of (seed, step), so a run
 that is killed and started again ends bit for bit where an uninterrupted one
 would.
@@ -29,9 +29,9 @@ from beta_lasso import optim
 from beta_lasso.data import augmentation
 from beta_lasso.data import datasets
 from beta_lasso.data import input_pipeline
-from beta_lasso.metrics import locality
 from beta_lasso.training import checkpointing
 from beta_lasso.training import device_loop
+from beta_lasso.training import evaluation
 from beta_lasso.training import results as results_lib
 from beta_lasso.training import selection
 from beta_lasso.training import sharding
@@ -187,7 +187,7 @@ def _check_finite(metrics: dict[str, np.ndarray], first_step: int,
 # ----------------------------------------------------------------------------
 # Input: the splits, durations in steps, augmentation and normalization.
 # ----------------------------------------------------------------------------
-Split = tuple[Any, Any]  # (images, labels): numpy, or resident on device.
+Split = evaluation.Split
 
 
 class Splits(NamedTuple):
@@ -397,145 +397,6 @@ class Steps:
 
 
 # ----------------------------------------------------------------------------
-# Evaluation: accuracy and loss, non-zeros, the first layer's locality.
-# ----------------------------------------------------------------------------
-class Evaluator:
-  """What an eval records of the network: an entry of the run's history."""
-
-  def __init__(self, steps: Steps, *, model: str, image_shape,
-               permutation: Optional[np.ndarray] = None):
-    """Compiles nothing yet.
-
-    Args:
-      steps: the run's compiled steps.
-      model: the config's model name, to find its first layer.
-      image_shape: (H, W, C) of the input, the geometry locality is measured in.
-      permutation: a permuted-pixel run's pixel permutation.
-    """
-    self._steps = steps
-    self.first_layer = models.first_layer_name(model)
-    self._image_shape = image_shape
-    self._permutation = permutation
-    # Counted on device: only one number per leaf comes back to the host.
-    self._nonzeros = jax.jit(lambda p: jax.tree.map(jnp.count_nonzero, p),
-                             out_shardings=steps.replicated)
-
-  def accuracy_and_loss(self, state: TrainState,
-                        split: Split) -> tuple[float, float]:
-    """Accuracy and mean loss over a whole split, without augmentation."""
-    totals = self._steps.eval_totals(state, split)
-    return (float(totals['correct'] / totals['count']),
-            float(totals['loss'] / totals['count']))
-
-  def nonzeros(self, params) -> dict[str, int]:
-    """Non-zero kernel weights per layer."""
-    return optim.sum_per_layer(jax.device_get(self._nonzeros(params)), int,
-                               optim.weight_mask(params))
-
-  def measures_locality(self, params) -> bool:
-    """Whether the first layer's locality is measured (`locality`)."""
-    if self.first_layer is None:
-      return False
-    # Patches of permuted pixels have no image geometry to measure.
-    return (self._permutation is None or
-            params[self.first_layer]['kernel'].ndim == 2)
-
-  def can_be_nonlocal(self, params) -> bool:
-    """Whether the first layer is dense: a conv or locally connected one is
-    local by construction, however it is trained."""
-    return (self.measures_locality(params) and
-            params[self.first_layer]['kernel'].ndim == 2)
-
-  def locality(self, params) -> Optional[dict[str, float]]:
-    """`locality.summarize` of the first layer; None where not measured."""
-    if not self.measures_locality(params):
-      return None
-    # Measured on the kernel's devices, as sharded; only per-unit numbers come
-    # to the host.
-    return locality.summarize(params[self.first_layer]['kernel'],
-                              self._image_shape,
-                              pixel_permutation=self._permutation)
-
-  def __call__(self, state: TrainState, test: Split,
-               val: Optional[Split] = None) -> dict[str, Any]:
-    """test_accuracy, test_loss, val_accuracy and val_loss (with `val`), nnz
-    and locality (where measured)."""
-    accuracy, loss = self.accuracy_and_loss(state, test)
-    entry = {'test_accuracy': accuracy, 'test_loss': loss}
-    if val is not None:
-      entry['val_accuracy'], entry['val_loss'] = self.accuracy_and_loss(
-          state, val)
-    entry['nnz'] = self.nonzeros(state.params)
-    measured = self.locality(state.params)
-    if measured is not None:
-      entry['locality'] = measured
-    return entry
-
-
-def eval_scalars(entry: dict[str, Any]) -> dict[str, float]:
-  """What TensorBoard gets of an eval: accuracies, losses, non-zeros per
-  layer and the locality medians."""
-  return {
-      'test_accuracy': entry['test_accuracy'],
-      'test_loss': entry['test_loss'],
-      **{k: entry[k] for k in ('val_accuracy', 'val_loss') if k in entry},
-      **{f'nnz/{k}': v for k, v in entry['nnz'].items()},
-      **{f'locality/{k}': v for k, v in entry.get('locality', {}).items()
-         if k.endswith('/median')}}
-
-
-# ----------------------------------------------------------------------------
-# The console: one line per eval. The full record is in results.json and
-# TensorBoard.
-# ----------------------------------------------------------------------------
-def _duration(seconds: float) -> str:
-  seconds = int(round(seconds))
-  if seconds >= 3600:
-    return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m'
-  if seconds >= 60:
-    return f'{seconds // 60}m{seconds % 60:02d}s'
-  return f'{seconds}s'
-
-
-def eval_line(step: int, entry: dict[str, Any], *, epoch: float,
-              train_accuracy: Optional[float], first_layer: Optional[str],
-              weights: dict[str, int], show_locality: bool,
-              eta_seconds: Optional[float]) -> str:
-  """The console's line for one eval.
-
-  'Step 98: test accuracy 0.3912, train 0.3721, val 0.3800 | epoch 0.50 |
-  layer1 1,944/1,944 non-zero | window share 0.412 vs null 0.118 | ETA 1m05s'
-
-  Args:
-    step: steps done.
-    entry: the eval (`Evaluator.__call__`).
-    epoch: epochs done.
-    train_accuracy: over the train batches since the previous log.
-    first_layer: the layer whose non-zeros are shown; None: no such layer.
-    weights: kernel weights per layer.
-    show_locality: give the first layer's window share against its null (only
-      for a layer that can be non-local: for the others it is 1).
-    eta_seconds: the time left; None when not yet known.
-  """
-  accuracies = [f'test accuracy {entry["test_accuracy"]:.4f}']
-  if train_accuracy is not None:
-    accuracies.append(f'train {train_accuracy:.4f}')
-  if 'val_accuracy' in entry:
-    accuracies.append(f'val {entry["val_accuracy"]:.4f}')
-  parts = [f'Step {step}: ' + ', '.join(accuracies), f'epoch {epoch:.2f}']
-  if first_layer in entry['nnz'] and first_layer in weights:
-    parts.append(f'{first_layer} {entry["nnz"][first_layer]:,}/'
-                 f'{weights[first_layer]:,} non-zero')
-  if show_locality and entry.get('locality'):
-    share = results_lib.Locality.from_json(entry['locality']).window_share
-    parts.append(f'window share {share.active.median:.3f} vs null '
-                 f'{share.null_active.median:.3f}')
-  if eta_seconds is not None:
-    parts.append(f'ETA {_duration(eta_seconds)}')
-  return ' | '.join(parts)
-
-
-# ----------------------------------------------------------------------------
 # The loop.
 # ----------------------------------------------------------------------------
 class WallClock:
@@ -561,7 +422,7 @@ class LoopEnd(NamedTuple):
 
 def train_loop(state: TrainState, *, config: ml_collections.ConfigDict,
                workdir: str, durations: Durations, steps: Steps,
-               evaluator: Evaluator, splits: Splits, schedule,
+               evaluator: evaluation.Evaluator, splits: Splits, schedule,
                checkpoints: checkpointing.Checkpointer, history: list,
                writer, report_progress, clock: WallClock,
                weights: dict[str, int]) -> LoopEnd:
@@ -613,7 +474,7 @@ def train_loop(state: TrainState, *, config: ml_collections.ConfigDict,
         with report_progress.timed('eval'):
           last_eval = evaluator(state, splits.test, splits.val)
         eval_seconds = time.time() - eval_start
-        writer.write_scalars(done, eval_scalars(last_eval))
+        writer.write_scalars(done, evaluation.eval_scalars(last_eval))
         # The best validation step is saved and kept whatever max_to_keep.
         is_best = selection.improves(history, last_eval)
         # Epoch and wall time place the eval on a learning curve; with the
@@ -624,7 +485,7 @@ def train_loop(state: TrainState, *, config: ml_collections.ConfigDict,
                         'eval_seconds': eval_seconds, **last_eval})
         # The rate of this process, evals and saves included.
         rate = (done - initial_step) / max(time.monotonic() - loop_start, 1e-9)
-        logging.info('%s', eval_line(
+        logging.info('%s', evaluation.eval_line(
             done, last_eval, epoch=done / durations.steps_per_epoch,
             train_accuracy=summary.get('train_accuracy'),
             first_layer=evaluator.first_layer, weights=weights,
@@ -718,7 +579,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   steps = Steps(config, model, mesh, sharded, augment, normalize)
   # From here on the splits are where the steps read them.
   splits = steps.put(splits)
-  evaluator = Evaluator(steps, model=config.model,
+  evaluator = evaluation.Evaluator(steps, model=config.model,
                         image_shape=info.image_shape, permutation=permutation)
 
   # --- Metrics and progress. ---

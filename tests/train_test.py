@@ -15,6 +15,7 @@ from beta_lasso import train
 from beta_lasso.data import datasets
 from beta_lasso.data import input_pipeline
 from beta_lasso.metrics import locality
+from beta_lasso.training import evaluation
 from beta_lasso.training import results as results_lib
 from beta_lasso.training import sharding
 from configs import sconv
@@ -175,7 +176,7 @@ def _evaluator(config):
   sharded = train.create_train_state(config, model, mesh, (32, 32, 3),
                                      jnp.float32, durations)
   steps = train.Steps(config, model, mesh, sharded, lambda x, _: x, normalize)
-  evaluator = train.Evaluator(steps, model=config.model,
+  evaluator = evaluation.Evaluator(steps, model=config.model,
                               image_shape=(32, 32, 3))
   return sharded.state, evaluator, splits, model, normalize
 
@@ -221,14 +222,14 @@ def test_eval_line():
            {'layer1': 1944, 'head': 10},
            'locality': {'window_share/active/median': 0.4123,
                         'window_share/null_active/median': 0.1181}}
-  line = train.eval_line(98, entry, epoch=0.5, train_accuracy=0.37211,
+  line = evaluation.eval_line(98, entry, epoch=0.5, train_accuracy=0.37211,
                          first_layer='layer1', weights={'layer1': 3888},
                          show_locality=True, eta_seconds=65.2)
   assert line == ('Step 98: test accuracy 0.3912, train 0.3721, val 0.3800 | '
                   'epoch 0.50 | layer1 1,944/3,888 non-zero | '
                   'window share 0.412 vs null 0.118 | ETA 1m05s')
   del entry['val_accuracy']
-  line = train.eval_line(98, entry, epoch=0.5, train_accuracy=None,
+  line = evaluation.eval_line(98, entry, epoch=0.5, train_accuracy=None,
                          first_layer=None, weights={}, show_locality=False,
                          eta_seconds=None)
   assert line == 'Step 98: test accuracy 0.3912 | epoch 0.50'

@@ -4,11 +4,13 @@ Each takes the results of runs (see `loading.load_run`) and writes a PNG
 through matplotlib's Agg canvas, like plots.py.
 """
 from collections.abc import Sequence
+import functools
 from typing import Any
 
 from matplotlib import figure as mpl_figure
 
 from beta_lasso import models
+from beta_lasso.models import sizes
 from beta_lasso.report import figures
 from beta_lasso.report import plots
 from beta_lasso.training import results as results_lib
@@ -20,23 +22,24 @@ _LOCALITY_PANELS = (
 )
 
 
-# The paper's CIFAR-10 test accuracies at its sizes (Table 1: 400 / 4000
-# epochs; Table 2: S-FC at 4000 epochs), for Figure 2. Keyed by the run label
-# without size (`figures.run_label(config, size=False)`); the weights are the
-# true counts at alpha 150 (S family) and 15 (D family), 3-FC at width 14,541:
-# D-LOCAL's 11.7M, not Table 1's misprinted 3.42M (README, Sizes).
-PAPER_CIFAR10 = {
-    'S-CONV, SGD': (138_312_450, {400: 84.14, 4000: 87.05}),
-    'S-LOCAL, SGD': (147_607_200, {400: 81.52, 4000: 85.86}),
-    'S-FC, SGD': (256_240_800, {400: 72.77, 4000: 78.63}),
-    'S-FC, β-LASSO β=0': (256_240_800, {4000: 82.45}),
-    'S-FC, β-LASSO β=1': (256_240_800, {4000: 82.52}),
-    'S-FC, β-LASSO β=50': (256_240_800, {4000: 85.19}),
-    'D-CONV, SGD': (1_445_955, {400: 88.84, 4000: 89.79}),
-    'D-LOCAL, SGD': (11_713_920, {400: 86.13, 4000: 86.07}),
-    'D-FC, SGD': (282_203_520, {400: 64.78, 4000: 63.62}),
-    '3-FC, SGD': (256_256_043, {400: 69.19, 4000: 75.12}),
-}
+@functools.cache
+def paper_cifar10() -> dict[str, tuple[int, dict[int, float]]]:
+  """The paper's CIFAR-10 test accuracies at its sizes, for Figure 2.
+
+  Keyed by the run label without size (`figures.run_label(config,
+  size=False)`), from the registry's `paper_cifar10`; the weights are the true
+  counts at the paper's sizes: D-LOCAL's 11.7M, not Table 1's misprinted
+  3.42M (README, Sizes).
+  """
+  out = {}
+  for name, spec in models.MODELS.items():
+    if spec.paper_cifar10:
+      weights = sizes.weight_count(name, sizes.paper_size(name))
+      for optimizer, accuracies in spec.paper_cifar10.items():
+        out[f'{spec.display_name}, {optimizer}'] = (weights, dict(accuracies))
+  return out
+
+
 _PAPER_MARKERS = {400: 'o', 4000: '*'}
 
 
@@ -96,8 +99,8 @@ def plot_accuracy_vs_weights(results_list: Sequence[results_lib.ResultsLike],
       points = sorted(lines[label])
       ax.plot([p[0] for p in points], [p[1] for p in points],
               **styles[label], label=label)
-      if paper and label in PAPER_CIFAR10:
-        weights, accuracies = PAPER_CIFAR10[label]
+      if paper and label in paper_cifar10():
+        weights, accuracies = paper_cifar10()[label]
         for epochs, accuracy in accuracies.items():
           ax.scatter([weights], [accuracy], zorder=3,
                      **_paper_marker(epochs, styles[label]['color']))
@@ -131,8 +134,7 @@ def plot_resnet_kernels(results_list: Sequence[results_lib.ResultsLike],
     if config.get('model') != 'resnet18':
       continue
     kernel = config.get('model_kwargs', {}).get('kernel_size', 3)
-    label = ('β-LASSO' if config.get('optimizer') == 'beta_lasso'
-             else config.get('optimizer', '?').upper())
+    label = figures.optimizer_label(config, beta=False)
     lines.setdefault(label, []).append(
         (kernel, 100 * results.test_accuracy))
   if not lines:

@@ -30,15 +30,19 @@ def run_label(config: dict[str, Any], *, size: bool = True) -> str:
       spec.size_field == 'model_kwargs.kernel_size'):
     kwargs = config.get('model_kwargs', {})
     parts[0] += f' k={kwargs.get("kernel_size", spec.default_size())}'
-  if config.get('optimizer') == 'beta_lasso':
-    parts.append(f'β-LASSO β={config.get("beta", 0):g}')
-  else:
-    parts.append(config.get('optimizer', '?').upper())
+  parts.append(optimizer_label(config))
   if size and spec is not None and spec.size_field == 'alpha':
     parts.append(f'α={config.get("alpha")}')
   if config.get('permute_pixels'):
     parts.append('permuted pixels')
   return ', '.join(parts)
+
+
+def optimizer_label(config: dict[str, Any], *, beta: bool = True) -> str:
+  """'β-LASSO β=50' (or 'β-LASSO' without `beta`), 'SGD', from a config."""
+  if config.get('optimizer') == 'beta_lasso':
+    return f'β-LASSO β={config.get("beta", 0):g}' if beta else 'β-LASSO'
+  return str(config.get('optimizer', '?')).upper()
 
 
 def model_name(model: str) -> str:

@@ -63,9 +63,7 @@ def row(results: results_lib.ResultsLike, *, bits: int = 32,
   return {
       'label': figures.run_label(config),
       'model': model,
-      'optimizer': ('β-LASSO β=%g' % config.get('beta', 0)
-                    if config.get('optimizer') == 'beta_lasso'
-                    else str(config.get('optimizer', '?')).upper()),
+      'optimizer': figures.optimizer_label(config),
       'dataset': config.get('dataset', '?'),
       'pixels': 'permuted' if config.get('permute_pixels') else 'image',
       'size': _size(config),

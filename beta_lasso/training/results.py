@@ -17,13 +17,14 @@ from typing import Any, Optional, Union
 
 from etils import epath
 
+from beta_lasso.metrics import locality
 from beta_lasso.training import workdir as workdir_lib
 
 # The sets of units `metrics.locality.summarize` reports on, and its
 # statistics over them.
 SUBSETS = ('active', 'all', 'null_active', 'null_all')
 STATS = ('median', 'q25', 'q75')
-METRICS = ('window_share', 'spread', 'ipr')
+METRICS = locality.METRICS
 
 
 @dataclasses.dataclass(frozen=True)
