@@ -43,6 +43,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from beta_lasso import errors
 from beta_lasso import models
 from beta_lasso import optim
 from beta_lasso.models import layers
@@ -421,6 +422,8 @@ def _ints(values: Sequence[str]) -> list[int]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  if _OUT.value:  # Refused before the tables, which take a while.
+    errors.check_output_file(_OUT.value)
   c = _NUM_CLASSES.value
   alphas_s, alphas_d = _ints(_ALPHAS_S.value), _ints(_ALPHAS_D.value)
   kernels, sides = _ints(_KERNEL_SIZES.value), _ints(_IMAGE_SIDES.value)
@@ -471,4 +474,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(errors.command_line(main, OSError), flags_parser=errors.parse_flags)

@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from beta_lasso import errors
 from beta_lasso.data import augmentation
 from beta_lasso.training import checkpointing
 from beta_lasso.data import datasets
@@ -49,7 +50,7 @@ class TrainState:
                opt_state=tx.init(params))
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(errors.UserError, RuntimeError):
   """A loss, gradient or parameter turned non-finite."""
 
 
@@ -231,7 +232,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     val_split = input_pipeline.load_split(
         config.dataset, config.val_split, config.data_dir, config.download,
         config.get('data_file'))
-  info = datasets.with_stats(info, config, train_images, workdir)
+  info = datasets.with_stats(info, config, train_images,
+                             workdir_lib.read_dataset(workdir))
   steps_per_epoch = input_pipeline.steps_per_epoch(len(train_labels),
                                                    config.batch_size)
   num_train_steps = epochs_to_steps(config.num_epochs, steps_per_epoch)

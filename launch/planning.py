@@ -15,11 +15,13 @@ from typing import Any, Callable, Sequence
 
 import ml_collections
 
+from beta_lasso import errors
+
 # Values a command line can carry and config_flags parses back to the same type.
 _VALUE_TYPES = (bool, int, float, str)
 
 
-class SweepError(ValueError):
+class SweepError(errors.UserError, ValueError):
   """A sweep that cannot run as written; the message is one line."""
 
 

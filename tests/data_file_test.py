@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from beta_lasso.data import cache as data_cache
+from beta_lasso.data import data_file as data_file_lib
 from beta_lasso.data import input_pipeline
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -18,24 +18,24 @@ _JPEG_BUNDLE = REPO.parent / 'shared' / 'data' / 'cifar10_jpeg.npz'
 def data_file(tmp_path_factory):
   """A cache of 1,024 training and 500 test images of real CIFAR-10."""
   path = tmp_path_factory.mktemp('data') / 'cifar10_small.npz'
-  data_cache.write(str(path), {
+  data_file_lib.write(str(path), {
       'train': input_pipeline.load_split('cifar10', 'train[:1024]'),
       'test': input_pipeline.load_split('cifar10', 'test[:500]')})
   return path
 
 
 def test_a_cache_reads_back_exactly(data_file):
-  images, labels = data_cache.load_split(str(data_file), 'train[100:300]')
+  images, labels = data_file_lib.load_split(str(data_file), 'train[100:300]')
   tfds_images, tfds_labels = input_pipeline.load_split('cifar10',
                                                        'train[100:300]')
   np.testing.assert_array_equal(images, tfds_images)
   np.testing.assert_array_equal(labels, tfds_labels)
-  assert data_cache.splits_in(str(data_file)) == ['test', 'train']
+  assert data_file_lib.splits_in(str(data_file)) == ['test', 'train']
 
 
 @pytest.mark.skipif(not _JPEG_BUNDLE.exists(), reason='no JPEG bundle')
 def test_the_jpeg_bundle_decodes_to_the_tfds_images():
-  images, labels = data_cache.load_split(str(_JPEG_BUNDLE), 'test[:200]')
+  images, labels = data_file_lib.load_split(str(_JPEG_BUNDLE), 'test[:200]')
   assert images.shape == (200, 32, 32, 3) and images.dtype == np.uint8
   # Both copies hold the same 10,000 test images, in other orders: every
   # bundle image is one of the TFDS split's (matched by its bytes).
@@ -51,8 +51,8 @@ def test_the_jpeg_bundle_decodes_to_the_tfds_images():
     ('train[::2]', 'is not valid for a data file'),
 ])
 def test_bad_splits_are_named(data_file, split, message):
-  with pytest.raises(data_cache.DataFileError, match=message):
-    data_cache.load_split(str(data_file), split)
+  with pytest.raises(data_file_lib.DataFileError, match=message):
+    data_file_lib.load_split(str(data_file), split)
 
 
 def test_training_without_tensorflow(data_file, tmp_path):
@@ -98,7 +98,7 @@ def test_the_cache_command_writes_what_tfds_reads(tmp_path):
       cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f'Wrote {out}: test[:300] 300 examples' in proc.stdout
-  images, labels = data_cache.load_split(str(out), 'test')  # Named 'test'.
+  images, labels = data_file_lib.load_split(str(out), 'test')  # Named 'test'.
   tfds_images, tfds_labels = input_pipeline.load_split('cifar10', 'test[:300]')
   np.testing.assert_array_equal(images, tfds_images)
   np.testing.assert_array_equal(labels, tfds_labels)

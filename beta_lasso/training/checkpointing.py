@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from beta_lasso import errors
+
 # Orbax names a step folder being written `<step>.orbax-checkpoint-tmp[-<id>]`.
 _TMP_MARKER = '.orbax-checkpoint-tmp'
 # The metric orbax keeps beside every save: its step when marked best, else
@@ -44,7 +46,7 @@ def logged_by_orbax(record) -> bool:
   return (record.name.startswith('orbax') or
           f'{os.sep}orbax{os.sep}' in record.pathname)
 
-class CheckpointError(RuntimeError):
+class CheckpointError(errors.UserError, RuntimeError):
   """There are checkpoints, and none of them restores."""
 
 
@@ -214,7 +216,7 @@ class Checkpointer:
         restored = self._restore(step, abstract)
       except Exception as e:  # pylint: disable=broad-except
         # Only the text is kept: the exception holds orbax's frames alive.
-        failed.append((step, _one_line(e)))
+        failed.append((step, errors.one_line(e, with_type=True)))
         logging.warning('Checkpoint at step %d does not restore: %s',
                         *failed[-1])
         continue
@@ -292,11 +294,6 @@ class Checkpointer:
   def close(self):
     """Waits for the save in flight and frees orbax's threads; idempotent."""
     self._manager.close()
-
-
-def _one_line(error: Exception) -> str:
-  text = str(error).strip()
-  return f'{type(error).__name__}: {text.splitlines()[0] if text else ""}'
 
 
 def _sync(name: str):

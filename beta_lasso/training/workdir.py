@@ -18,6 +18,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from beta_lasso import errors
+
 CONFIG_FILE = 'config.json'
 PERMUTATION_FILE = 'pixel_permutation.npy'
 RESULTS_FILE = 'results.json'
@@ -25,7 +27,7 @@ DATASET_FILE = 'dataset.json'
 LOCK_FILE = 'lock'
 
 
-class WorkdirError(ValueError):
+class WorkdirError(errors.UserError, ValueError):
   """The workdir cannot hold this run: a file, unreadable, or in use."""
 
 
