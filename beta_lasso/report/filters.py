@@ -195,15 +195,15 @@ def plot_filters(kernel: np.ndarray, image_shape: Sequence[int], path, *,
   return grid
 
 
-def plot_workdir_filters(workdir, path, *,
-                         image_shape=figures.PAPER_IMAGE_SHAPE,
+def plot_workdir_filters(workdir, path, *, image_shape=None,
                          **kwargs) -> np.ndarray:
   """Figure 4 for one workdir: its newest checkpoint's first-layer filters.
 
   Args:
     workdir: a training workdir of a model in `FIRST_LAYER`.
     path: where the PNG goes.
-    image_shape: (H, W, C) of the input.
+    image_shape: (H, W, C) of the input; None: the run's
+      (`loading.image_shape`).
     **kwargs: passed to `plot_filters` (num_filters, columns, seed, ...).
 
   Returns:
@@ -226,8 +226,8 @@ def plot_workdir_filters(workdir, path, *,
   step = steps[-1]
   params = loading.load_params(workdir, step=step, layers=[name])
   kernel = params[name]['kernel']
-  filters, filter_shape, unit_shape = first_layer_filters(kernel, model,
-                                                          image_shape)
+  filters, filter_shape, unit_shape = first_layer_filters(
+      kernel, model, image_shape or loading.image_shape(results))
   unit_names = ('out row, col, channel' if len(unit_shape) == 3
                 else 'channel')
   title = (f'{figures.run_label(config)}: {name} filters at step {step} '

@@ -32,7 +32,6 @@ filters.py.
 from collections.abc import Sequence
 import math
 import re
-import sys
 from typing import Any
 
 from absl import app
@@ -42,6 +41,7 @@ from etils import epath
 from matplotlib import figure as mpl_figure
 from matplotlib import ticker
 
+from beta_lasso import errors
 from beta_lasso.report import figures
 from beta_lasso.report import filters as filters_lib
 from beta_lasso.training import loading
@@ -159,7 +159,7 @@ def new_panels(rows: int, columns: int, size) -> tuple[mpl_figure.Figure, Any]:
 
 def plot_nonzeros(results_list: Sequence[dict[str, Any]], path, *,
                   labels: Sequence[str] | None = None, x_axis: str = 'epoch',
-                  image_shape=figures.PAPER_IMAGE_SHAPE) -> mpl_figure.Figure:
+                  image_shape=None) -> mpl_figure.Figure:
   """Figure 3: non-zero weights per layer over training, one line per run.
 
   Args:
@@ -168,7 +168,8 @@ def plot_nonzeros(results_list: Sequence[dict[str, Any]], path, *,
     path: where the PNG goes.
     labels: legend entries; None builds them from the configs.
     x_axis: 'epoch' or 'step'; epochs need every run's 'steps' and 'epochs'.
-    image_shape: (H, W, C) of the input, for the S-CONV / S-LOCAL lines.
+    image_shape: (H, W, C) of the input, for the S-CONV / S-LOCAL lines;
+      None: each run's own (`loading.image_shape`).
 
   Returns:
     The figure (already saved).
@@ -215,15 +216,16 @@ def plot_nonzeros(results_list: Sequence[dict[str, Any]], path, *,
     model, alpha = config.get('model'), config.get('alpha')
     if model not in figures.S_FAMILY or 'layer1' not in layers or not alpha:
       continue
+    shape = image_shape or loading.image_shape(results)
     weights = results.get('weights', {}).get('layer1')
     if weights is not None and weights != _s_layer1_weights(
-        model, alpha, image_shape):
+        model, alpha, shape):
       logging.warning('%s: layer1 has %d weights, not what %s at alpha %d on '
                       '%s images has; no S-CONV / S-LOCAL lines (pass the '
                       'image shape)', results.get('workdir'), weights, model,
-                      alpha, image_shape)
+                      alpha, shape)
       continue
-    for name, count in s_family_references(alpha, image_shape).items():
+    for name, count in s_family_references(alpha, shape).items():
       references[(name, alpha)] = count
   layer1_ax = axes.flat[layers.index('layer1')] if references else None
   for (name, alpha), count in sorted(references.items()):
@@ -311,8 +313,8 @@ def _define_flags():
   flags.DEFINE_enum('x_axis', 'epoch', ['epoch', 'step'],
                     'Horizontal axis of the curves.')
   flags.DEFINE_list(
-      'image_shape', [str(d) for d in figures.PAPER_IMAGE_SHAPE],
-      'H,W,C of the input images (every dataset of the paper: 32,32,3).')
+      'image_shape', None,
+      "H,W,C of the input images; default: each run's, from its dataset.json.")
   flags.DEFINE_integer('num_filters', 32, 'Filters per Figure 4.')
   flags.DEFINE_integer('columns', 8, 'Filters per row of Figure 4.')
   flags.DEFINE_integer('min_nonzeros', 20, 'Figure 4 draws units with at '
@@ -345,11 +347,18 @@ def main(argv):
   args = flags.FLAGS
   workdirs = args.workdir
   out = epath.Path(args.out or epath.Path(workdirs[0]) / 'figures')
-  image_shape = tuple(int(d) for d in args.image_shape)
+  errors.check_output_dir(out)
   try:
-    results_list = [loading.load_results(w) for w in workdirs]
-  except FileNotFoundError as e:  # A mistyped --workdir: one line, no trace.
-    sys.exit(f'error: {e}')
+    image_shape = (tuple(int(d) for d in args.image_shape)
+                   if args.image_shape else None)
+  except ValueError:
+    image_shape = ()
+  if image_shape is not None and (len(image_shape) != 3 or
+                                  min(image_shape) < 1):
+    raise errors.OutputError(f'--image_shape={",".join(args.image_shape)}: '
+                             'give H,W,C, three positive integers')
+  # A mistyped --workdir is FileNotFoundError: one line, no trace.
+  results_list = [loading.load_results(w) for w in workdirs]
   written = []
   if any(r['history'] for r in results_list):
     plot_nonzeros(results_list, out / 'fig3_nonzeros.png',
@@ -381,4 +390,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  app.run(errors.command_line(main, OSError), flags_parser=errors.parse_flags)

@@ -203,10 +203,12 @@ def export(workdir, out, *, step: int | None = None,
 
   Raises:
     UnsupportedModelError: the model is not a chain of linear layers.
+    errors.OutputError: `out` is a folder.
     workdir_lib.WorkdirError: no config.json, or one that does not parse.
     FileNotFoundError: no checkpoint.
     checkpointing.CheckpointError: no checkpoint reads.
   """
+  errors.check_output_file(out)
   config = workdir_lib.read_config(workdir)
   if config is None:
     raise workdir_lib.WorkdirError(
@@ -256,9 +258,12 @@ def write(out, meta: dict[str, Any], layers: list[dict[str, Any]]
                            'nnz': len(matrix['data'])})
   out = epath.Path(out)
   out.parent.mkdir(parents=True, exist_ok=True)
+  # Beside it, then renamed: a failed write leaves no half file at `out`.
+  tmp = out.with_name(out.name + '.tmp')
   # A string array, not an object: the file opens with allow_pickle=False.
-  with out.open('wb') as f:
+  with tmp.open('wb') as f:
     np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
+  tmp.replace(out)
   return meta
 
 
