@@ -491,7 +491,7 @@ def _raises(path):
 _BAD_COMMANDS = [f'{m}_unknown_flag' for m in _ENTRY_POINTS] + [
     'export_out_folder', 'prune_out_folder', 'cache_out_folder',
     'params_out_folder', 'report_out_file', 'plots_out_file',
-    'sweep_syntax_error', 'sweep_raises']
+    'sweep_syntax_error', 'sweep_raises', 'cache_unknown_split']
 
 
 def _bad_commands(root: pathlib.Path, reference: pathlib.Path) -> dict:
@@ -524,6 +524,9 @@ def _bad_commands(root: pathlib.Path, reference: pathlib.Path) -> dict:
                            f'--out={file}'], file_refused),
       'plots_out_file': (['beta_lasso.report.plots', f'--workdir={reference}',
                           f'--out={file}'], file_refused),
+      'cache_unknown_split': (['beta_lasso.data.cache', '--splits=tset',
+                               f'--out={root / "cache.npz"}'],
+                              r"^error: --splits=tset: Unknown split 'tset'"),
       'sweep_syntax_error': (['launch.sweep', f'--sweep={root / "syntax.py"}',
                               f'--workdir_root={root / "sweep"}', '--dry_run'],
                              rf'^error: {re.escape(str(root))}/syntax\.py:5: '

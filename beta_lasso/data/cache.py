@@ -48,14 +48,18 @@ def main(argv):
   if os.path.isdir(args.out):
     raise data_file.DataFileError(f'--out={args.out} is a folder; give the '
                                   '.npz file to write')
+  flag = f'--dataset={args.dataset}'
   try:
-    splits = {s: input_pipeline.load_split(args.dataset, s, args.data_dir)
-              for s in args.splits}
+    input_pipeline.check_dataset(args.dataset, args.data_dir)
+    splits = {}
+    for split in args.splits:
+      flag = f'--splits={split}'
+      splits[split] = input_pipeline.load_split(args.dataset, split,
+                                                args.data_dir)
   except ValueError as e:  # TFDS's unknown dataset or split.
     if isinstance(e, errors.UserError):
       raise
-    raise data_file.DataFileError(f'--dataset={args.dataset}: '
-                                  f'{errors.one_line(e)}') from None
+    raise data_file.DataFileError(f'{flag}: {errors.one_line(e)}') from None
   data_file.write(args.out, splits,
                   num_classes=num_classes(args.dataset, args.data_dir))
   sizes = ', '.join(f'{s} {len(v[1]):,}' for s, v in splits.items())
