@@ -63,7 +63,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from beta_lasso.data import augmentation
-from beta_lasso.data import cache as data_cache
+from beta_lasso.data import data_file as data_file_lib
 from beta_lasso.data import input_pipeline
 from beta_lasso import models
 from beta_lasso import train
@@ -368,7 +368,7 @@ def measure_loop(name: str, alpha: int, batch_size: int, steps: int,
   rng = np.random.default_rng(0)
   with tempfile.TemporaryDirectory() as tmp:
     data_file = os.path.join(tmp, 'data.npz')
-    data_cache.write(data_file, {
+    data_file_lib.write(data_file, {
         'train': (rng.integers(0, 256, (spe * batch_size, 32, 32, 3)),
                   rng.integers(0, 10, spe * batch_size)),
         'test': (rng.integers(0, 256, (batch_size, 32, 32, 3)),

@@ -16,10 +16,9 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from beta_lasso.training import checkpointing
-from beta_lasso.data import cache as data_cache
-from beta_lasso.data import input_pipeline
+from beta_lasso import errors
 from beta_lasso import train
+from beta_lasso.training import checkpointing
 from beta_lasso.training import validation
 from beta_lasso.training import workdir as workdir_lib
 
@@ -45,10 +44,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 # Errors that are the user's to fix: one line, exit 1, no traceback. OSError
 # covers the file system's answers: a read-only folder, a full disk.
-_USER_ERRORS = (validation.ConfigError, input_pipeline.DatasetNotFoundError,
-                input_pipeline.DatasetReadError, workdir_lib.WorkdirError,
-                train.DivergenceError, checkpointing.CheckpointError,
-                data_cache.DataFileError, OSError)
+_USER_ERRORS = (errors.UserError, OSError)
 
 
 class _ConsoleFilter(pylogging.Filter):
@@ -69,16 +65,6 @@ class _ConsoleFilter(pylogging.Filter):
     return not checkpointing.logged_by_orbax(record)
 
 
-def _one_line(error: Exception) -> str:
-  """The first and last lines of a message that may hold a whole traceback."""
-  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-  if not lines:
-    return type(error).__name__
-  if len(lines) == 1:
-    return lines[0]
-  return f'{lines[0].rstrip(":")}: {lines[-1]}'
-
-
 def _parse_flags(argv):
   """absl's flag parsing, but a bad flag or config file is one line."""
   try:
@@ -87,11 +73,11 @@ def _parse_flags(argv):
     _CONFIG.value.keys()
     return argv
   except flags.Error as e:
-    message = _one_line(e)
+    message = errors.one_line(e)
   except (AttributeError, KeyError) as e:
     # A ConfigDict's answer to a field it lacks (`--config.<name>`): the
     # message is the name, quoted.
-    message = f'unknown config field {_one_line(e).strip(chr(34))}'
+    message = f'unknown config field {errors.one_line(e).strip(chr(34))}'
   except Exception as e:  # pylint: disable=broad-except
     # A config file that does not load; the end of the message says why.
     message = f'--config: {str(e).strip().splitlines()[-1].strip()}'
@@ -124,7 +110,7 @@ def main(argv):
           _CONFIG.value, _WORKDIR.value,
           allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   except _USER_ERRORS as e:
-    sys.exit(f'error: {e}')
+    errors.exit_with(e)
   if results.get('preempted'):
     print(f'Preempted at step {results["step"]}; checkpoint saved in '
           f'{_WORKDIR.value}. Run the same command to resume.')

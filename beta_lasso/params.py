@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from absl import app
 from absl import flags
 
+from beta_lasso import errors
 from beta_lasso import models
 from beta_lasso.models import registry
 from beta_lasso.models import sizes
@@ -202,6 +203,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   args = flags.FLAGS
+  if args.out:  # Refused before the tables, which take a while.
+    errors.check_output_file(args.out)
   c = args.num_classes
   alphas_s, alphas_d = _ints(args.alphas_s), _ints(args.alphas_d)
   kernels, sides = _ints(args.kernel_sizes), _ints(args.image_sides)
@@ -251,4 +254,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  app.run(errors.command_line(main, OSError), flags_parser=errors.parse_flags)

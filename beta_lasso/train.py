@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from beta_lasso import errors
 from beta_lasso import models
 from beta_lasso import optim
 from beta_lasso.data import augmentation
@@ -56,7 +57,7 @@ class TrainState:
                opt_state=tx.init(params))
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(errors.UserError, RuntimeError):
   """A loss, gradient or parameter turned non-finite."""
 
 
@@ -549,7 +550,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # --- Input. ---
   splits = load_splits(config)
   train_images, train_labels = splits.train
-  info = datasets.with_stats(info, config, train_images, workdir)
+  info = datasets.with_stats(info, config, train_images,
+                             workdir_lib.read_dataset(workdir))
   durations = Durations.of(config, len(train_labels))
   dtype = jnp.bfloat16 if config.half_precision else jnp.float32
   augment, normalize, permutation = input_fns(config, info, workdir, dtype)

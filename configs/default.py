@@ -36,7 +36,8 @@ def get_config():
   config.data_dir = ml_collections.config_dict.placeholder(str)  # None: TFDS_DATA_DIR or the TFDS default.
   config.download = True  # Let TFDS download and prepare a missing dataset.
   # A .npz of `python -m beta_lasso.data.cache` (or a JPEG bundle) to read
-  # instead of TFDS: no TensorFlow needed. `dataset` still names its stats.
+  # instead of TFDS: no TensorFlow needed. Its image shape and classes come
+  # from the file; `dataset` names the table's settings where they fit.
   config.data_file = ml_collections.config_dict.placeholder(str)
   # The paper keeps each run's step of best validation accuracy (appendix
   # A.2; the split is not published): 5,000 of CIFAR's 50,000 training images

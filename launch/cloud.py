@@ -36,6 +36,7 @@ from absl import app
 from absl import flags
 import yaml
 
+from beta_lasso import errors
 from launch import planning
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -151,8 +152,8 @@ def main(argv):
       raise planning.SweepError(f'--jobs={args.jobs} must be at least 1')
     config_arg, runs = planning.load_runs(args.sweep, args.config,
                                           args.workdir_root, extra_args)
-  except planning.SweepError as e:
-    sys.exit(f'error: {e}')
+  except errors.UserError as e:
+    errors.exit_with(e)
   name = args.name or f'bl-{pathlib.Path(args.sweep).stem.replace("_", "-")}'
   tasks = plan_jobs(runs, args.sweep, config_arg, args.workdir_root,
                     args.accelerator, args.jobs or len(runs), extra_args,
@@ -176,4 +177,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  app.run(errors.command_line(main, OSError), flags_parser=errors.parse_flags)

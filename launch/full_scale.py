@@ -33,6 +33,7 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
+from beta_lasso import errors
 from beta_lasso.training import selection
 from launch import planning
 from launch import sweep as sweep_lib
@@ -190,8 +191,8 @@ def main(argv):
     for config_file, run in planned:
       planning.check_extra_args(planning.load_config(config_file), extra_args,
                                 set(run.overrides))
-  except planning.SweepError as e:
-    sys.exit(f'error: {e}')
+  except errors.UserError as e:
+    errors.exit_with(e)
   deadline = time.time() + args.time_limit if args.time_limit > 0 else None
   statuses = {}
   for config_file, run in planned:
@@ -209,4 +210,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  app.run(errors.command_line(main, OSError), flags_parser=errors.parse_flags)

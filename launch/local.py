@@ -28,6 +28,8 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
+from beta_lasso import errors
+
 
 def free_port() -> int:
   """A TCP port of localhost that nothing listens on now."""
@@ -133,4 +135,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  app.run(errors.command_line(main, OSError), flags_parser=errors.parse_flags)

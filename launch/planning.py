@@ -9,17 +9,21 @@ name and workdir; `command` is the beta_lasso.main command line of a run.
 import copy
 import dataclasses
 import importlib.util
+import os
 import pathlib
 import re
+import traceback
 from typing import Any, Callable, Sequence
 
 import ml_collections
+
+from beta_lasso import errors
 
 # Values a command line can carry and config_flags parses back to the same type.
 _VALUE_TYPES = (bool, int, float, str)
 
 
-class SweepError(ValueError):
+class SweepError(errors.UserError, ValueError):
   """A sweep that cannot run as written; the message is one line."""
 
 
@@ -31,17 +35,43 @@ class Run:
   workdir: str
 
 
+def _error_in(path: str, error: Exception) -> SweepError:
+  """`error`, raised by the code of file `path`, as one line naming its line.
+
+  The line is the last one of `path` that the traceback passes through: the
+  user's line, not the library's below it.
+  """
+  if isinstance(error, SyntaxError) and error.filename:
+    where = f'{error.filename}:{error.lineno}'
+    message = f'{type(error).__name__}: {error.msg}'
+  else:
+    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+             if os.path.realpath(frame.filename) == os.path.realpath(path)]
+    where = f'{path}:{lines[-1]}' if lines else path
+    message = errors.one_line(error, with_type=True)
+  return SweepError(f'{where}: {message}')
+
+
 def _load_module(path: str, name: str):
   if not pathlib.Path(path).is_file():
     raise SweepError(f'{path} is not a file')
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:  # pylint: disable=broad-except
+    # The user's file: whatever it raises, the user fixes it there.
+    raise _error_in(path, e) from None
   return module
 
 
 def load_sweep(path: str):
-  """Imports a sweep file; it must define `sweep(add)`."""
+  """Imports a sweep file; it must define `sweep(add)`.
+
+  Raises:
+    SweepError: no such file, or one that does not import (naming its line)
+      or defines no sweep(add).
+  """
   module = _load_module(path, 'sweep_file')
   if not callable(getattr(module, 'sweep', None)):
     raise SweepError(f'{path} does not define sweep(add)')
@@ -59,7 +89,11 @@ def expand(sweep_fn: Callable[[Callable[..., None]], None]) -> list[dict]:
     One dict of overrides (config field -> value) per call of `add`.
   """
   runs = []
-  sweep_fn(lambda **overrides: runs.append(dict(overrides)))
+
+  def add(**overrides):  # Named: a wrong call's message says add().
+    runs.append(dict(overrides))
+
+  sweep_fn(add)
   return runs
 
 
@@ -67,10 +101,14 @@ def load_config(config_arg: str) -> ml_collections.ConfigDict:
   """Calls `get_config` of `file.py[:arg]`, as beta_lasso.main's --config."""
   path, *arg = config_arg.split(':', 1)
   module = _load_module(path, 'sweep_config')
+  if not callable(getattr(module, 'get_config', None)):
+    raise SweepError(f'--config={config_arg}: {path} defines no get_config')
   try:
     return module.get_config(*arg)
   except (TypeError, ValueError) as e:
     raise SweepError(f'--config={config_arg}: {e}') from e
+  except Exception as e:  # pylint: disable=broad-except
+    raise _error_in(path, e) from None
 
 
 def config_fields(config: ml_collections.ConfigDict,
@@ -222,7 +260,11 @@ def load_runs(sweep_path: str, config_arg: str | None, workdir_root: str,
   if not config_arg:
     raise SweepError(f'give --config: {sweep_path} sets no CONFIG')
   config = load_config(config_arg)
-  runs = plan(expand(module.sweep), config, workdir_root)
+  try:
+    overrides = expand(module.sweep)
+  except Exception as e:  # pylint: disable=broad-except
+    raise _error_in(sweep_path, e) from None
+  runs = plan(overrides, config, workdir_root)
   check_extra_args(config, extra_args,
                    {k for run in runs for k in run.overrides})
   return config_arg, runs

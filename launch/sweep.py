@@ -39,6 +39,7 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
+from beta_lasso import errors
 from launch import planning
 from launch import summary
 
@@ -246,8 +247,8 @@ def main(argv):
       raise planning.SweepError(
           '--parallel above 1 writes logs beside each run, so '
           '--workdir_root must be a local directory')
-  except planning.SweepError as e:
-    sys.exit(f'error: {e}')
+  except errors.UserError as e:
+    errors.exit_with(e)
 
   if args.dry_run:
     for run in runs:
@@ -277,4 +278,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  app.run(errors.command_line(main, OSError), flags_parser=errors.parse_flags)

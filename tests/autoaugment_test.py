@@ -10,7 +10,7 @@ import pytest
 
 from beta_lasso.data import augmentation
 from beta_lasso.data import autoaugment
-from beta_lasso.data import cache as data_cache
+from beta_lasso.data import data_file as data_file_lib
 from beta_lasso.data import input_pipeline
 from beta_lasso import models
 from beta_lasso import train
@@ -28,7 +28,7 @@ def images() -> np.ndarray:
   """16 CIFAR-10 test images, uint8 [16, 32, 32, 3]."""
   # The JPEG bundle reads in a second; TFDS needs TensorFlow imported.
   if _JPEG_BUNDLE.exists():
-    return data_cache.load_split(str(_JPEG_BUNDLE), 'test[:16]')[0]
+    return data_file_lib.load_split(str(_JPEG_BUNDLE), 'test[:16]')[0]
   return input_pipeline.load_split('cifar10', 'test[:16]')[0]
 
 

@@ -4,6 +4,8 @@ Config and workdir errors are tested in-process where they can be, and through
 the real CLI (see cli_runs.py) for the one-line message and the untouched
 workdir.
 """
+import concurrent.futures
+import importlib
 import json
 import logging as pylogging
 import os
@@ -11,18 +13,26 @@ import pathlib
 import re
 import shutil
 import socket
+import subprocess
+import sys
 
 import orbax.checkpoint as ocp
 import pytest
 
+from beta_lasso import errors
+from beta_lasso.training import checkpointing
 from beta_lasso.training import fits
 from beta_lasso.data import input_pipeline
+from beta_lasso.training import loading
 from beta_lasso import train
 from beta_lasso.training import validation
 from beta_lasso.training import workdir as workdir_lib
 from cli_runs import (_IMPORT_NOISE, IGNORE_UNFINISHED_RESTORES, NUM_STEPS,
-                      _copy, _env, _file_hashes, _finish, _run, _start)
+                      REPO, _copy,
+                      _env, _file_hashes, _finish, _largest_file, _run, _start,
+                      _steps)
 from configs import sconv
+from launch import planning
 
 pytestmark = IGNORE_UNFINISHED_RESTORES
 
@@ -287,6 +297,17 @@ def test_unreadable_config_json_is_one_line(tmp_path):
     workdir_lib.check_config(tmp_path, sconv.get_config('cpu'))
 
 
+@pytest.mark.parametrize('text, kind', [('[1, 2]', 'array'),
+                                         ('"sconv"', 'string'), ('4', 'number'),
+                                         ('null', 'null')])
+def test_config_json_that_is_not_an_object_is_one_line(tmp_path, text, kind):
+  (tmp_path / workdir_lib.CONFIG_FILE).write_text(text)
+  with pytest.raises(workdir_lib.WorkdirError,
+                     match=rf'config\.json holds a JSON {kind}, not an object '
+                           r'of config fields; delete it'):
+    workdir_lib.check_config(tmp_path, sconv.get_config('cpu'))
+
+
 def test_workdir_that_is_a_file_is_one_line(tmp_path):
   path = tmp_path / 'run'
   path.write_text('')
@@ -399,3 +420,268 @@ def test_console_filter_drops_orbax_info_only():
   console.quiet = True
   assert not console.filter(record(train.__file__, pylogging.INFO))
   assert console.filter(record(train.__file__, pylogging.WARNING))
+
+
+# ----------------------------------------------------------------------------
+# Every user error is one `errors.UserError`, and every command line shows it
+# in one line.
+# ----------------------------------------------------------------------------
+_PACKAGES = ('beta_lasso', 'launch')
+
+
+def _modules() -> dict[str, pathlib.Path]:
+  """Module name -> its file, over the project's packages."""
+  modules = {}
+  for package in _PACKAGES:
+    for path in sorted((REPO / package).rglob('*.py')):
+      name = '.'.join(path.relative_to(REPO).with_suffix('').parts)
+      modules[name.removesuffix('.__init__')] = path
+  return modules
+
+
+def test_every_error_class_of_the_project_is_a_user_error():
+  classes = set()
+  for name, path in _modules().items():
+    # Entry points that define flags at import (main, report, params) share
+    # flag names: importing them all into one process would fail.
+    if re.search(r'^_\w+ = flags\.DEFINE', path.read_text(), re.M):
+      continue
+    module = importlib.import_module(name)
+    classes |= {value for value in vars(module).values()
+                if isinstance(value, type) and issubclass(value, Exception)
+                and value.__module__ == name}
+  assert len(classes) >= 14, classes
+  assert not [c.__qualname__ for c in classes
+              if not issubclass(c, errors.UserError)]
+
+
+def test_one_line_keeps_what_failed_and_why():
+  assert errors.one_line(ValueError('a\n  b\n\n c')) == 'a: c'
+  assert errors.one_line(ValueError('listing:\n x\n y')) == 'listing: y'
+  assert errors.one_line(KeyError()) == 'KeyError'
+  assert errors.one_line(ValueError('bad'), with_type=True) == 'ValueError: bad'
+  assert errors.one_line(IsADirectoryError(21, 'Is a directory', '/x')) == (
+      '/x: Is a directory')
+
+
+# Every entry point: `python -m MODULE` (each under its own `__main__` guard).
+_ENTRY_POINTS = ('beta_lasso.main', 'beta_lasso.report', 'beta_lasso.report.plots',
+                 'beta_lasso.sparse.export', 'beta_lasso.sparse.prune',
+                 'beta_lasso.data.cache', 'beta_lasso.params', 'launch.sweep',
+                 'launch.cloud', 'launch.full_scale', 'launch.local')
+
+
+def test_every_entry_point_is_listed():
+  found = {name for name, path in _modules().items()
+           if "__name__ == '__main__'" in path.read_text()}
+  found = {n.removesuffix('.__main__') for n in found}
+  assert found == set(_ENTRY_POINTS)
+
+
+def _syntax_error(path):
+  path.write_text('CONFIG = "configs/sfc.py:cpu"\n\n\ndef sweep(add):\n'
+                  '  add(alpha=1 +)\n')
+
+
+def _raises(path):
+  path.write_text('CONFIG = "configs/sfc.py:cpu"\n\n\ndef sweep(add):\n'
+                  '  add(alpha=1)\n  raise KeyError("alpha")\n')
+
+
+_BAD_COMMANDS = [f'{m}_unknown_flag' for m in _ENTRY_POINTS] + [
+    'export_out_folder', 'prune_out_folder', 'cache_out_folder',
+    'params_out_folder', 'report_out_file', 'plots_out_file',
+    'sweep_syntax_error', 'sweep_raises', 'cache_unknown_split']
+
+
+def _bad_commands(root: pathlib.Path, reference: pathlib.Path) -> dict:
+  """Name -> (argv after python -m, the one line expected, what stays)."""
+  folder, file = root / 'a_folder', root / 'a_file'
+  folder.mkdir()
+  (folder / 'kept').write_text('kept')
+  file.write_text('kept')
+  _syntax_error(root / 'syntax.py')
+  _raises(root / 'raises.py')
+  commands = {
+      f'{module}_unknown_flag': (
+          [module, '--no_such_flag=1'],
+          r"^error: Unknown command line flag 'no_such_flag' \(see "
+          r'--helpfull\)$') for module in _ENTRY_POINTS}
+  folder_refused = rf'^error: --out={re.escape(str(folder))} is a folder; '
+  file_refused = rf'^error: --out={re.escape(str(file))} is a file, not a folder'
+  commands.update({
+      'export_out_folder': (['beta_lasso.sparse.export',
+                             f'--workdir={reference}', f'--out={folder}'],
+                            folder_refused),
+      'prune_out_folder': (['beta_lasso.sparse.prune', f'--workdir={reference}',
+                            f'--like={reference}', f'--out={folder}'],
+                           folder_refused),
+      'cache_out_folder': (['beta_lasso.data.cache', f'--out={folder}'],
+                           folder_refused),
+      'params_out_folder': (['beta_lasso.params', f'--out={folder}'],
+                            folder_refused),
+      'report_out_file': (['beta_lasso.report', f'--workdirs={reference}',
+                           f'--out={file}'], file_refused),
+      'plots_out_file': (['beta_lasso.report.plots', f'--workdir={reference}',
+                          f'--out={file}'], file_refused),
+      'cache_unknown_split': (['beta_lasso.data.cache', '--splits=tset',
+                               f'--out={root / "cache.npz"}'],
+                              r"^error: --splits=tset: Unknown split 'tset'"),
+      'sweep_syntax_error': (['launch.sweep', f'--sweep={root / "syntax.py"}',
+                              f'--workdir_root={root / "sweep"}', '--dry_run'],
+                             rf'^error: {re.escape(str(root))}/syntax\.py:5: '
+                             r'SyntaxError: invalid syntax$'),
+      'sweep_raises': (['launch.sweep', f'--sweep={root / "raises.py"}',
+                        f'--workdir_root={root / "sweep"}', '--dry_run'],
+                       rf'^error: {re.escape(str(root))}/raises\.py:6: '
+                       r"KeyError: 'alpha'$"),
+  })
+  return commands
+
+
+@pytest.fixture(scope='module')
+def bad_commands(reference, tmp_path_factory):
+  """Every bad command line, two at a time (each is mostly imports)."""
+  root = tmp_path_factory.mktemp('bad_commands')
+  workdir = _copy(reference.workdir, root / 'run')
+  commands = _bad_commands(root, workdir)
+  assert sorted(commands) == sorted(_BAD_COMMANDS)
+  before = _file_hashes(root)
+
+  def run(argv):
+    return subprocess.run([sys.executable, '-m', *argv], cwd=REPO,
+                          env=_env_without_tf_settings(), capture_output=True,
+                          text=True, timeout=300, check=False)
+
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    runs = dict(zip(commands, pool.map(run, [c[0] for c in commands.values()])))
+  return commands, runs, before, root
+
+
+@pytest.mark.parametrize('name', _BAD_COMMANDS)
+def test_bad_command_line_is_one_line_and_writes_nothing(bad_commands, name):
+  commands, runs, before, root = bad_commands
+  run = runs[name]
+  lines = [line for line in run.stderr.splitlines()
+           if line.strip() and not _IMPORT_NOISE.match(line)
+           and not re.match(r'^I\d{4} ', line)]  # absl INFO of JAX start-up.
+  assert run.returncode == 1, run.stderr[-3000:]
+  assert len(lines) == 1, run.stderr[-3000:]
+  assert re.search(commands[name][1], lines[0]), lines[0]
+  assert 'Traceback' not in run.stderr
+  assert _file_hashes(root) == before  # Nothing written, nothing lost.
+
+
+def test_sweep_files_that_fail_name_their_line(tmp_path):
+  _syntax_error(tmp_path / 'syntax.py')
+  _raises(tmp_path / 'raises.py')
+  (tmp_path / 'imports.py').write_text('import no_such_module_here\n')
+  (tmp_path / 'positional.py').write_text(
+      'CONFIG = "configs/sfc.py:cpu"\n\n\ndef sweep(add):\n  add(1)\n')
+  for name, message in (
+      ('syntax', r'syntax\.py:5: SyntaxError: invalid syntax$'),
+      ('raises', r"raises\.py:6: KeyError: 'alpha'$"),
+      ('imports', r'imports\.py:1: ModuleNotFoundError: No module named '),
+      ('positional', r'positional\.py:5: TypeError: .*add\(\) takes 0 '
+                     'positional arguments but 1 was given$')):
+    with pytest.raises(planning.SweepError, match=message):
+      planning.load_runs(str(tmp_path / f'{name}.py'), None,
+                         str(tmp_path / 'runs'), [])
+  assert not (tmp_path / 'runs').exists()
+
+
+# ----------------------------------------------------------------------------
+# Damaged checkpoints: one line per checkpoint skipped, one when none reads,
+# and no library traceback over a recovery that worked.
+# ----------------------------------------------------------------------------
+def _truncate(path: pathlib.Path, size: int):
+  path.write_bytes(path.read_bytes()[:size])
+
+
+@pytest.fixture(scope='module')
+def damaged_runs(reference, tmp_path_factory):
+  """The reference with its newest / every checkpoint's data truncated."""
+  root = tmp_path_factory.mktemp('damaged')
+  newest = _copy(reference.workdir, root / 'newest')
+  steps = _steps(newest)
+  _truncate(_largest_file(newest / 'checkpoints' / str(steps[-1]) / 'state'),
+            1000)
+  every = _copy(reference.workdir, root / 'every')
+  for step in steps:
+    _truncate(_largest_file(every / 'checkpoints' / str(step) / 'state'), 1000)
+  every_hashes = _file_hashes(every)
+  procs = {'newest': _start(newest), 'every': _start(every)}
+  export = subprocess.run(
+      [sys.executable, '-m', 'beta_lasso.sparse.export', f'--workdir={every}',
+       f'--out={root / "every.npz"}'], cwd=REPO, env=_env(),
+      capture_output=True, text=True, timeout=300, check=False)
+  runs = {name: _finish(proc) for name, proc in procs.items()}
+  return root, steps, runs, export, every_hashes
+
+
+def _our_lines(stderr: str) -> list[str]:
+  return [line for line in stderr.splitlines()
+          if line.strip() and not _IMPORT_NOISE.match(line)
+          and not re.match(r'^I\d{4} ', line)]
+
+
+def test_a_damaged_newest_checkpoint_is_one_line_and_the_run_goes_on(
+    damaged_runs, reference):
+  root, steps, runs, _, _ = damaged_runs
+  run = runs['newest']
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert 'Traceback' not in run.stderr
+  assert 'Exception ignored' not in run.stderr
+  warnings = [line for line in _our_lines(run.stderr) if line.startswith('W')]
+  assert len(warnings) == 1, warnings
+  assert re.search(
+      rf'Checkpoint at step {steps[-1]} does not restore: ValueError: '
+      r'OUT_OF_RANGE: .* is not valid for value of size 1000; resuming from '
+      rf'step {steps[-2]}, the newest that restores, and moved it to '
+      rf'{re.escape(str(root))}/newest/corrupt_checkpoints/{steps[-1]}-\d+\.$',
+      warnings[0]), warnings[0]
+  results = json.loads((root / 'newest' / 'results.json').read_text())
+  assert results['test_accuracy'] == reference.results['test_accuracy']
+
+
+def test_no_readable_checkpoint_is_one_line_and_nothing_is_moved(
+    damaged_runs):
+  root, steps, runs, export, every_hashes = damaged_runs
+  run = runs['every']
+  assert run.returncode == 1
+  lines = _our_lines(run.stderr)
+  assert len(lines) == 1, run.stderr[-3000:]
+  assert re.search(rf'^error: no checkpoint in {re.escape(str(root))}/every/'
+                   rf'checkpoints restores \(step {steps[-1]}: ValueError: '
+                   r'OUT_OF_RANGE: .*; move that folder away to start from '
+                   r'scratch$', lines[0]), lines[0]
+  for output in (run.stderr, export.stderr):
+    assert 'Traceback' not in output and 'Exception ignored' not in output
+  # Export: one warning per checkpoint skipped, then the error.
+  lines = _our_lines(export.stderr)
+  assert export.returncode == 1
+  assert [re.sub(r' \(.*', '', line.split('] ', 1)[-1])
+          for line in lines[:-1]] == [
+              f'checkpoint {root}/every/checkpoints/{s} does not read'
+              for s in reversed(steps)]
+  assert lines[-1] == (
+      f'error: no checkpoint in {root}/every/checkpoints reads (steps '
+      f'{", ".join(map(str, reversed(steps)))} are damaged)')
+  assert not (root / 'every.npz').exists()
+  after = _file_hashes(root / 'every')
+  after.pop(workdir_lib.LOCK_FILE, None)
+  every_hashes.pop(workdir_lib.LOCK_FILE, None)
+  assert after == every_hashes
+
+
+def test_loading_skips_a_damaged_checkpoint_in_one_line(reference, tmp_path):
+  workdir = _copy(reference.workdir, tmp_path / 'run')
+  steps = _steps(workdir)
+  _truncate(_largest_file(workdir / 'checkpoints' / str(steps[-1]) / 'state'),
+            1000)
+  variables = loading.load_variables(workdir)
+  assert variables['step'] == steps[-2]
+  with pytest.raises(checkpointing.CheckpointError,
+                     match=rf'checkpoint .*/{steps[-1]} does not read '
+                           r'\(ValueError: OUT_OF_RANGE: '):
+    loading.load_params(workdir, step=steps[-1])

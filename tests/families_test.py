@@ -17,6 +17,7 @@ from beta_lasso.data import datasets
 from beta_lasso.data import input_pipeline
 from beta_lasso import models
 from beta_lasso import train
+from beta_lasso.training import workdir as workdir_lib
 import cli_runs
 import generated_datasets
 
@@ -84,7 +85,8 @@ def test_family_trains_end_to_end(name, tmp_path, generated_data_dir):
   images, labels = input_pipeline.load_split(dataset, 'test', generated_data_dir)
   assert len(labels) == test_size
   logits = model.apply(variables, augmentation.normalize(
-      images, datasets.load(str(tmp_path), dataset)), train=False)
+      images, datasets.load(workdir_lib.read_dataset(tmp_path), dataset,
+                            'dataset.json')), train=False)
   correct = np.asarray(logits).argmax(-1) == labels
   assert results['test_accuracy'] == pytest.approx(correct.mean(), abs=1e-6)
 

@@ -10,9 +10,16 @@ fixed-shape image and a class label trains too:
   (the paper's 16 pixels on 32x32 CIFAR); `config.flip` and `config.cutout`
   override these for every dataset;
 - the normalisation statistics are measured once from the run's training
-  split and kept in `WORKDIR/dataset.json`, which a resumed run reads back.
+  split and kept in the workdir's dataset.json, which a resumed run reads back.
 
-`dataset.json` is written for every run: what the run used, table or measured.
+A data file (`config.data_file`) gives its own image shape and number of
+classes (`data_file.describe`): a file of the table's dataset with the table's
+image shape keeps the table's settings; any other file is treated like a
+dataset outside the table, whatever `config.dataset` says.
+
+dataset.json is written for every run: what the run used, table or measured.
+This module reads and writes no file of the workdir: the caller passes what
+`training.workdir.read_dataset` read.
 """
 import functools
 from typing import Optional
@@ -20,38 +27,63 @@ from typing import Optional
 import ml_collections
 import numpy as np
 
+from beta_lasso import errors
+from beta_lasso.data import data_file as data_file_lib
 from beta_lasso.data import input_pipeline
-from beta_lasso.training import workdir as workdir_lib
 from beta_lasso.data.input_pipeline import DatasetInfo
 
 
-class DatasetError(ValueError):
+class DatasetError(errors.UserError, ValueError):
   """A dataset that the models cannot train on, or an unknown name."""
 
 
 def base_info(config: ml_collections.ConfigDict) -> DatasetInfo:
   """`config.dataset`'s info with `config`'s flip and Cutout, before any data.
 
-  Cheap: a table entry, or the TFDS metadata (no example is read). The
-  statistics of a dataset outside the table are None until `with_stats`.
+  Cheap: a table entry, the TFDS metadata, or a data file's headers and
+  labels (no image is decoded). The statistics of a dataset outside the table
+  are None until `with_stats`.
+
+  Raises:
+    DatasetError: an unknown name, or a dataset of no fixed image shape or
+      without a class label.
+    data_file.DataFileError: a data file that is missing or malformed.
+  """
+  name = config.dataset
+  table = input_pipeline.DATASETS.get(name)
+  if config.get('data_file'):
+    contents = data_file_lib.describe(config.data_file)
+    if (table is not None and contents.image_shape == table.image_shape and
+        contents.num_classes <= table.num_classes):
+      info = table
+    else:
+      info = _unknown(name, contents.image_shape, contents.num_classes)
+  elif table is not None:
+    info = table
+  else:
+    info = tfds_info(name, config.data_dir)
+  overrides = {field: config[field] for field in ('flip', 'cutout')
+               if config.get(field) is not None}
+  return info._replace(**overrides)
+
+
+def _unknown(name: str, shape: tuple[int, int, int],
+             num_classes: int) -> DatasetInfo:
+  """The settings of a dataset outside the table, statistics still unknown."""
+  return DatasetInfo(
+      tfds_name=name, num_classes=num_classes, image_shape=tuple(shape),
+      flip=False, cutout=min(shape[:2]) // 2, autoaugment_policy=None,
+      mean=None, std=None)
+
+
+def tfds_info(name: str, data_dir: str | None = None) -> DatasetInfo:
+  """The info of a TFDS dataset outside the table, from its metadata.
 
   Raises:
     DatasetError: an unknown name, or a dataset of no fixed image shape or
       without a class label.
   """
-  name = config.dataset
-  if name in input_pipeline.DATASETS:
-    info = input_pipeline.DATASETS[name]
-  elif config.get('data_file'):
-    raise DatasetError(
-        f'config.dataset={name!r} with config.data_file: a data file holds no '
-        'metadata, so it must be one of '
-        f'{", ".join(input_pipeline.DATASETS)}')
-  else:
-    info = _from_tfds(name, input_pipeline.resolve_data_dir(config.data_dir))
-  overrides = {field: config[field] for field in ('flip', 'cutout')
-               if config.get(field) is not None}
-  return info._replace(**overrides)
+  return _from_tfds(name, input_pipeline.resolve_data_dir(data_dir))
 
 
 @functools.lru_cache(maxsize=16)
@@ -76,10 +108,7 @@ def _from_tfds(name: str, data_dir: str) -> DatasetInfo:
     raise DatasetError(
         f'config.dataset={name!r} has images of varying size {shape}; choose '
         'one whose images share one shape (e.g. a resized variant)')
-  return DatasetInfo(
-      tfds_name=name, num_classes=label.num_classes, image_shape=shape,
-      flip=False, cutout=min(shape[:2]) // 2, autoaugment_policy=None,
-      mean=None, std=None)
+  return _unknown(name, shape, label.num_classes)
 
 
 def measure_stats(images: np.ndarray) -> tuple[tuple[float, ...],
@@ -100,31 +129,34 @@ def measure_stats(images: np.ndarray) -> tuple[tuple[float, ...],
 
 
 def with_stats(info: DatasetInfo, config: ml_collections.ConfigDict,
-               train_images: np.ndarray, workdir: str) -> DatasetInfo:
+               train_images: np.ndarray, saved: dict | None) -> DatasetInfo:
   """`info` with its statistics: the table's, cached, or measured now.
 
   Args:
     info: from `base_info`.
     config: the run's config.
     train_images: the training split the statistics are measured on.
-    workdir: where an earlier start of the run left `dataset.json`.
+    saved: what an earlier start of the run recorded (`describe`), or None.
 
   Returns:
     `info` with `mean` and `std` set.
   """
   if info.mean is not None:
     return info
-  saved = workdir_lib.read_dataset(workdir)
-  if saved is not None and saved.get('stats_from') == _stats_source(config):
+  if saved is not None and saved.get('stats_from') == _stats_source(
+      config, measured=True):
     mean, std = saved['mean'], saved['std']
   else:
     mean, std = measure_stats(train_images)
   return info._replace(mean=tuple(mean), std=tuple(std))
 
 
-def _stats_source(config: ml_collections.ConfigDict) -> Optional[str]:
-  if config.dataset in input_pipeline.DATASETS:
+def _stats_source(config: ml_collections.ConfigDict,
+                  measured: bool) -> Optional[str]:
+  if not measured:
     return None  # Published values.
+  if config.get('data_file'):
+    return f'{config.data_file} {config.train_split}'
   return f'{config.dataset} {config.train_split}'
 
 
@@ -137,16 +169,26 @@ def describe(info: DatasetInfo, config: ml_collections.ConfigDict) -> dict:
           'mean': list(info.mean),
           'std': list(info.std),
           # None: the table's published values.
-          'stats_from': _stats_source(config)}
+          'stats_from': _stats_source(config, measured=not _published(
+              info, config.dataset))}
 
 
-def load(workdir: str, name: str) -> DatasetInfo:
+def _published(info: DatasetInfo, name: str) -> bool:
+  table = input_pipeline.DATASETS.get(name)
+  return table is not None and tuple(info.mean) == tuple(table.mean)
+
+
+def load(saved: dict | None, name: str, where: str) -> DatasetInfo:
   """The info a finished run used: its dataset.json, else the table's entry.
+
+  Args:
+    saved: the run's dataset.json (`training.workdir.read_dataset`), or None.
+    name: the run's `config.dataset`.
+    where: the path of the run's dataset.json, for the message.
 
   Raises:
     DatasetError: neither is there.
   """
-  saved = workdir_lib.read_dataset(workdir)
   if saved is not None:
     return DatasetInfo(
         tfds_name=name, num_classes=saved['num_classes'],
@@ -157,5 +199,5 @@ def load(workdir: str, name: str) -> DatasetInfo:
         std=tuple(saved['std']))
   if name in input_pipeline.DATASETS:
     return input_pipeline.DATASETS[name]
-  raise DatasetError(f'{workdir} has no {workdir_lib.DATASET_FILE} and '
-                     f'dataset {name!r} is not in the table')
+  raise DatasetError(f'there is no {where} and dataset {name!r} is not in '
+                     'the table')

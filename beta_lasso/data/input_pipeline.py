@@ -38,8 +38,11 @@ from typing import Iterator, NamedTuple, Optional
 import jax
 import numpy as np
 
+from beta_lasso import errors
+from beta_lasso.data import data_file as data_file_lib
+
 # TensorFlow and TFDS are imported where a TFDS split is read, not here: a
-# host that trains from a data file (beta_lasso.data.cache) needs neither.
+# host that trains from a data file (beta_lasso.data.data_file) needs neither.
 # TensorFlow only decodes records here. Its C++ start-up notices would bury
 # our console: the level hides most; the oneDNN notice goes only with
 # oneDNN's ops, which decoding does not use.
@@ -115,11 +118,11 @@ DATASETS = {
 }
 
 
-class DatasetNotFoundError(ValueError):
+class DatasetNotFoundError(errors.UserError, ValueError):
   """A dataset is neither prepared in the data dir nor downloadable."""
 
 
-class DatasetReadError(ValueError):
+class DatasetReadError(errors.UserError, ValueError):
   """A prepared dataset's files are damaged (e.g. a truncated shard)."""
 
 
@@ -239,7 +242,7 @@ def load_split(name: str,
     data_dir: TFDS data dir; None means `TFDS_DATA_DIR`, else
       `~/tensorflow_datasets`.
     download: whether to download and prepare the dataset when it is missing.
-    data_file: a .npz of `beta_lasso.data.cache` to read instead of TFDS
+    data_file: a .npz of `beta_lasso.data.data_file` to read instead of TFDS
       (no TensorFlow needed).
 
   Returns:
@@ -251,8 +254,7 @@ def load_split(name: str,
       downloading or preparing it failed.
   """
   if data_file:
-    from beta_lasso.data import cache as data_cache  # pylint: disable=g-import-not-at-top
-    return data_cache.load_split(data_file, split)
+    return data_file_lib.load_split(data_file, split)
   check_dataset(name, data_dir, download)
   _hide_gpus_from_tf()
   builder = dataset_builder(name, data_dir)

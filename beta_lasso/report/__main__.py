@@ -30,6 +30,7 @@ from absl import flags
 from absl import logging
 from etils import epath
 
+from beta_lasso import errors
 from beta_lasso.report import evidence
 from beta_lasso.report import figures
 from beta_lasso.report import filters as filters_lib
@@ -70,10 +71,15 @@ def write_report(workdirs: list[str], out, *, bits: int = 32,
 
   Returns:
     The path of report.md.
+
+  Raises:
+    errors.OutputError: `out` is a file.
   """
+  errors.check_output_dir(out)
+  # Every run is read before the folder is made: a bad one leaves nothing.
+  runs = [loading.load_run(w) for w in workdirs]
   out = epath.Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  runs = [loading.load_run(w) for w in workdirs]
   rows = [tables.row(r, bits=bits, delta=delta) for r in runs]
   order = sorted(range(len(runs)), key=lambda i: tables.sort_key(rows[i]))
   runs = [runs[i] for i in order]
@@ -124,6 +130,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   if not _WORKDIRS.value or not _OUT.value:
     sys.exit('error: give --workdirs=GLOB[,GLOB] and --out=DIR')
+  errors.check_output_dir(_OUT.value)
   workdirs = find_workdirs(_WORKDIRS.value)
   if not workdirs:
     sys.exit(f'error: no workdir with results.json or a checkpoint matches '
@@ -131,10 +138,10 @@ def main(argv):
   try:
     path = write_report(workdirs, _OUT.value, bits=_BITS.value,
                         delta=_DELTA.value)
-  except (FileNotFoundError, ValueError) as e:
-    sys.exit(f'error: {e}')
+  except ValueError as e:  # The tables' and figures' refusals of a run.
+    errors.exit_with(e)
   print(path)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(errors.command_line(main, OSError), flags_parser=errors.parse_flags)

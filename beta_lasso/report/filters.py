@@ -193,15 +193,15 @@ def plot_filters(kernel: np.ndarray, image_shape: Sequence[int], path, *,
   return grid
 
 
-def plot_workdir_filters(workdir, path, *,
-                         image_shape=figures.PAPER_IMAGE_SHAPE,
+def plot_workdir_filters(workdir, path, *, image_shape=None,
                          **kwargs) -> np.ndarray:
   """Figure 4 for one workdir: its newest checkpoint's first-layer filters.
 
   Args:
     workdir: a training workdir of a model in `supported_models()`.
     path: where the PNG goes.
-    image_shape: (H, W, C) of the input.
+    image_shape: (H, W, C) of the input; None: the run's
+      (`loading.image_shape`).
     **kwargs: passed to `plot_filters` (num_filters, columns, seed, ...).
 
   Returns:
@@ -211,7 +211,8 @@ def plot_workdir_filters(workdir, path, *,
     ValueError: the workdir's model has no first-layer filters to show.
     FileNotFoundError: no checkpoint.
   """
-  config = loading.load_run(workdir).config
+  results = loading.load_run(workdir)
+  config = results.config
   model = config.get('model')
   name = first_layer_name(model)
   if name is None:
@@ -224,8 +225,8 @@ def plot_workdir_filters(workdir, path, *,
   step = steps[-1]
   params = loading.load_params(workdir, step=step, layers=[name])
   kernel = params[name]['kernel']
-  filters, filter_shape, unit_shape = first_layer_filters(kernel, model,
-                                                          image_shape)
+  filters, filter_shape, unit_shape = first_layer_filters(
+      kernel, model, image_shape or loading.image_shape(results))
   unit_names = ('out row, col, channel' if len(unit_shape) == 3
                 else 'channel')
   title = (f'{figures.run_label(config)}: {name} filters at step {step} '

@@ -32,7 +32,6 @@ filters.py.
 from collections.abc import Sequence
 import math
 import re
-import sys
 from typing import Any
 
 from absl import app
@@ -42,6 +41,7 @@ from etils import epath
 from matplotlib import figure as mpl_figure
 from matplotlib import ticker
 
+from beta_lasso import errors
 from beta_lasso import models
 from beta_lasso import pytree
 from beta_lasso.report import figures
@@ -306,7 +306,7 @@ def _finish_row(axes_row, used: int, own_legend: bool, title: str,
 
 def plot_nonzeros(results_list: Sequence[results_lib.ResultsLike], path, *,
                   labels: Sequence[str] | None = None, x_axis: str = 'epoch',
-                  image_shape=figures.PAPER_IMAGE_SHAPE) -> mpl_figure.Figure:
+                  image_shape=None) -> mpl_figure.Figure:
   """Figure 3: non-zero weights per layer over training, one line per run.
 
   One row of panels per family and size (`facets`: at most `MAX_SERIES` runs
@@ -320,7 +320,8 @@ def plot_nonzeros(results_list: Sequence[results_lib.ResultsLike], path, *,
     path: where the PNG goes.
     labels: legend entries; None builds them from the configs.
     x_axis: 'epoch' or 'step'; epochs need every run's 'steps' and 'epochs'.
-    image_shape: (H, W, C) of the input, for the S-CONV / S-LOCAL lines.
+    image_shape: (H, W, C) of the input, for the S-CONV / S-LOCAL lines;
+      None: each run's own (`loading.image_shape`).
 
   Returns:
     The figure (already saved).
@@ -370,15 +371,16 @@ def plot_nonzeros(results_list: Sequence[results_lib.ResultsLike], path, *,
       if (model not in models.family(models.SHALLOW) or 'layer1' not in layers
           or not alpha):
         continue
+      shape = image_shape or loading.image_shape(results_list[i])
       weights = results_list[i].weights.get('layer1')
       if weights is not None and weights != _s_layer1_weights(
-          model, alpha, image_shape):
+          model, alpha, shape):
         logging.warning('%s: layer1 has %d weights, not what %s at alpha %d '
                         'on %s images has; no S-CONV / S-LOCAL lines (pass '
                         'the image shape)', results_list[i].workdir,
-                        weights, model, alpha, image_shape)
+                        weights, model, alpha, shape)
         continue
-      for name, count in s_family_references(alpha, image_shape).items():
+      for name, count in s_family_references(alpha, shape).items():
         references[(name, alpha)] = count
     for (name, alpha), count in sorted(references.items()):
       axes_row[layers.index('layer1')].axhline(
@@ -464,8 +466,8 @@ def _define_flags():
   flags.DEFINE_enum('x_axis', 'epoch', ['epoch', 'step'],
                     'Horizontal axis of the curves.')
   flags.DEFINE_list(
-      'image_shape', [str(d) for d in figures.PAPER_IMAGE_SHAPE],
-      'H,W,C of the input images (every dataset of the paper: 32,32,3).')
+      'image_shape', None,
+      "H,W,C of the input images; default: each run's, from its dataset.json.")
   flags.DEFINE_integer('num_filters', 32, 'Filters per Figure 4.')
   flags.DEFINE_integer('columns', 8, 'Filters per row of Figure 4.')
   flags.DEFINE_integer('min_nonzeros', 20, 'Figure 4 draws units with at '
@@ -498,11 +500,18 @@ def main(argv):
   args = flags.FLAGS
   workdirs = args.workdir
   out = epath.Path(args.out or epath.Path(workdirs[0]) / 'figures')
-  image_shape = tuple(int(d) for d in args.image_shape)
+  errors.check_output_dir(out)
   try:
-    results_list = [loading.load_run(w) for w in workdirs]
-  except FileNotFoundError as e:  # A mistyped --workdir: one line, no trace.
-    sys.exit(f'error: {e}')
+    image_shape = (tuple(int(d) for d in args.image_shape)
+                   if args.image_shape else None)
+  except ValueError:
+    image_shape = ()
+  if image_shape is not None and (len(image_shape) != 3 or
+                                  min(image_shape) < 1):
+    raise errors.OutputError(f'--image_shape={",".join(args.image_shape)}: '
+                             'give H,W,C, three positive integers')
+  # A mistyped --workdir is FileNotFoundError: one line, no trace.
+  results_list = [loading.load_run(w) for w in workdirs]
   written = []
   if any(r.history for r in results_list):
     plot_nonzeros(results_list, out / 'fig3_nonzeros.png',
@@ -534,4 +543,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  app.run(errors.command_line(main, OSError), flags_parser=errors.parse_flags)

@@ -22,7 +22,6 @@ File layout (a zlib-compressed npz; the column indices deflate to about half):
 """
 import json
 import math
-import sys
 from typing import Any, Callable
 
 from absl import app
@@ -30,6 +29,7 @@ from absl import flags
 from etils import epath
 import numpy as np
 
+from beta_lasso import errors
 from beta_lasso.sparse import csr
 from beta_lasso.data import datasets
 from beta_lasso.training import loading
@@ -44,7 +44,7 @@ _BN_EPSILON = layers_lib.batch_norm(False, name='bn').epsilon
 _KINDS = {'conv': 'conv', 'local': 'local', 'fc': 'dense'}
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(errors.UserError, ValueError):
   """The model is not a chain of linear layers."""
 
 
@@ -198,13 +198,21 @@ def export(workdir, out, *, step: int | None = None,
 
   Raises:
     UnsupportedModelError: the model is not a chain of linear layers.
-    FileNotFoundError: no config.json or no checkpoint.
+    errors.OutputError: `out` is a folder.
+    workdir_lib.WorkdirError: no config.json, or one that does not parse.
+    FileNotFoundError: no checkpoint.
+    checkpointing.CheckpointError: no checkpoint reads.
   """
-  config = json.loads(
-      (epath.Path(workdir) / workdir_lib.CONFIG_FILE).read_text())
+  errors.check_output_file(out)
+  config = workdir_lib.read_config(workdir)
+  if config is None:
+    raise workdir_lib.WorkdirError(
+        f'--workdir={workdir} holds no {workdir_lib.CONFIG_FILE}: not a '
+        'training workdir')
   model = config['model']
   check_supported(model)  # Before reading a checkpoint of hundreds of MB.
-  info = datasets.load(workdir, config['dataset'])
+  info = datasets.load(workdir_lib.read_dataset(workdir), config['dataset'],
+                       f'{workdir}/{workdir_lib.DATASET_FILE}')
   variables = loading.load_variables(workdir, step=step)
   if transform_params is not None:
     variables['params'] = transform_params(variables['params'])
@@ -245,9 +253,12 @@ def write(out, meta: dict[str, Any], layers: list[dict[str, Any]]
                            'nnz': len(matrix['data'])})
   out = epath.Path(out)
   out.parent.mkdir(parents=True, exist_ok=True)
+  # Beside it, then renamed: a failed write leaves no half file at `out`.
+  tmp = out.with_name(out.name + '.tmp')
   # A string array, not an object: the file opens with allow_pickle=False.
-  with out.open('wb') as f:
+  with tmp.open('wb') as f:
     np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
+  tmp.replace(out)
   return meta
 
 
@@ -266,10 +277,7 @@ def _define_flags():
 def main(argv):
   del argv
   args = flags.FLAGS
-  try:
-    meta = export(args.workdir, args.out, step=args.step)
-  except (UnsupportedModelError, FileNotFoundError) as e:
-    sys.exit(f'error: {e}')
+  meta = export(args.workdir, args.out, step=args.step)
   size = epath.Path(args.out).stat().length
   print(f'{meta["model"]} (step {meta["step"]}) -> {args.out}: '
         f'{size:,} bytes')
@@ -281,4 +289,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  app.run(errors.command_line(main, OSError), flags_parser=errors.parse_flags)

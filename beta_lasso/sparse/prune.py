@@ -10,20 +10,20 @@ and prints the test accuracy before and after. Set against the --like run's
 own accuracy, this says what beta-LASSO's sparsity is worth over pruning after
 the fact at the same budget of weights.
 """
-import json
-import sys
-
 from absl import app
 from absl import flags
-from etils import epath
 import numpy as np
 
-from beta_lasso.sparse import export
-from beta_lasso.data import input_pipeline
-from beta_lasso.training import loading
+from beta_lasso import errors
 from beta_lasso import optim
 from beta_lasso import sparse
-from beta_lasso.training import workdir as workdir_lib
+from beta_lasso.data import input_pipeline
+from beta_lasso.sparse import export
+from beta_lasso.training import loading
+
+
+class PruneError(errors.UserError, ValueError):
+  """Two runs that cannot be pruned one like the other."""
 
 
 def magnitude_prune(kernel: np.ndarray, keep: int) -> np.ndarray:
@@ -45,8 +45,9 @@ def prune_like(workdir, like, out) -> dict:
     {'nnz': per-layer non-zeros kept, 'meta': the exported file's meta}.
 
   Raises:
-    ValueError: the two runs' layers differ in name or size.
+    PruneError: the two runs' layers differ in name or size.
   """
+  errors.check_output_file(out)
   like_params = loading.load_params(like)
   target = optim.count_nonzero(like_params)
   shapes = optim.count_weights(like_params)
@@ -55,7 +56,7 @@ def prune_like(workdir, like, out) -> dict:
   def transform(params):
     sizes = optim.count_weights(params)
     if sizes != shapes:
-      raise ValueError(f'{workdir} has layers {sizes}, {like} has {shapes}: '
+      raise PruneError(f'{workdir} has layers {sizes}, {like} has {shapes}: '
                        'prune to a run of the same model and size')
     for name, keep in target.items():
       node = params
@@ -68,9 +69,17 @@ def prune_like(workdir, like, out) -> dict:
   return {'nnz': target, 'meta': meta}
 
 
-def accuracy(path, dataset: str, split: str) -> float:
-  """Test accuracy of an exported network."""
-  images, labels = input_pipeline.load_split(dataset, split, None, False)
+def accuracy(path, config: dict) -> float:
+  """Test accuracy of an exported network on its run's eval split.
+
+  Args:
+    path: the exported .npz.
+    config: the run's flattened config: the split is read from its data file,
+      else from TFDS in its data dir, never downloaded.
+  """
+  images, labels = input_pipeline.load_split(
+      config['dataset'], config.get('eval_split', 'test'),
+      config.get('data_dir'), False, config.get('data_file'))
   logits = sparse.load(path).predict(images)
   return float(np.mean(logits.argmax(-1) == labels))
 
@@ -84,26 +93,27 @@ def _define_flags():
   flags.mark_flags_as_required(['workdir', 'like', 'out'])
 
 
+def _last_accuracy(workdir) -> str:
+  """The run's test accuracy; for a run not finished, its last eval's."""
+  results = loading.load_results(workdir)
+  accuracy_ = results.get('test_accuracy')
+  if accuracy_ is None and results.get('history'):
+    accuracy_ = results['history'][-1].get('test_accuracy')
+  return 'not evaluated yet' if accuracy_ is None else f'{accuracy_:.4f}'
+
+
 def main(argv):
   del argv
   args = flags.FLAGS
-  try:
-    result = prune_like(args.workdir, args.like, args.out)
-  except (export.UnsupportedModelError, FileNotFoundError, ValueError) as e:
-    sys.exit(f'error: {e}')
-  config = result['meta']['config']
-  pruned = accuracy(args.out, config['dataset'],
-                    config.get('eval_split', 'test'))
-  dense = json.loads((epath.Path(args.workdir) /
-                      workdir_lib.RESULTS_FILE).read_text())['test_accuracy']
-  like = loading.load_results(args.like)
-  like_acc = (like.get('test_accuracy') or
-              like['history'][-1]['test_accuracy'])
+  # Both runs are read before the work starts: a typo costs no pruning.
+  dense, like = _last_accuracy(args.workdir), _last_accuracy(args.like)
+  result = prune_like(args.workdir, args.like, args.out)
+  pruned = accuracy(args.out, result['meta']['config'])
   print(f'non-zeros kept: {result["nnz"]}')
-  print(f'{args.workdir}: test accuracy {dense:.4f} dense, {pruned:.4f} '
-        f'pruned; {args.like}: {like_acc:.4f}')
+  print(f'{args.workdir}: test accuracy {dense} dense, {pruned:.4f} '
+        f'pruned; {args.like}: {like}')
 
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  app.run(errors.command_line(main, OSError), flags_parser=errors.parse_flags)

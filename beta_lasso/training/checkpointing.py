@@ -11,10 +11,13 @@ the caller passes as `extras` (the run's config, its wall time), so a
 checkpoint tells which run it belongs to even without the workdir's files. `PreemptionGuard` turns SIGTERM
 and SIGINT into a checkpoint at the current step and a clean exit.
 """
+import contextlib
 import os
 import signal
+import sys
 import threading
 import time
+import traceback
 
 from absl import logging
 from etils import epath
@@ -23,6 +26,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from beta_lasso import pytree
+from beta_lasso import errors
 
 # Orbax names a step folder being written `<step>.orbax-checkpoint-tmp[-<id>]`.
 _TMP_MARKER = '.orbax-checkpoint-tmp'
@@ -46,7 +50,71 @@ def logged_by_orbax(record) -> bool:
   return (record.name.startswith('orbax') or
           f'{os.sep}orbax{os.sep}' in record.pathname)
 
-class CheckpointError(RuntimeError):
+def _from_failed_restore(unraisable) -> bool:
+  """Whether an unraisable exception is the aftermath of a failed restore.
+
+  When a restore fails, orbax closes its event loop with TensorStore reads
+  still in flight: each read that finishes later reports 'Event loop is
+  closed' from asyncio's call_soon_threadsafe, and each of orbax's read
+  coroutines that is dropped unfinished reports its own error, a screen of
+  TensorStore spec apiece.
+  """
+  files = [frame.f_code.co_filename
+           for frame, _ in traceback.walk_tb(unraisable.exc_traceback)]
+  functions = [frame.f_code.co_name
+               for frame, _ in traceback.walk_tb(unraisable.exc_traceback)]
+  if (isinstance(unraisable.exc_value, RuntimeError) and
+      str(unraisable.exc_value) == 'Event loop is closed' and
+      'call_soon_threadsafe' in functions):
+    return True
+  code = getattr(unraisable.object, 'cr_code', None)
+  if code is not None:
+    files.append(code.co_filename)
+  return any(f'{os.sep}{library}{os.sep}' in f for f in files
+             for library in ('orbax', 'tensorstore'))
+
+
+class _UnraisableFilter:
+  """sys.unraisablehook without the reports of `_from_failed_restore`."""
+
+  def __init__(self, previous):
+    self.previous = previous
+
+  def __call__(self, unraisable):
+    if not _from_failed_restore(unraisable):
+      self.previous(unraisable)
+
+
+@contextlib.contextmanager
+def quiet_failures():
+  """Around a restore that may fail: its aftermath is not printed.
+
+  The failure itself reaches the caller as an exception, which says why in
+  one line (`failure_reason`); what orbax and TensorStore report after it, as
+  unraisable exceptions from their threads, is dropped. Those reports come
+  after the restore has returned, at any later time, so the filter stays in
+  place for the rest of the process; it lets every other report through.
+  """
+  if not isinstance(sys.unraisablehook, _UnraisableFilter):
+    sys.unraisablehook = _UnraisableFilter(sys.unraisablehook)
+  yield
+
+
+def failure_reason(error: BaseException) -> str:
+  """Why a restore failed, in one line: the innermost cause of `error`.
+
+  Orbax wraps TensorStore's precise error (e.g. 'OUT_OF_RANGE: ... byte range
+  ... is not valid for value of size 1000') in one whose first line is a
+  TensorStore spec.
+  """
+  seen = {id(error)}
+  while error.__cause__ is not None and id(error.__cause__) not in seen:
+    error = error.__cause__
+    seen.add(id(error))
+  return errors.one_line(error, with_type=True)
+
+
+class CheckpointError(errors.UserError, RuntimeError):
   """There are checkpoints, and none of them restores."""
 
 
@@ -184,8 +252,9 @@ class Checkpointer:
     """
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
-        saved = self._manager.restore(step, args=ocp.args.Composite(
-            history=ocp.args.JsonRestore()))['history']
+        with quiet_failures():
+          saved = self._manager.restore(step, args=ocp.args.Composite(
+              history=ocp.args.JsonRestore()))['history']
       except Exception:  # pylint: disable=broad-except
         continue  # restore_latest says why and sets it aside.
       return saved.get('extras', {})
@@ -213,18 +282,18 @@ class Checkpointer:
     failed = []
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
-        restored = self._restore(step, abstract)
+        with quiet_failures():
+          restored = self._restore(step, abstract)
       except Exception as e:  # pylint: disable=broad-except
         # Only the text is kept: the exception holds orbax's frames alive.
-        failed.append((step, _one_line(e)))
-        logging.warning('Checkpoint at step %d does not restore: %s',
-                        *failed[-1])
+        failed.append((step, failure_reason(e)))
         continue
-      for bad_step, _ in failed:
-        self._set_aside(bad_step)
-      if failed:
-        logging.warning('Resuming from step %d, the newest checkpoint that '
-                        'restores.', step)
+      for bad_step, why in failed:
+        aside = self._set_aside(bad_step)
+        # One line per checkpoint skipped: which, why, where it went.
+        logging.warning('Checkpoint at step %d does not restore: %s; resuming '
+                        'from step %d, the newest that restores, and moved it '
+                        'to %s.', bad_step, why, step, aside)
       return restored
     if failed:
       # Not a corrupted file but e.g. another model: a person has to decide.
@@ -234,7 +303,7 @@ class Checkpointer:
           + '); move that folder away to start from scratch')
     return state, history if history is not None else [], {}
 
-  def _set_aside(self, step: int):
+  def _set_aside(self, step: int) -> epath.Path:
     """Moves an unreadable step out of the way so it is never taken again."""
     bad = self._directory / str(step)
     aside = (self._directory.parent / 'corrupt_checkpoints' /
@@ -243,9 +312,8 @@ class Checkpointer:
       aside.parent.mkdir(parents=True, exist_ok=True)
       bad.rename(aside)
     _sync('set_aside')
-    logging.warning('Moved the checkpoint at step %d, which does not restore, '
-                    'to %s.', step, aside)
     self._manager.reload()
+    return aside
 
   def save(self, step: int, state, history, extras: dict | None = None, *,
            best: bool = False):
@@ -294,11 +362,6 @@ class Checkpointer:
   def close(self):
     """Waits for the save in flight and frees orbax's threads; idempotent."""
     self._manager.close()
-
-
-def _one_line(error: Exception) -> str:
-  text = str(error).strip()
-  return f'{type(error).__name__}: {text.splitlines()[0] if text else ""}'
 
 
 def _sync(name: str):

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from beta_lasso import errors
 from beta_lasso import models
 from beta_lasso.data import datasets
 from beta_lasso.models import sizes
@@ -25,7 +26,7 @@ from beta_lasso.training import sharding
 _GIB = 2**30
 
 
-class TooBigError(ValueError):
+class TooBigError(errors.UserError, ValueError):
   """The run's estimated memory is more than the device has."""
 
 

@@ -4,7 +4,9 @@
 `load_results` as the JSON object it reads): its `results.json`, or, for a run
 still going, the eval history saved with its newest checkpoint. `load_params`
 gives the model parameters of a checkpoint, read as host numpy arrays whatever
-devices wrote it, and only the layers asked for.
+devices wrote it, and only the layers asked for. Where no checkpoint is named,
+the newest one that reads is taken: each damaged one skipped is named in one
+warning line, and none readable is a `CheckpointError` in one line.
 """
 from collections.abc import Sequence
 import contextlib
@@ -19,10 +21,15 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from beta_lasso.training import checkpointing
+from beta_lasso import errors
 from beta_lasso import optim
+from beta_lasso.data import input_pipeline
+from beta_lasso.training import checkpointing
 from beta_lasso.training import results as results_lib
 from beta_lasso.training import workdir as workdir_lib
+
+# The input of the paper's datasets, for runs that recorded no dataset.
+_PAPER_IMAGE_SHAPE = (32, 32, 3)
 
 
 class _QuietOrbax(pylogging.Filter):
@@ -72,27 +79,63 @@ def checkpoint_steps(workdir) -> list[int]:
 
 
 def _read_tree(path: epath.Path, select) -> Any:
-  """Restores the part `select(metadata)` of an orbax PyTree as numpy."""
-  with _quiet_orbax(), ocp.PyTreeCheckpointer() as checkpointer:
-    item = select(checkpointer.metadata(_resolved(path)).item_metadata.tree)
-    # np.ndarray leaves: a checkpoint written on 8 TPUs opens on a laptop.
-    restore_args = jax.tree.map(
-        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
-    return checkpointer.restore(_resolved(path), args=ocp.args.PyTreeRestore(
-        item=item, restore_args=restore_args, partial_restore=True))
+  """Restores the part `select(metadata)` of an orbax PyTree as numpy.
+
+  Raises:
+    checkpointing.CheckpointError: the checkpoint does not read (damaged,
+      truncated); what orbax and TensorStore say is kept to one line.
+    KeyError: from `select`.
+  """
+  with _quiet_orbax(), checkpointing.quiet_failures():
+    try:
+      with ocp.PyTreeCheckpointer() as checkpointer:
+        item = select(
+            checkpointer.metadata(_resolved(path)).item_metadata.tree)
+        # np.ndarray leaves: a checkpoint written on 8 TPUs opens on a laptop.
+        restore_args = jax.tree.map(
+            lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+        return checkpointer.restore(
+            _resolved(path), args=ocp.args.PyTreeRestore(
+                item=item, restore_args=restore_args, partial_restore=True))
+    except KeyError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      raise checkpointing.CheckpointError(
+          f'checkpoint {path.parent} does not read '
+          f'({checkpointing.failure_reason(e)})') from None
 
 
-def _state_path(workdir, step: int | None) -> epath.Path:
-  """The train state folder of checkpoint `step` (None: the newest)."""
+def _state_paths(workdir, step: int | None) -> list[epath.Path]:
+  """State folders to try, in order: checkpoint `step`, else newest first."""
   steps = checkpoint_steps(workdir)
   if step is None and not steps:
-    raise FileNotFoundError(
-        f'no checkpoint in {workdir}/{workdir_lib.CHECKPOINTS_DIR}')
-  step = steps[-1] if step is None else step
-  if step not in steps:
+    raise FileNotFoundError(f'no checkpoint in {workdir}/{workdir_lib.CHECKPOINTS_DIR}')
+  if step is not None and step not in steps:
     raise FileNotFoundError(f'no checkpoint of step {step} in {workdir} '
                             f'(there are {steps})')
-  return epath.Path(workdir) / workdir_lib.CHECKPOINTS_DIR / str(step) / 'state'
+  return [epath.Path(workdir) / workdir_lib.CHECKPOINTS_DIR / str(s) / 'state'
+          for s in ([step] if step is not None else reversed(steps))]
+
+
+def _read_newest(workdir, step: int | None, select) -> tuple[Any, int]:
+  """(`_read_tree` of the first state of `_state_paths` that reads, its step).
+
+  Raises:
+    FileNotFoundError: no checkpoint, or none of step `step`.
+    checkpointing.CheckpointError: none of them reads.
+  """
+  failed = []
+  for path in _state_paths(workdir, step):
+    try:
+      return _read_tree(path, select), int(path.parent.name)
+    except checkpointing.CheckpointError as e:
+      if step is not None:  # The one asked for: no other stands in.
+        raise
+      failed.append(int(path.parent.name))
+      logging.warning('%s: skipped, trying the one before', e)
+  raise checkpointing.CheckpointError(
+      f'no checkpoint in {epath.Path(workdir) / workdir_lib.CHECKPOINTS_DIR} reads (steps '
+      f'{", ".join(map(str, failed))} are damaged)')
 
 
 def load_variables(workdir, *, step: int | None = None) -> dict[str, Any]:
@@ -109,12 +152,13 @@ def load_variables(workdir, *, step: int | None = None) -> dict[str, Any]:
 
   Raises:
     FileNotFoundError: no such checkpoint.
+    checkpointing.CheckpointError: it does not read (with `step` None: no
+      checkpoint reads).
   """
-  path = _state_path(workdir, step)
-  variables = _read_tree(path, lambda tree: {
+  variables, read_step = _read_newest(workdir, step, lambda tree: {
       k: tree[k] for k in ('params', 'batch_stats') if tree.get(k)})
   variables.setdefault('batch_stats', {})
-  variables['step'] = int(path.parent.name)
+  variables['step'] = read_step
   return variables
 
 
@@ -134,9 +178,11 @@ def load_params(workdir, *, step: int | None = None,
 
   Raises:
     FileNotFoundError: no such checkpoint.
+    checkpointing.CheckpointError: it does not read (with `step` None: no
+      checkpoint reads).
     KeyError: a name in `layers` that the model lacks.
   """
-  path = _state_path(workdir, step)
+  path = epath.Path(workdir) / workdir_lib.CHECKPOINTS_DIR  # For the message.
 
   def select(tree):
     params = tree['params']
@@ -148,7 +194,7 @@ def load_params(workdir, *, step: int | None = None,
       params = {name: params[name] for name in layers}
     return {'params': params}
 
-  return _read_tree(path, select)['params']
+  return _read_newest(workdir, step, select)[0]['params']
 
 
 def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
@@ -177,31 +223,53 @@ def load_results(workdir) -> dict[str, Any]:
 
   Raises:
     FileNotFoundError: neither results.json nor a checkpoint.
+    workdir_lib.WorkdirError: a results.json or config.json that does not
+      parse.
+    checkpointing.CheckpointError: no results.json, and the newest
+      checkpoint's history does not read.
   """
   directory = epath.Path(workdir)
   path = directory / workdir_lib.RESULTS_FILE
   if path.exists():
-    results = json.loads(path.read_text())
+    try:
+      results = json.loads(path.read_text())
+    except ValueError as e:
+      results = e
+    if not isinstance(results, dict):
+      raise workdir_lib.WorkdirError(
+          f'{path} is not the JSON object a finished run writes'
+          + (f' ({errors.one_line(results, with_type=True)})'
+             if isinstance(results, Exception) else '')
+          + '; delete it to read the run from its newest checkpoint')
   else:
     steps = checkpoint_steps(directory)
     if not steps:
       raise FileNotFoundError(f'{workdir} holds neither '
                               f'{workdir_lib.RESULTS_FILE} nor a checkpoint')
     step_dir = directory / workdir_lib.CHECKPOINTS_DIR / str(steps[-1])
-    with _quiet_orbax():
-      with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
-        history = checkpointer.restore(step_dir / 'history')['evals']
-      with ocp.PyTreeCheckpointer() as checkpointer:
-        shapes = checkpointer.metadata(
-            _resolved(step_dir / 'state')).item_metadata.tree
-    config_path = directory / workdir_lib.CONFIG_FILE
-    config = (_unflatten(json.loads(config_path.read_text()))
-              if config_path.exists() else {})
-    results = {'config': config, 'history': history,
+    with _quiet_orbax(), checkpointing.quiet_failures():
+      try:
+        with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
+          history = checkpointer.restore(step_dir / 'history')['evals']
+        with ocp.PyTreeCheckpointer() as checkpointer:
+          shapes = checkpointer.metadata(
+              _resolved(step_dir / 'state')).item_metadata.tree
+      except Exception as e:  # pylint: disable=broad-except
+        raise checkpointing.CheckpointError(
+            f'{workdir} has no {workdir_lib.RESULTS_FILE}, and checkpoint '
+            f'{step_dir} does not read ({checkpointing.failure_reason(e)})'
+        ) from None
+    config = workdir_lib.read_config(directory)
+    results = {'config': _unflatten(config) if config else {},
+               'history': history,
                'weights': optim.count_weights(shapes['params'])}
     logging.info('%s has no %s yet: using the history of its checkpoint at '
                  'step %d', workdir, workdir_lib.RESULTS_FILE, steps[-1])
   results['workdir'] = str(workdir)
+  if 'dataset' not in results:
+    dataset = workdir_lib.read_dataset(directory)
+    if dataset is not None:
+      results['dataset'] = dataset
   return results
 
 
@@ -213,3 +281,19 @@ def load_run(workdir) -> results_lib.Results:
     FileNotFoundError: neither results.json nor a checkpoint.
   """
   return results_lib.Results.from_json(load_results(workdir))
+
+
+def image_shape(results: results_lib.ResultsLike) -> tuple[int, int, int]:
+  """(H, W, C) of a run's input images, from its results.
+
+  The run's record of its dataset, else, for runs from before that record,
+  the table's entry of its dataset (every dataset of the paper: 32x32x3).
+  """
+  results = results_lib.as_results(results)
+  dataset = results.dataset
+  if isinstance(dataset, dict) and dataset.get('image_shape'):
+    return tuple(dataset['image_shape'])
+  name = results.config.get('dataset')
+  if name in input_pipeline.DATASETS:
+    return input_pipeline.DATASETS[name].image_shape
+  return _PAPER_IMAGE_SHAPE

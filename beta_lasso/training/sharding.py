@@ -25,13 +25,14 @@ import ml_collections
 import numpy as np
 
 from beta_lasso import pytree
+from beta_lasso import errors
 
 DATA, MODEL = 'data', 'model'
 # Leaves the rule may shard: kernels, and optimizer state that mirrors them.
 _SHARDABLE = re.compile(r'(^|/)kernel$')
 
 
-class MeshError(ValueError):
+class MeshError(errors.UserError, ValueError):
   """A mesh the devices of this run cannot form; the message is one line."""
 
 

@@ -12,8 +12,9 @@ from absl import logging
 import jax
 import ml_collections
 
+from beta_lasso import errors
 from beta_lasso.data import augmentation
-from beta_lasso.data import cache as data_cache
+from beta_lasso.data import data_file as data_file_lib
 from beta_lasso.data import datasets
 from beta_lasso.training import fits
 from beta_lasso.data import input_pipeline
@@ -63,7 +64,7 @@ UNUSED.update({('model', spec.name): unused
                if (unused := _unused_by_model(spec))[0]})
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError, ValueError):
   """A config value that cannot work."""
 
 
@@ -266,20 +267,20 @@ def _check_split_sizes(config: ml_collections.ConfigDict, split_size):
 def _check_data_file(config: ml_collections.ConfigDict):
   """Splits of `config.data_file`: they exist and are large enough."""
   try:
-    available = data_cache.splits_in(config.data_file)
-  except data_cache.DataFileError as e:
+    available = data_file_lib.splits_in(config.data_file)
+  except data_file_lib.DataFileError as e:
     raise ConfigError(f'config.data_file: {e}') from None
 
   def split_size(field, split):
     try:
-      name, part = data_cache.parse_split(split)
+      name, part = data_file_lib.parse_split(split)
       if name not in available:
         raise ConfigError(
             f'config.{field}={split!r} is not in data file '
             f'{config.data_file}; it holds: {", ".join(available)}')
       return len(range(*part.indices(
-          data_cache.split_size(config.data_file, name))))
-    except data_cache.DataFileError as e:
+          data_file_lib.split_size(config.data_file, name))))
+    except data_file_lib.DataFileError as e:
       raise ConfigError(f'config.data_file: {e}') from None
 
   _check_split_sizes(config, split_size)

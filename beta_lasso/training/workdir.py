@@ -18,15 +18,20 @@ import jax
 import ml_collections
 import numpy as np
 
+from beta_lasso import errors
+
 CHECKPOINTS_DIR = 'checkpoints'
 CONFIG_FILE = 'config.json'
 PERMUTATION_FILE = 'pixel_permutation.npy'
 RESULTS_FILE = 'results.json'
 DATASET_FILE = 'dataset.json'
 LOCK_FILE = 'lock'
+# What json.loads returns -> the name JSON gives it.
+_JSON_TYPES = {list: 'array', str: 'string', int: 'number', float: 'number',
+               bool: 'boolean', type(None): 'null'}
 
 
-class WorkdirError(ValueError):
+class WorkdirError(errors.UserError, ValueError):
   """The workdir cannot hold this run: a file, unreadable, or in use."""
 
 
@@ -77,12 +82,18 @@ def read_config(workdir) -> dict | None:
   if not path.exists():
     return None
   try:
-    return json.loads(path.read_text())
+    config = json.loads(path.read_text())
   except ValueError as e:  # Truncated or edited by hand.
     raise WorkdirError(
         f'{path} is unreadable ({type(e).__name__}: {e}); delete it to take '
         'the config saved in the newest checkpoint, or use a new --workdir'
     ) from None
+  if not isinstance(config, dict):  # Valid JSON, but not what we wrote.
+    raise WorkdirError(
+        f'{path} holds a JSON {_JSON_TYPES[type(config)]}, not an object of '
+        'config fields; delete it to take the config saved in the newest '
+        'checkpoint, or use a new --workdir')
+  return config
 
 
 # How a run executes, not what it computes: a run may go on with these changed
