@@ -2,7 +2,7 @@ r"""The paper's runs as one queue, run window by window on a lent accelerator.
 
   python -m launch.paper --workdir_root=/tmp/paper --out=$OUT/paper \
       --budget=540 [--resume_from=results/paper] \
-      [-- --config.data_file=data/cifar10_jpeg.npz]
+      [-- --config.data_file=.carry/cifar10_jpeg.npz]
 
 The queue, in this order, each row with its paper config and the paper's
 recipe on top (Fast AutoAugment then Cutout, the 45k/5k validation split with
@@ -25,7 +25,7 @@ without any rate is not started. At the budget the running run is sent
 SIGTERM and checkpoints (launch.sweep's deadline).
 
 Then it packs into `--out` what must come back from a machine whose disk is
-gone afterwards, at most 8 files of at most 16 MiB:
+gone afterwards, at most `--max_files` (8) files of at most 16 MiB:
 
 - `campaign.json`: every row's status, paper accuracy, command, results.json
   and config.json of each finished run, the measured rates, and one record
@@ -33,7 +33,11 @@ gone afterwards, at most 8 files of at most 16 MiB:
 - `figures.tar`: the first-layer filters of each finished run
   (`<row>/fig4_filters.png`, what the report shows for a stored run);
 - `compact_<row>/`: the compact copy of an unfinished beta-LASSO run
-  (`compact.json`, `arrays-NNN.npz`).
+  (`compact.json`, `arrays-NNN.npz`); left out, and the command fails, when
+  it would take the folder over the file limit.
+
+The data file's path is part of each run's config: give every window the
+same one (relative to the repository root, as above).
 
 The next window, on a fresh machine, gets these files back with
 `--resume_from=DIR` (e.g. results/paper/ in the repository): finished rows
@@ -106,12 +110,18 @@ QUEUE = (
         78.63),
 )
 
-# Steps per second of a whole run on one H200 (evals and compiling
-# included), where measured: BENCHMARKS.md's 3.3 ms a training step of S-FC
-# at alpha 150, batch 512, with Table 2's evals, about 250 steps/s. The
-# runner measures every run it starts and uses that from then on.
-STEPS_PER_SECOND = {'table2_beta50': 250.0, 'table2_beta0': 250.0,
-                    'table2_beta1': 250.0}
+# Steps per second of a whole run on one H200, evals included, from
+# BENCHMARKS.md's full-size S-FC measurement (training 3.3 ms a step, 0.29 s
+# an epoch of 87 steps; about 4 s an eval): Table 2 (an eval every 50 epochs)
+# 348,000 steps in about 1,480 s; Table 1's 400 epochs (an eval every 10) in
+# about 0.69 s an epoch. 3-FC and D-FC have as many weights as S-FC (256M and
+# 282M) and are given its rate, D-FC less a tenth. The conv and local rows
+# are not measured: give them with --steps_per_second (benchmarks.train_step
+# measures a step). A row's own measured rate replaces these once it has run.
+STEPS_PER_SECOND = {'table2_beta50': 230.0, 'table2_beta0': 230.0,
+                    'table2_beta1': 230.0, 'table2_sgd': 230.0,
+                    'table1_sfc': 120.0, 'table1_3fc': 120.0,
+                    'table1_dfc': 108.0}
 
 
 class CampaignError(ValueError):
@@ -289,6 +299,9 @@ def _record(row: Row, run: planning.Run, config_file: str, status: str,
   workdir = pathlib.Path(run.workdir)
   if (workdir / 'config.json').exists():
     entry['config_json'] = json.loads((workdir / 'config.json').read_text())
+  steps = loading.checkpoint_steps(run.workdir)
+  if steps:
+    entry['step'] = steps[-1]
   try:
     results = loading.load_results(run.workdir)
   except FileNotFoundError:
@@ -299,7 +312,6 @@ def _record(row: Row, run: planning.Run, config_file: str, status: str,
     # The whole run's pace, compiling and evals included, is what a window's
     # plan needs.
     entry['steps_per_second'] = last['step'] / last['wall_seconds']
-    entry['step'] = last['step']
   if 'steps' in results:
     results.pop('workdir', None)
     entry['results'] = results
@@ -307,19 +319,29 @@ def _record(row: Row, run: planning.Run, config_file: str, status: str,
   return entry
 
 
-def pack(out, planned, campaign: dict, figures: dict[str, bytes]):
+def pack(out, planned, campaign: dict, figures: dict[str, bytes],
+         max_files: int = MAX_FILES):
   """Writes campaign.json, figures.tar and compact copies into `out`.
 
+  A compact copy that would take the folder over `max_files` is left out
+  (campaign.json says so), so that what comes back is complete otherwise.
+
   Raises:
-    CampaignError: more than MAX_FILES files or one over MAX_FILE_BYTES.
+    CampaignError: more than `max_files` files or one over MAX_FILE_BYTES.
   """
   from beta_lasso import compact  # pylint: disable=g-import-not-at-top
   from beta_lasso.report import filters as filters_lib  # pylint: disable=g-import-not-at-top
   from beta_lasso.training import loading  # pylint: disable=g-import-not-at-top
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
+  # Copies an earlier pack left here (its runs restored by now) are made
+  # again from the workdirs, or are of runs finished since.
+  for old in out.glob(f'{COMPACT_PREFIX}*'):
+    shutil.rmtree(old)
   for row, run, config in planned:
     entry = campaign['runs'].get(row.name, {})
+    entry.pop('compact', None)
+    entry.pop('compact_dropped', None)
     name = f'{row.name}/{FILTERS_FIGURE}'
     if (entry.get('status') == 'finished' and name not in figures and
         loading.checkpoint_steps(run.workdir) and
@@ -342,6 +364,7 @@ def pack(out, planned, campaign: dict, figures: dict[str, bytes]):
       else:
         compact.compact(run.workdir, copy, max_file_bytes=MAX_FILE_BYTES)
       entry['compact'] = copy.name
+      entry['compact_bytes'] = sum(p.stat().st_size for p in copy.iterdir())
   if figures:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode='w') as tar:
@@ -350,17 +373,31 @@ def pack(out, planned, campaign: dict, figures: dict[str, bytes]):
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
     (out / FIGURES_FILE).write_bytes(buffer.getvalue())
+  dropped = []
+  for row, _, _ in planned:
+    entry = campaign['runs'].get(row.name, {})
+    copy = out / entry.get('compact', '-')
+    count = sum(1 for p in out.rglob('*')
+                if p.is_file() and p.name != CAMPAIGN_FILE) + 1
+    if entry.get('compact') and copy.is_dir() and count > max_files:
+      shutil.rmtree(copy)
+      entry['compact_dropped'] = (
+          f'{entry.pop("compact")} left out: {count} files with it, at most '
+          f'{max_files} come back')
+      dropped.append(entry['compact_dropped'])
   (out / CAMPAIGN_FILE).write_text(json.dumps(campaign, indent=1,
                                               sort_keys=True))
+  if dropped:
+    raise CampaignError('; '.join(dropped))
   files = sorted(p for p in out.rglob('*') if p.is_file())
   too_big = [f'{p.relative_to(out)} ({p.stat().st_size:,} bytes)'
              for p in files if p.stat().st_size > MAX_FILE_BYTES]
-  if len(files) > MAX_FILES or too_big:
+  if len(files) > max_files or too_big:
     raise CampaignError(
         f'{out} holds {len(files)} files' + (
             f', over {MAX_FILE_BYTES:,} bytes: {", ".join(too_big)}'
             if too_big else '') +
-        f'; at most {MAX_FILES} files of {MAX_FILE_BYTES:,} bytes come back')
+        f'; at most {max_files} files of {MAX_FILE_BYTES:,} bytes come back')
   return files
 
 
@@ -401,8 +438,11 @@ def estimate_seconds(row: Row, steps_left: int, campaign: dict,
 
 def run_window(planned, extra_args: Sequence[str], campaign: dict, *,
                deadline: float, given_rates: dict[str, float],
-               startup_seconds: float) -> dict[str, str]:
+               startup_seconds: float,
+               only: Sequence[str] = ()) -> dict[str, str]:
   """Runs the rows that fit before `deadline`, in queue order.
+
+  Rows outside `only` (when given) are kept as they are, not run.
 
   Returns:
     Row name -> what happened this window.
@@ -411,6 +451,8 @@ def run_window(planned, extra_args: Sequence[str], campaign: dict, *,
   outcomes = {}
   for row, run, config in planned:
     entry = campaign['runs'].get(row.name, {})
+    if only and row.name not in only:
+      continue
     if entry.get('status') == 'finished':
       outcomes[row.name] = 'finished before'
       continue
@@ -464,6 +506,9 @@ def _define_flags():
                       '--resume_from as stored runs into this folder.')
   flags.DEFINE_float('budget', 540, 'Wall-clock seconds of this window, '
                      'packing included.')
+  flags.DEFINE_integer('max_files', MAX_FILES, 'Most files packed (the '
+                       'device hands back 8 under $OUT: one fewer leaves '
+                       'room for a log).')
   flags.DEFINE_float('pack_seconds', 30, 'Seconds kept at the end to pack.')
   flags.DEFINE_float('startup_seconds', 60, 'Seconds a run spends before its '
                      'first step (imports, data, compiling), for the plan.')
@@ -514,9 +559,10 @@ def main(argv):
     if unknown:
       raise CampaignError(f'--only: unknown rows {", ".join(unknown)}; the '
                           f'queue: {", ".join(names)}')
-    rows = [row for row in QUEUE if not args.only or row.name in args.only]
     rates = _rates(args.steps_per_second)
-    planned = plan(args.workdir_root, rows,
+    # Every row, so that what an earlier window packed of rows not run now
+    # travels on; --only picks the rows to run.
+    planned = plan(args.workdir_root, QUEUE,
                    recipe_overrides=recipe(args.augment, args.half_precision),
                    alpha=args.alpha, width=args.width, epochs=args.epochs,
                    eval_every_epochs=args.eval_every_epochs)
@@ -531,21 +577,27 @@ def main(argv):
   deadline = start + args.budget - args.pack_seconds
   outcomes = run_window(planned, extra_args, campaign, deadline=deadline,
                         given_rates=rates,
-                        startup_seconds=args.startup_seconds)
+                        startup_seconds=args.startup_seconds, only=args.only)
   campaign['windows'].append({
       'started': time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(start)),
       'budget': args.budget, 'seconds': time.time() - start,
       'device': _device(), 'outcomes': outcomes})
   try:
-    files = pack(args.out, planned, campaign, figures)
+    files = pack(args.out, planned, campaign, figures, args.max_files)
   except CampaignError as e:
     sys.exit(f'error: {e}')
   for row, _, _ in planned:
+    if args.only and row.name not in args.only:
+      continue
     entry = campaign['runs'][row.name]
-    accuracy = entry.get('results', {}).get('test_accuracy_at_best_val')
-    accuracy = accuracy or entry.get('results', {}).get('test_accuracy')
-    shown = f', test accuracy {100 * accuracy:.2f} (paper {row.paper})' if (
-        accuracy is not None) else ''
+    results = entry.get('results', {})
+    shown = ''
+    if 'test_accuracy' in results:
+      # The paper reports the test accuracy at the best validation step.
+      best = results.get('test_accuracy_at_best_val')
+      shown = (f', test accuracy {100 * results["test_accuracy"]:.2f} final'
+               + (f', {100 * best:.2f} at best validation' if best is not None
+                  else '') + f' (paper {row.paper})')
     print(f'{row.name}: {entry["status"]}{shown}', flush=True)
   total = sum(f.stat().st_size for f in files)
   print(f'Packed {len(files)} files, {total / 2**20:.2f} MiB, in {args.out}; '
@@ -553,15 +605,14 @@ def main(argv):
 
 
 def _device() -> str:
-  """The accelerator the runs used, asked of a child (see main)."""
+  """The GPU the runs used (nvidia-smi, no framework started), else 'cpu'."""
   try:
-    return subprocess.run(
-        [sys.executable, '-c',
-         'import jax; print(jax.devices()[0].device_kind)'],
-        capture_output=True, text=True, timeout=120, check=True
-    ).stdout.strip() or 'unknown'
+    names = subprocess.run(
+        ['nvidia-smi', '--query-gpu=name', '--format=csv,noheader'],
+        capture_output=True, text=True, timeout=30, check=True).stdout
   except (subprocess.SubprocessError, OSError):
-    return 'unknown'
+    return 'cpu'
+  return ', '.join(n.strip() for n in names.splitlines() if n.strip()) or 'cpu'
 
 
 if __name__ == '__main__':

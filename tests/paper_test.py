@@ -11,7 +11,6 @@ import pytest
 from cli_runs import IGNORE_UNFINISHED_RESTORES, _env
 from compact_test import small_data_file
 from launch import paper
-from launch import planning
 
 pytestmark = IGNORE_UNFINISHED_RESTORES
 
@@ -42,7 +41,8 @@ def test_the_queue_is_the_issues_order_with_the_papers_recipe():
 
 
 def test_a_dense_run_starts_only_when_it_fits(monkeypatch, tmp_path):
-  planned = paper.plan(str(tmp_path), [paper.QUEUE[3], paper.QUEUE[7]],
+  # S-FC, then S-CONV, whose rate no table holds.
+  planned = paper.plan(str(tmp_path), [paper.QUEUE[3], paper.QUEUE[1]],
                        recipe_overrides=paper.recipe())
   started = []
   monkeypatch.setattr(paper.sweep_lib, 'execute',
@@ -54,13 +54,14 @@ def test_a_dense_run_starts_only_when_it_fits(monkeypatch, tmp_path):
       planned, [], campaign, deadline=time.time() + 400,
       given_rates={'table1_sfc': 100.0}, startup_seconds=30)
   assert started == ['table1_sfc']
-  assert outcomes['table1_dfc'] == 'not started: no steps/s known'
+  assert outcomes['table1_sconv'] == 'not started: no steps/s known'
+  started.clear()
   outcomes = paper.run_window(
       planned, [], paper._empty_campaign(), deadline=time.time() + 300,
-      given_rates={'table1_sfc': 100.0, 'table1_dfc': 1e6},
+      given_rates={'table1_sfc': 100.0, 'table1_sconv': 1e6},
       startup_seconds=30)
   assert outcomes['table1_sfc'].startswith('not started: needs about 378 s')
-  assert outcomes['table1_dfc'] == 'done'
+  assert started == ['table1_sconv'] and outcomes['table1_sconv'] == 'done'
 
 
 def _campaign(root, out, budget, *extra):
@@ -101,7 +102,7 @@ def test_stops_at_the_budget_and_carries_on_elsewhere(tmp_path):
                               f'--resume_from={packed}')
   assert f'restored from {packed}/compact_table2_beta50 at step' in (
       second.stdout)
-  assert f'Resumed from step ' in second.stderr
+  assert 'Resumed from step ' in second.stderr
   assert 'table2_beta50: finished, test accuracy' in second.stdout
   # D-FC's momentum cannot travel: at 0.01 steps/s it never fits.
   assert 'table1_dfc: not started: needs about' in second.stdout
