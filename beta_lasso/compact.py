@@ -34,8 +34,8 @@ to `compact_sizes.jsonl` in the workdir.
 import json
 import os
 import sys
-import zipfile
 from typing import Any
+import zipfile
 
 from absl import app
 from absl import flags

@@ -61,7 +61,8 @@ import subprocess
 import sys
 import tarfile
 import time
-from typing import Any, Sequence
+from typing import Any
+from typing import Sequence
 
 from absl import app
 from absl import flags

@@ -5,6 +5,13 @@ import signal
 import subprocess
 import sys
 
+from cli_runs import IGNORE_UNFINISHED_RESTORES
+from cli_runs import _assert_bitwise_equal
+from cli_runs import _env
+from cli_runs import _Interrupter
+from cli_runs import _saved_state
+from cli_runs import _steps
+from cli_runs import _untimed
 import jax
 import numpy as np
 import pytest
@@ -14,8 +21,6 @@ from beta_lasso.data import cache as data_cache
 from beta_lasso.data import input_pipeline
 from beta_lasso.training import checkpointing
 from beta_lasso.training import validation
-from cli_runs import (IGNORE_UNFINISHED_RESTORES, _assert_bitwise_equal, _env,
-                      _Interrupter, _saved_state, _steps, _untimed)
 from configs import sfc
 
 pytestmark = IGNORE_UNFINISHED_RESTORES

@@ -6,10 +6,11 @@ import sys
 import tarfile
 import time
 
+from cli_runs import IGNORE_UNFINISHED_RESTORES
+from cli_runs import _env
+from compact_test import small_data_file
 import pytest
 
-from cli_runs import IGNORE_UNFINISHED_RESTORES, _env
-from compact_test import small_data_file
 from launch import paper
 
 pytestmark = IGNORE_UNFINISHED_RESTORES
