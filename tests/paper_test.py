@@ -1,6 +1,8 @@
 """launch/paper.py: the paper's queue, window by window, carried on from packed files."""
 import json
+import os
 import pathlib
+import signal
 import subprocess
 import sys
 import tarfile
@@ -8,6 +10,7 @@ import time
 
 from cli_runs import IGNORE_UNFINISHED_RESTORES
 from cli_runs import _env
+from cli_runs import _steps
 from compact_test import small_data_file
 import pytest
 
@@ -65,31 +68,58 @@ def test_a_dense_run_starts_only_when_it_fits(monkeypatch, tmp_path):
   assert started == ['table1_sconv'] and outcomes['table1_sconv'] == 'done'
 
 
+def _command(root, out, budget, *extra) -> list[str]:
+  return [
+      sys.executable, '-m', 'launch.paper', f'--workdir_root={root / out}',
+      f'--out={root / out}_packed', f'--budget={budget}', '--pack_seconds=2',
+      '--startup_seconds=5', '--only=table2_beta50,table1_dfc', '--alpha=1',
+      '--epochs=60', '--eval_every_epochs=30', '--augment=crop_flip',
+      '--half_precision=false', '--steps_per_second=table1_dfc=0.01', *extra,
+      '--', f'--config.data_file={root / "data.npz"}',
+      '--config.batch_size=128', '--config.eval_batch_size=128',
+      '--config.train_split=train[:896]', '--config.val_split=train[896:]',
+      '--config.log_every_steps=42']
+
+
 def _campaign(root, out, budget, *extra):
-  data_file = root / 'data.npz'
-  proc = subprocess.run(
-      [sys.executable, '-m', 'launch.paper', f'--workdir_root={root / out}',
-       f'--out={root / out}_packed', f'--budget={budget}',
-       '--pack_seconds=2', '--startup_seconds=5',
-       '--only=table2_beta50,table1_dfc', '--alpha=1', '--epochs=60',
-       '--eval_every_epochs=30', '--augment=crop_flip',
-       '--half_precision=false', '--steps_per_second=table1_dfc=0.01', *extra,
-       '--', f'--config.data_file={data_file}', '--config.batch_size=128',
-       '--config.eval_batch_size=128', '--config.train_split=train[:896]',
-       '--config.val_split=train[896:]', '--config.log_every_steps=42'],
-      cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600,
-      check=False)
+  proc = subprocess.run(_command(root, out, budget, *extra), cwd=REPO,
+                        env=_env(), capture_output=True, text=True,
+                        timeout=600, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc, root / f'{out}_packed'
 
 
+def _held_until_the_budget(root, out, budget):
+  """A window whose run is held (SIGSTOP) from its first checkpoint until the
+  budget is spent, so the stop comes from the budget at any machine speed."""
+  workdir = root / out / 'table2_beta50'
+  log = root / f'{out}.out'
+  with open(log, 'w') as stdout, open(root / f'{out}.err', 'w') as stderr:
+    proc = subprocess.Popen(_command(root, out, budget), cwd=REPO, env=_env(),
+                            text=True, stdout=stdout, stderr=stderr)
+  held = None
+  deadline = time.monotonic() + 300
+  while proc.poll() is None and time.monotonic() < deadline:
+    if held is None and _steps(workdir):
+      # The run's process, as its workdir lock names it.
+      held = int((workdir / 'lock').read_text().split()[0])
+      os.kill(held, signal.SIGSTOP)
+    if held is not None and 'Time limit reached' in log.read_text():
+      os.kill(held, signal.SIGCONT)  # It finds the SIGTERM waiting.
+      held = 0
+    time.sleep(0.05)
+  assert proc.wait(300) == 0, (root / f'{out}.err').read_text()[-3000:]
+  assert held == 0, 'the run never reached its first checkpoint'
+  return log.read_text(), root / f'{out}_packed'
+
+
 def test_stops_at_the_budget_and_carries_on_elsewhere(tmp_path):
   small_data_file(tmp_path / 'data.npz')
-  # 60 epochs of 7 steps; the first window ends long before the 420th.
-  first, packed = _campaign(tmp_path, 'window1', 25)
-  assert 'Time limit reached' in first.stdout
-  assert 'table2_beta50: stopped' in first.stdout
-  assert 'table1_dfc: not started' in first.stdout
+  # 60 epochs of 7 steps, a checkpoint every 42.
+  stdout, packed = _held_until_the_budget(tmp_path, 'window1', 40)
+  assert 'Time limit reached' in stdout
+  assert 'table2_beta50: stopped' in stdout
+  assert 'table1_dfc: not started' in stdout
   files = sorted(p for p in packed.rglob('*') if p.is_file())
   assert len(files) <= paper.MAX_FILES
   assert all(p.stat().st_size <= paper.MAX_FILE_BYTES for p in files)
