@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from beta_lasso import compact
 from beta_lasso import errors
 from beta_lasso import models
 from beta_lasso import optim
@@ -495,6 +496,8 @@ def train_loop(state: TrainState, *, config: ml_collections.ConfigDict,
       if save_now or preempted or is_best:
         with report_progress.timed('checkpoint'):
           checkpoints.save(done, state, history, saved_extras(), best=is_best)
+          if save_now or preempted:  # Not the extra saves of a best step.
+            compact.after_save(config, workdir, checkpoints)
       if preempted and not is_last:
         # Leaving the block waits for this save to finish.
         writer.flush()
@@ -531,6 +534,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # Everything that can be wrong with the input, the memory it needs included,
   # is caught before any compute and before the workdir is touched.
   validation.validate_config(config)
+  compact.check_config(config)
   workdir_lib.check_config(workdir, config, allow_change=allow_config_change)
   info = datasets.base_info(config)
   checkpoints = checkpointing.Checkpointer(

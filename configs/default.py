@@ -97,6 +97,10 @@ def get_config():
   config.eval_every_epochs = 10.0
   config.checkpoint_every_epochs = 10.0
   config.max_checkpoints_to_keep = 2
+  # A folder for a compact, lossless copy of each checkpoint (beta-LASSO
+  # only: `python -m beta_lasso.compact`), a few megabytes that outlive a
+  # host whose disk goes with it; None: none.
+  config.compact_dir = ml_collections.config_dict.placeholder(str)
   return config
 
 

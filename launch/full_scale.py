@@ -8,7 +8,10 @@ Trains S-FC at alpha 150 (256M weights) with beta-LASSO as Table 2 does
 FC layers, lr 0.1 with a per-step cosine, batch 512), bfloat16 compute with
 float32 weights, data and loop resident on the accelerator
 (`config.device_loop`), for EPOCHS; then the SGD baseline (`configs/sfc.py`)
-for the same EPOCHS. Each run checkpoints every tenth of its budget. With
+for the same EPOCHS. Each run checkpoints every tenth of its budget; the
+beta-LASSO run also writes a compact, lossless copy of each checkpoint to
+WORKDIR_ROOT/beta_lasso.compact (`beta_lasso.compact`; its size at each tenth
+is in the report). With
 --time_limit the command stops after that many seconds (the running run saves
 a checkpoint first) and the same command carries on where it stopped, so a
 run longer than any one session completes over several commands.
@@ -41,6 +44,9 @@ from launch import sweep as sweep_lib
 # Table 2's two rows: the beta-LASSO run and the SGD baseline of equal budget.
 RUNS = (('beta_lasso', 'configs/sfc_beta_lasso.py'), ('sgd', 'configs/sfc.py'))
 
+# The beta-LASSO run's compact copy goes to WORKDIR_ROOT/beta_lasso.compact.
+COMPACT_SUFFIX = '.compact'
+
 # Dense bf16 matmul peak (FLOP/s) by `device_kind` prefix, from the vendors'
 # data sheets (no sparsity). fp32 peaks are not listed: GPUs run fp32 matmuls
 # through TF32 or not, depending on flags.
@@ -65,12 +71,18 @@ def runs(workdir_root: str, alpha: int, epochs: float, batch_size: int,
                'eval_every_epochs': epochs / 10,
                'checkpoint_every_epochs': epochs / 10}
   planned = []
+  root = workdir_root.rstrip('/')
   for name, config_file in RUNS:
     config = planning.load_config(config_file)
-    cast = planning.apply_overrides(config, overrides)
+    run_overrides = dict(overrides)
+    if config.optimizer == 'beta_lasso':
+      # Its whole state in a few megabytes, to carry the run to another host
+      # (`python -m beta_lasso.compact --restore`).
+      run_overrides['compact_dir'] = f'{root}/{name}{COMPACT_SUFFIX}'
+    cast = planning.apply_overrides(config, run_overrides)
     planned.append((config_file, planning.Run(
         name=name, overrides=cast,
-        workdir=f'{workdir_root.rstrip("/")}/{name}')))
+        workdir=f'{root}/{name}')))
   return planned
 
 
@@ -113,6 +125,7 @@ def report(planned, half_precision: bool) -> str:
   # children have run.
   import jax  # pylint: disable=g-import-not-at-top
   from benchmarks import train_step  # pylint: disable=g-import-not-at-top
+  from beta_lasso import compact  # pylint: disable=g-import-not-at-top
   from beta_lasso import models  # pylint: disable=g-import-not-at-top
   from beta_lasso.training import loading  # pylint: disable=g-import-not-at-top
   kind = jax.devices()[0].device_kind
@@ -149,6 +162,9 @@ def report(planned, half_precision: bool) -> str:
         mfu += f', {100 * flops / vendor:.1f}% of vendor'
       lines.append(f'  {epochs / seconds:.3f} epochs/s, {images_per_s:,.0f} '
                    f'images/s, {flops / 1e12:.2f} TFLOP/s ({mfu})')
+    for size in compact.read_sizes(run.workdir):
+      lines.append(f'  compact copy at step {size["step"]:,}: '
+                   f'{size["bytes"] / 2**20:.2f} MiB in {size["files"]} files')
     for layer, total in results['weights'].items():
       nnz = last.get('nnz', {}).get(layer)
       if nnz is not None:

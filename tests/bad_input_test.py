@@ -468,7 +468,8 @@ def test_one_line_keeps_what_failed_and_why():
 _ENTRY_POINTS = ('beta_lasso.main', 'beta_lasso.report', 'beta_lasso.report.plots',
                  'beta_lasso.sparse.export', 'beta_lasso.sparse.prune',
                  'beta_lasso.data.cache', 'beta_lasso.params', 'launch.sweep',
-                 'launch.cloud', 'launch.full_scale', 'launch.local')
+                 'launch.cloud', 'launch.full_scale', 'launch.local',
+                 'beta_lasso.compact', 'launch.paper')
 
 
 def test_every_entry_point_is_listed():

@@ -17,11 +17,13 @@ def test_runs_are_table2s_rows_at_the_papers_size():
   assert (bl_config, bl.workdir) == ('configs/sfc_beta_lasso.py',
                                      '/r/beta_lasso')
   assert (sgd_config, sgd.workdir) == ('configs/sfc.py', '/r/sgd')
-  for run in (bl, sgd):
-    assert run.overrides == {
-        'alpha': 150, 'num_epochs': 4000.0, 'batch_size': 512,
-        'half_precision': True, 'device_loop': True, 'eval_every_epochs': 400.0,
-        'checkpoint_every_epochs': 400.0}
+  common = {
+      'alpha': 150, 'num_epochs': 4000.0, 'batch_size': 512,
+      'half_precision': True, 'device_loop': True, 'eval_every_epochs': 400.0,
+      'checkpoint_every_epochs': 400.0}
+  # Only beta-LASSO's state compacts: SGD's momentum is dense.
+  assert bl.overrides == {**common, 'compact_dir': '/r/beta_lasso.compact'}
+  assert sgd.overrides == common
 
 
 def test_dense_flops_per_image_is_six_per_weight_four_in_the_first_layer():
@@ -68,6 +70,10 @@ def test_end_to_end_at_a_tiny_alpha(tmp_path):
       tuple(int(x.replace(',', '')) for x in pair) for pair in layer1]
   assert total == sgd_total == 3 * 32 * 32 * 256
   assert bl_nnz < total and sgd_nnz == total
+  # beta-LASSO's compact copy, written at each of its checkpoints.
+  assert re.search(r'^  compact copy at step 4: [\d.]+ MiB in \d+ files$', out,
+                   re.M), out
+  assert (tmp_path / 'beta_lasso.compact' / 'compact.json').exists()
 
 
 @pytest.mark.parametrize('flag, message', [

@@ -343,6 +343,10 @@ class Checkpointer:
           f'cannot save the checkpoint of step {step} in {self._directory}: '
           f'{e.strerror or e}; the checkpoints saved before are kept') from None
 
+  def wait_until_finished(self):
+    """Blocks until the save in flight is on disk (e.g. to copy it)."""
+    self._manager.wait_until_finished()
+
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 

@@ -101,7 +101,7 @@ def read_config(workdir) -> dict | None:
 # connected implementation computes the same function), and a workdir saved
 # before they existed still resumes.
 EXECUTION_FIELDS = ('device_loop', 'steps_per_dispatch', 'local_impl',
-                    'mesh_model', 'fsdp', 'shard_min_weights')
+                    'mesh_model', 'fsdp', 'shard_min_weights', 'compact_dir')
 # Fields added since the first release, with the value that does what runs
 # did before them: a saved config without one is read as holding this value.
 ADDED_FIELDS = {'val_split': None, 'flip': None, 'cutout': None}
