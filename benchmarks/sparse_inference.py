@@ -113,7 +113,7 @@ def measure(path: pathlib.Path, dense_fn, dense_bytes: int,
         row[f'{backend}_{b}'] = math.nan  # Minutes a call; see BCOO_MAX_NNZ.
         continue
       row[f'{backend}_{b}'] = timed(
-          lambda: net.predict(x, batch_size=b))  # pylint: disable=cell-var-from-loop
+          lambda net=net, x=x, b=b: net.predict(x, batch_size=b))
     del net
   return row
 

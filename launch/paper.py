@@ -68,13 +68,13 @@ from absl import flags
 
 from beta_lasso import errors
 from beta_lasso import models
+from beta_lasso.report import filters as filters_lib
 from launch import planning
 from launch import sweep as sweep_lib
 
 FORMAT = 'launch.paper/1'
 CAMPAIGN_FILE = 'campaign.json'
 FIGURES_FILE = 'figures.tar'
-FILTERS_FIGURE = 'fig4_filters.png'  # beta_lasso.report's ARCHIVED_FILTERS.
 COMPACT_PREFIX = 'compact_'
 MAX_FILES = 8
 MAX_FILE_BYTES = 16 * 2**20
@@ -344,7 +344,6 @@ def pack(out, planned, campaign: dict, figures: dict[str, bytes],
     CampaignError: more than `max_files` files or one over MAX_FILE_BYTES.
   """
   from beta_lasso import compact  # pylint: disable=g-import-not-at-top
-  from beta_lasso.report import filters as filters_lib  # pylint: disable=g-import-not-at-top
   from beta_lasso.training import loading  # pylint: disable=g-import-not-at-top
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
@@ -356,7 +355,7 @@ def pack(out, planned, campaign: dict, figures: dict[str, bytes],
     entry = campaign['runs'].get(row.name, {})
     entry.pop('compact', None)
     entry.pop('compact_dropped', None)
-    name = f'{row.name}/{FILTERS_FIGURE}'
+    name = f'{row.name}/{filters_lib.ARCHIVED_FILE}'
     if (entry.get('status') == 'finished' and name not in figures and
         loading.checkpoint_steps(run.workdir) and
         filters_lib.first_layer_name(config.model) is not None):
@@ -430,9 +429,9 @@ def unpack(directory, to):
     if 'config_json' in entry:
       (folder / 'config.json').write_text(json.dumps(entry['config_json'],
                                                      indent=2, sort_keys=True))
-    figure = figures.get(f'{name}/{FILTERS_FIGURE}')
+    figure = figures.get(f'{name}/{filters_lib.ARCHIVED_FILE}')
     if figure:
-      (folder / FILTERS_FIGURE).write_bytes(figure)
+      (folder / filters_lib.ARCHIVED_FILE).write_bytes(figure)
     written.append(str(folder))
   return written
 

@@ -15,8 +15,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ('beta_lasso', 'launch', 'benchmarks')
 
 # Modules that are only a command line: importing one would define its flags.
+# They may import the report package; nothing imports them.
 COMMAND_LINES = ('beta_lasso.main', 'beta_lasso.params',
-                 'beta_lasso.report.__main__')
+                 'beta_lasso.report.__main__', 'launch.paper')
 
 
 def _module_name(path: pathlib.Path) -> str:

@@ -39,7 +39,6 @@ from beta_lasso.report import plots
 from beta_lasso.report import tables
 
 # Figure 4 of a run stored without its checkpoints (results/ in the repo).
-ARCHIVED_FILTERS = 'fig4_filters.png'
 
 _WORKDIRS = flags.DEFINE_list(
     'workdirs', None, 'Comma-separated globs of training workdirs.')
@@ -106,7 +105,7 @@ def write_report(workdirs: list[str], out, *, bits: int = 32,
   for results, name in zip(runs, names):
     model = results.config.get('model')
     file_name = f'fig4_filters_{name}.png'
-    archived = epath.Path(results.workdir) / ARCHIVED_FILTERS
+    archived = epath.Path(results.workdir) / filters_lib.ARCHIVED_FILE
     if filters_lib.first_layer_name(model) is None:
       continue
     if loading.checkpoint_steps(results.workdir):

@@ -18,6 +18,8 @@ from beta_lasso.report import figures
 from beta_lasso.training import loading
 from beta_lasso.training import workdir as workdir_lib
 
+# A stored run (results.json without checkpoints) keeps its Figure 4 here.
+ARCHIVED_FILE = 'fig4_filters.png'
 TILE_SIZE = (1.3, 1.5)  # Inches, one filter with its label.
 TITLE_HEIGHT = 0.6  # Inches above the tiles.
 

@@ -46,7 +46,7 @@ _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 
 def _has_scipy() -> bool:
   try:
-    import scipy.sparse  # pylint: disable=g-import-not-at-top,unused-import
+    import scipy.sparse  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
     return False
   return True
