@@ -27,10 +27,10 @@ from beta_lasso.training import loading
 from beta_lasso import train
 from beta_lasso.training import validation
 from beta_lasso.training import workdir as workdir_lib
-from cli_runs import (_IMPORT_NOISE, IGNORE_UNFINISHED_RESTORES, NUM_STEPS,
-                      REPO, _copy,
-                      _env, _file_hashes, _finish, _largest_file, _run, _start,
-                      _steps)
+from cli_runs import (IMPORT_NOISE, IGNORE_UNFINISHED_RESTORES, NUM_STEPS,
+                      REPO, copy_run,
+                      child_env, file_hashes, finish_run, largest_file, run_main, start_run,
+                      checkpoint_steps)
 from configs import sconv
 from launch import planning
 
@@ -194,7 +194,7 @@ _BAD_CLI = {
 
 def _env_without_tf_settings(**extra) -> dict:
   """The CLI's environment as a user's would be: TF's logging not set up."""
-  env = _env(**extra)
+  env = child_env(**extra)
   for name in ('TF_CPP_MIN_LOG_LEVEL', 'TF_ENABLE_ONEDNN_OPTS'):
     env.pop(name, None)
   return env
@@ -206,10 +206,10 @@ def bad_cli_runs(tmp_path_factory):
   root = tmp_path_factory.mktemp('bad_cli')
   procs = {}
   for name, (env, extra, _) in _BAD_CLI.items():
-    procs[name] = _start(root / name, *extra,
+    procs[name] = start_run(root / name, *extra,
                          env=_env_without_tf_settings(**dict([env] if env
                                                              else [])))
-  return root, {name: _finish(proc) for name, proc in procs.items()}
+  return root, {name: finish_run(proc) for name, proc in procs.items()}
 
 
 @pytest.mark.parametrize('name', sorted(_BAD_CLI))
@@ -229,17 +229,17 @@ def test_cli_bad_input_is_one_line_and_touches_nothing(bad_cli_runs, name):
 # 2. A workdir belongs to one experiment.
 # ----------------------------------------------------------------------------
 def test_cli_refuses_a_workdir_of_another_config(reference, tmp_path):
-  workdir = _copy(reference.workdir, tmp_path / 'run')
-  before = _file_hashes(workdir)
-  run = _run(workdir, '--config.learning_rate=0.05', '--config.seed=1')
+  workdir = copy_run(reference.workdir, tmp_path / 'run')
+  before = file_hashes(workdir)
+  run = run_main(workdir, '--config.learning_rate=0.05', '--config.seed=1')
   assert run.returncode == 1
   ours = [line for line in run.stderr.splitlines()
-          if line.strip() and not _IMPORT_NOISE.match(line)]
+          if line.strip() and not IMPORT_NOISE.match(line)]
   assert ours == [
       f'error: workdir {workdir} holds a run with another config: '
       'learning_rate (0.1 -> 0.05), seed (0 -> 1); use a new --workdir, or '
       'pass --allow_config_change to continue it anyway']
-  assert _file_hashes(workdir) == before
+  assert file_hashes(workdir) == before
 
 
 def test_check_config_refuses_or_allows_a_change(tmp_path):
@@ -330,10 +330,10 @@ def test_lock_refuses_a_second_run_naming_the_first(tmp_path):
 
 
 def test_cli_refuses_a_workdir_in_use(reference, tmp_path):
-  workdir = _copy(reference.workdir, tmp_path / 'run')
-  before = _file_hashes(workdir)
+  workdir = copy_run(reference.workdir, tmp_path / 'run')
+  before = file_hashes(workdir)
   with workdir_lib.lock(workdir):
-    run = _run(workdir)
+    run = run_main(workdir)
   assert run.returncode == 1
   assert run.stderr.splitlines()[-1] == (
       f'error: workdir {workdir} is in use by another run (pid {os.getpid()} '
@@ -341,23 +341,23 @@ def test_cli_refuses_a_workdir_in_use(reference, tmp_path):
       'a new --workdir')
   assert 'Traceback' not in run.stderr
   del before[workdir_lib.LOCK_FILE]  # The holder wrote itself there.
-  after = _file_hashes(workdir)
+  after = file_hashes(workdir)
   del after[workdir_lib.LOCK_FILE]
   assert after == before
 
 
 def test_cli_lost_config_json_is_checked_against_the_checkpoint(reference,
                                                                  tmp_path):
-  workdir = _copy(reference.workdir, tmp_path / 'run')
+  workdir = copy_run(reference.workdir, tmp_path / 'run')
   (workdir / workdir_lib.CONFIG_FILE).unlink()
-  before = _file_hashes(workdir)
-  run = _run(workdir, '--config.learning_rate=0.05')
+  before = file_hashes(workdir)
+  run = run_main(workdir, '--config.learning_rate=0.05')
   assert run.returncode == 1
   assert re.search(r'^error: workdir .* holds a run with another config: '
                    r'learning_rate \(0\.1 -> 0\.05\); use a new --workdir',
                    run.stderr.splitlines()[-1]), run.stderr[-2000:]
   assert 'Traceback' not in run.stderr
-  after = _file_hashes(workdir)
+  after = file_hashes(workdir)
   assert {k: v for k, v in after.items() if k != workdir_lib.LOCK_FILE} == {
       k: v for k, v in before.items() if k != workdir_lib.LOCK_FILE}
 
@@ -379,7 +379,7 @@ def _truncated_test_split(directory: pathlib.Path) -> pathlib.Path:
 def test_damaged_shard_is_named_and_nothing_is_written(tmp_path):
   shard = _truncated_test_split(tmp_path / 'tfds')
   workdir = tmp_path / 'run'
-  run = _run(workdir, f'--config.data_dir={tmp_path / "tfds"}',
+  run = run_main(workdir, f'--config.data_dir={tmp_path / "tfds"}',
              '--config.train_split=test', '--config.download=False')
   assert run.returncode == 1
   assert re.search(rf"^error: cannot read split 'test' of dataset 'cifar10': "
@@ -544,10 +544,10 @@ def _bad_commands(root: pathlib.Path, reference: pathlib.Path) -> dict:
 def bad_commands(reference, tmp_path_factory):
   """Every bad command line, two at a time (each is mostly imports)."""
   root = tmp_path_factory.mktemp('bad_commands')
-  workdir = _copy(reference.workdir, root / 'run')
+  workdir = copy_run(reference.workdir, root / 'run')
   commands = _bad_commands(root, workdir)
   assert sorted(commands) == sorted(_BAD_COMMANDS)
-  before = _file_hashes(root)
+  before = file_hashes(root)
 
   def run(argv):
     return subprocess.run([sys.executable, '-m', *argv], cwd=REPO,
@@ -564,13 +564,13 @@ def test_bad_command_line_is_one_line_and_writes_nothing(bad_commands, name):
   commands, runs, before, root = bad_commands
   run = runs[name]
   lines = [line for line in run.stderr.splitlines()
-           if line.strip() and not _IMPORT_NOISE.match(line)
+           if line.strip() and not IMPORT_NOISE.match(line)
            and not re.match(r'^I\d{4} ', line)]  # absl INFO of JAX start-up.
   assert run.returncode == 1, run.stderr[-3000:]
   assert len(lines) == 1, run.stderr[-3000:]
   assert re.search(commands[name][1], lines[0]), lines[0]
   assert 'Traceback' not in run.stderr
-  assert _file_hashes(root) == before  # Nothing written, nothing lost.
+  assert file_hashes(root) == before  # Nothing written, nothing lost.
 
 
 def test_sweep_files_that_fail_name_their_line(tmp_path):
@@ -603,26 +603,26 @@ def _truncate(path: pathlib.Path, size: int):
 def damaged_runs(reference, tmp_path_factory):
   """The reference with its newest / every checkpoint's data truncated."""
   root = tmp_path_factory.mktemp('damaged')
-  newest = _copy(reference.workdir, root / 'newest')
-  steps = _steps(newest)
-  _truncate(_largest_file(newest / 'checkpoints' / str(steps[-1]) / 'state'),
+  newest = copy_run(reference.workdir, root / 'newest')
+  steps = checkpoint_steps(newest)
+  _truncate(largest_file(newest / 'checkpoints' / str(steps[-1]) / 'state'),
             1000)
-  every = _copy(reference.workdir, root / 'every')
+  every = copy_run(reference.workdir, root / 'every')
   for step in steps:
-    _truncate(_largest_file(every / 'checkpoints' / str(step) / 'state'), 1000)
-  every_hashes = _file_hashes(every)
-  procs = {'newest': _start(newest), 'every': _start(every)}
+    _truncate(largest_file(every / 'checkpoints' / str(step) / 'state'), 1000)
+  every_hashes = file_hashes(every)
+  procs = {'newest': start_run(newest), 'every': start_run(every)}
   export = subprocess.run(
       [sys.executable, '-m', 'beta_lasso.sparse.export', f'--workdir={every}',
-       f'--out={root / "every.npz"}'], cwd=REPO, env=_env(),
+       f'--out={root / "every.npz"}'], cwd=REPO, env=child_env(),
       capture_output=True, text=True, timeout=300, check=False)
-  runs = {name: _finish(proc) for name, proc in procs.items()}
+  runs = {name: finish_run(proc) for name, proc in procs.items()}
   return root, steps, runs, export, every_hashes
 
 
 def _our_lines(stderr: str) -> list[str]:
   return [line for line in stderr.splitlines()
-          if line.strip() and not _IMPORT_NOISE.match(line)
+          if line.strip() and not IMPORT_NOISE.match(line)
           and not re.match(r'^I\d{4} ', line)]
 
 
@@ -669,16 +669,16 @@ def test_no_readable_checkpoint_is_one_line_and_nothing_is_moved(
       f'error: no checkpoint in {root}/every/checkpoints reads (steps '
       f'{", ".join(map(str, reversed(steps)))} are damaged)')
   assert not (root / 'every.npz').exists()
-  after = _file_hashes(root / 'every')
+  after = file_hashes(root / 'every')
   after.pop(workdir_lib.LOCK_FILE, None)
   every_hashes.pop(workdir_lib.LOCK_FILE, None)
   assert after == every_hashes
 
 
 def test_loading_skips_a_damaged_checkpoint_in_one_line(reference, tmp_path):
-  workdir = _copy(reference.workdir, tmp_path / 'run')
-  steps = _steps(workdir)
-  _truncate(_largest_file(workdir / 'checkpoints' / str(steps[-1]) / 'state'),
+  workdir = copy_run(reference.workdir, tmp_path / 'run')
+  steps = checkpoint_steps(workdir)
+  _truncate(largest_file(workdir / 'checkpoints' / str(steps[-1]) / 'state'),
             1000)
   variables = loading.load_variables(workdir)
   assert variables['step'] == steps[-2]

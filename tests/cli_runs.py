@@ -40,7 +40,7 @@ IGNORE_UNFINISHED_RESTORES = pytest.mark.filterwarnings(
 
 # What TensorFlow's C++ logging prints on import, before Python runs any of
 # our code; everything else on stderr is ours.
-_IMPORT_NOISE = re.compile(
+IMPORT_NOISE = re.compile(
     r'^(WARNING: All log messages before absl::InitializeLog\(\)|'
     r'[IW]0000 00:00:\S+ +\d+ \S+\.cc:\d+\])')
 
@@ -51,7 +51,7 @@ class Run(NamedTuple):
   stderr: str
 
 
-def _env(**extra) -> dict:
+def child_env(**extra) -> dict:
   env = dict(os.environ, **extra)
   # conftest.py points TFDS at the offline copy; without it TFDS would try to
   # download CIFAR-10 for minutes.
@@ -60,7 +60,7 @@ def _env(**extra) -> dict:
   return env
 
 
-def _start(workdir: pathlib.Path, *extra: str, env=None) -> subprocess.Popen:
+def start_run(workdir: pathlib.Path, *extra: str, env=None) -> subprocess.Popen:
   """Starts `python -m beta_lasso.main`; output goes to files beside workdir."""
   # Files, not pipes: nobody reads a pipe while the run goes on.
   log = workdir.parent / f'{workdir.name}.{time.monotonic_ns()}'
@@ -68,12 +68,12 @@ def _start(workdir: pathlib.Path, *extra: str, env=None) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, '-m', 'beta_lasso.main', *ARGS,
          f'--workdir={workdir}', *extra],
-        cwd=REPO, env=env or _env(), text=True, stdout=stdout, stderr=stderr)
+        cwd=REPO, env=env or child_env(), text=True, stdout=stdout, stderr=stderr)
   proc.log = log
   return proc
 
 
-def _finish(proc: subprocess.Popen, timeout=TIMEOUT) -> Run:
+def finish_run(proc: subprocess.Popen, timeout=TIMEOUT) -> Run:
   try:
     proc.wait(timeout=timeout)
   except subprocess.TimeoutExpired:
@@ -83,11 +83,11 @@ def _finish(proc: subprocess.Popen, timeout=TIMEOUT) -> Run:
              pathlib.Path(f'{proc.log}.err').read_text())
 
 
-def _run(workdir, *extra, env=None) -> Run:
-  return _finish(_start(workdir, *extra, env=env))
+def run_main(workdir, *extra, env=None) -> Run:
+  return finish_run(start_run(workdir, *extra, env=env))
 
 
-def _steps(workdir: pathlib.Path) -> list[int]:
+def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
   """Finished checkpoint steps (orbax renames a step folder when complete)."""
   directory = workdir / 'checkpoints'
   if not directory.is_dir():
@@ -95,7 +95,7 @@ def _steps(workdir: pathlib.Path) -> list[int]:
   return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
 
 
-class _Interrupter(threading.Thread):
+class Interrupter(threading.Thread):
   """Sends a signal to a run once it has finished a checkpoint >= min_step."""
 
   def __init__(self, proc: subprocess.Popen, workdir, min_step: int, signum):
@@ -109,7 +109,7 @@ class _Interrupter(threading.Thread):
   def run(self):
     deadline = time.monotonic() + TIMEOUT
     while self.proc.poll() is None and time.monotonic() < deadline:
-      steps = _steps(self.workdir)
+      steps = checkpoint_steps(self.workdir)
       if steps and steps[-1] >= self.min_step:
         self.step = steps[-1]
         sent = time.monotonic()
@@ -121,16 +121,16 @@ class _Interrupter(threading.Thread):
 
   def result(self) -> Run:
     self.join(TIMEOUT)
-    run = _finish(self.proc)
+    run = finish_run(self.proc)
     assert self.step is not None, (
         f'exited {run.returncode} before a checkpoint of step >= '
         f'{self.min_step}:\n{run.stderr[-3000:]}')
     return run
 
 
-def _saved_state(workdir: pathlib.Path, step: int | None = None):
+def saved_state(workdir: pathlib.Path, step: int | None = None):
   """The whole train state of a checkpoint, as host numpy arrays."""
-  step = step or _steps(workdir)[-1]
+  step = step or checkpoint_steps(workdir)[-1]
   path = workdir / 'checkpoints' / str(step) / 'state'
   with ocp.PyTreeCheckpointer() as checkpointer:
     metadata = checkpointer.metadata(path).item_metadata.tree
@@ -138,7 +138,7 @@ def _saved_state(workdir: pathlib.Path, step: int | None = None):
         lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata))
 
 
-def _assert_bitwise_equal(actual, expected):
+def assert_bitwise_equal(actual, expected):
   """Every leaf has the same dtype, shape and bytes."""
   actual = jax.tree_util.tree_flatten_with_path(actual)[0]
   expected = jax.tree_util.tree_flatten_with_path(expected)[0]
@@ -150,39 +150,39 @@ def _assert_bitwise_equal(actual, expected):
   assert not differing, f'leaves differ from the uninterrupted run: {differing}'
 
 
-def _assert_same_as_reference(workdir: pathlib.Path, reference):
-  assert _steps(workdir)[-1] == NUM_STEPS
-  _assert_bitwise_equal(_saved_state(workdir), reference.state)
+def assert_same_as_reference(workdir: pathlib.Path, reference):
+  assert checkpoint_steps(workdir)[-1] == NUM_STEPS
+  assert_bitwise_equal(saved_state(workdir), reference.state)
   results = json.loads((workdir / workdir_lib.RESULTS_FILE).read_text())
   for key in ('test_accuracy', 'test_loss', 'nnz', 'steps'):
     assert results[key] == reference.results[key], key
   # Everything an eval recorded but its timings, which no two runs share.
-  assert _untimed(results['history']) == _untimed(reference.results['history'])
+  assert untimed(results['history']) == untimed(reference.results['history'])
 
 
-def _untimed(history):
+def untimed(history):
   return [{k: v for k, v in h.items() if k not in ('wall_seconds', 'eval_seconds')}
           for h in history]
 
 
-def _file_hashes(directory: pathlib.Path) -> dict[str, str]:
+def file_hashes(directory: pathlib.Path) -> dict[str, str]:
   return {str(p.relative_to(directory)):
               hashlib.sha256(p.read_bytes()).hexdigest()
           for p in sorted(directory.rglob('*')) if p.is_file()}
 
 
-def _copy(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
+def copy_run(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
   shutil.copytree(src, dst)
   return dst
 
 
-def _flip_a_byte(path: pathlib.Path, where: float = 2 / 3):
+def flip_a_byte(path: pathlib.Path, where: float = 2 / 3):
   data = bytearray(path.read_bytes())
   data[int(len(data) * where)] ^= 0x10
   path.write_bytes(bytes(data))
 
 
-def _largest_file(directory: pathlib.Path) -> pathlib.Path:
+def largest_file(directory: pathlib.Path) -> pathlib.Path:
   return max((p for p in directory.rglob('*') if p.is_file()),
              key=lambda p: p.stat().st_size)
 

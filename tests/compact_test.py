@@ -6,12 +6,12 @@ import subprocess
 import sys
 
 from cli_runs import IGNORE_UNFINISHED_RESTORES
-from cli_runs import _assert_bitwise_equal
-from cli_runs import _env
-from cli_runs import _Interrupter
-from cli_runs import _saved_state
-from cli_runs import _steps
-from cli_runs import _untimed
+from cli_runs import assert_bitwise_equal
+from cli_runs import child_env
+from cli_runs import Interrupter
+from cli_runs import saved_state
+from cli_runs import checkpoint_steps
+from cli_runs import untimed
 import jax
 import numpy as np
 import pytest
@@ -56,7 +56,7 @@ def run_args(data_file) -> list[str]:
 
 
 def _python(*args, timeout=300) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, *args], cwd=REPO, env=_env(),
+  return subprocess.run([sys.executable, *args], cwd=REPO, env=child_env(),
                         capture_output=True, text=True, timeout=timeout,
                         check=False)
 
@@ -68,7 +68,7 @@ def _start(args, workdir: pathlib.Path) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, '-m', 'beta_lasso.main', *args,
          f'--workdir={workdir}'],
-        cwd=REPO, env=_env(), text=True, stdout=stdout, stderr=stderr)
+        cwd=REPO, env=child_env(), text=True, stdout=stdout, stderr=stderr)
   proc.log = log  # Where cli_runs' helpers read it.
   return proc
 
@@ -80,7 +80,7 @@ def runs(tmp_path_factory):
   args = run_args(small_data_file(root / 'data.npz'))
   reference = _start([*args, f'--config.compact_dir={root / "loop_copy"}'],
                      root / 'reference')
-  stopped = _Interrupter(_start(args, root / 'stopped'), root / 'stopped',
+  stopped = Interrupter(_start(args, root / 'stopped'), root / 'stopped',
                          HALF, signal.SIGTERM)
   assert reference.wait(300) == 0, (root / 'reference.err').read_text()[-3000:]
   stopped.result()
@@ -91,7 +91,7 @@ def test_a_run_stopped_halfway_carries_on_from_its_copy_bit_for_bit(
     runs, tmp_path):
   root = runs['root']
   stopped = root / 'stopped'
-  step = _steps(stopped)[-1]
+  step = checkpoint_steps(stopped)[-1]
   assert HALF <= step < NUM_STEPS
   copy = tmp_path / 'copy'
   # Small files, so that the kernels are cut across several of them.
@@ -116,14 +116,14 @@ def test_a_run_stopped_halfway_carries_on_from_its_copy_bit_for_bit(
   assert f'Resumed from step {step} of {NUM_STEPS}' in out.stderr
 
   reference = root / 'reference'
-  _assert_bitwise_equal(_saved_state(workdir), _saved_state(reference))
+  assert_bitwise_equal(saved_state(workdir), saved_state(reference))
   results, expected = [json.loads((d / 'results.json').read_text())
                        for d in (workdir, reference)]
   for key in ('test_accuracy', 'test_loss', 'nnz', 'steps', 'best_step',
               'best_val_accuracy', 'test_accuracy_at_best_val',
               'train_accuracy'):
     assert results[key] == expected[key], key
-  assert _untimed(results['history']) == _untimed(expected['history'])
+  assert untimed(results['history']) == untimed(expected['history'])
 
 
 def test_the_loop_writes_a_copy_at_each_checkpoint(runs):
@@ -134,8 +134,8 @@ def test_the_loop_writes_a_copy_at_each_checkpoint(runs):
   # The last copy is the final checkpoint, and rebuilds it exactly.
   manifest, tree, permutation = compact.read(root / 'loop_copy')
   assert manifest['step'] == NUM_STEPS
-  _assert_bitwise_equal(jax.device_get(tree),
-                        _saved_state(root / 'reference'))
+  assert_bitwise_equal(jax.device_get(tree),
+                        saved_state(root / 'reference'))
   np.testing.assert_array_equal(
       permutation, np.load(root / 'reference' / 'pixel_permutation.npy'))
   assert manifest['files'][compact.SIZES_FILE].count('\n') == 4
@@ -180,7 +180,7 @@ def test_arrays_are_cut_across_files_and_read_back_exactly(tmp_path):
   compact.compact(workdir, tmp_path / 'copy', max_file_bytes=2**20)
   restored = compact.restore(tmp_path / 'copy', tmp_path / 'again')
   assert restored['best_step'] == 5
-  _assert_bitwise_equal(_saved_state(tmp_path / 'again'), state)
+  assert_bitwise_equal(saved_state(tmp_path / 'again'), state)
   with pytest.raises(compact.CompactError, match='already holds checkpoints'):
     compact.restore(tmp_path / 'copy', tmp_path / 'again')
 

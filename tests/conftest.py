@@ -19,8 +19,8 @@ import pytest
 
 from beta_lasso.training import workdir as workdir_lib
 import generated_datasets
-from cli_runs import (CHECKPOINT_EVERY, NUM_STEPS, Reference, _finish,
-                      _Interrupter, _saved_state, _start)
+from cli_runs import (CHECKPOINT_EVERY, NUM_STEPS, Reference, finish_run,
+                      Interrupter, saved_state, start_run)
 
 
 # First: pytest-xdist reads the groups in its own hook of the same name.
@@ -47,12 +47,12 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope='session')
 def first_runs(tmp_path_factory) -> dict:
   root = tmp_path_factory.mktemp('runs')
-  runs = {'reference': _start(root / 'reference')}
+  runs = {'reference': start_run(root / 'reference')}
   for name, min_step, signum in (
       ('killed', 1, signal.SIGKILL),
       # Two checkpoints: the corruption test needs an older one to go to.
       ('preempted', 2 * CHECKPOINT_EVERY, signal.SIGTERM)):
-    runs[name] = _Interrupter(_start(root / name), root / name, min_step,
+    runs[name] = Interrupter(start_run(root / name), root / name, min_step,
                               signum)
   runs['root'] = root
   return runs
@@ -61,11 +61,11 @@ def first_runs(tmp_path_factory) -> dict:
 @pytest.fixture(scope='session')
 def reference(first_runs) -> Reference:
   workdir = first_runs['root'] / 'reference'
-  run = _finish(first_runs['reference'])
+  run = finish_run(first_runs['reference'])
   assert run.returncode == 0, run.stderr[-3000:]
   results = json.loads((workdir / workdir_lib.RESULTS_FILE).read_text())
   assert results['steps'] == NUM_STEPS
-  return Reference(workdir, run, results, _saved_state(workdir))
+  return Reference(workdir, run, results, saved_state(workdir))
 
 
 @pytest.fixture(scope='session')

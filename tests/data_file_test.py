@@ -17,7 +17,7 @@ import pytest
 from beta_lasso.data import data_file as data_file_lib
 from beta_lasso.data import datasets
 from beta_lasso.data import input_pipeline
-from cli_runs import _IMPORT_NOISE
+from cli_runs import IMPORT_NOISE
 import generated_datasets
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -223,7 +223,7 @@ def test_broken_data_files_stop_the_cli_before_anything(tmp_path):
   for name, proc in procs.items():
     stdout, stderr = proc.communicate(timeout=300)
     lines = [line for line in stderr.splitlines()
-             if not _IMPORT_NOISE.match(line)]
+             if not IMPORT_NOISE.match(line)]
     assert proc.returncode == 1, stderr[-3000:]
     assert len(lines) == 1, stderr[-3000:]
     assert lines[0].startswith(f'error: data file {tmp_path / name}.npz')

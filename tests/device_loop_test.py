@@ -14,8 +14,8 @@ from beta_lasso.training import device_loop
 from beta_lasso import train
 from beta_lasso.training import workdir as workdir_lib
 from beta_lasso.training import writers
-from cli_runs import (IGNORE_UNFINISHED_RESTORES, _assert_bitwise_equal,
-                      _saved_state, _steps, _untimed)
+from cli_runs import (IGNORE_UNFINISHED_RESTORES, assert_bitwise_equal,
+                      saved_state, checkpoint_steps, untimed)
 from configs import sfc
 
 pytestmark = IGNORE_UNFINISHED_RESTORES
@@ -77,13 +77,13 @@ def test_device_loop_follows_the_host_path_bit_for_bit(runs):
   # compiled step: on CPU nothing differs, not even the last bit.
   (host_dir, host), (device_dir, device) = runs['host'], runs['device']
   assert host['steps'] == device['steps'] == NUM_STEPS
-  _assert_bitwise_equal(_saved_state(device_dir), _saved_state(host_dir))
+  assert_bitwise_equal(saved_state(device_dir), saved_state(host_dir))
   for key in ('test_accuracy', 'test_loss', 'train_accuracy', 'train_loss',
               'nnz'):
     assert device[key] == host[key], key
-  assert _untimed(device['history']) == _untimed(host['history'])
+  assert untimed(device['history']) == untimed(host['history'])
   assert [h['step'] for h in device['history']] == [12, 24]
-  assert _steps(device_dir) == [16, 24]
+  assert checkpoint_steps(device_dir) == [16, 24]
   # Metrics fetched once a block are logged at the host path's steps, with
   # the host path's values.
   scalars = _train_scalars(device_dir)
@@ -100,10 +100,10 @@ def test_device_loop_resumes_bit_identical_in_other_blocks(runs, tmp_path):
   # Blocks of 3 from step 16 cut other places than the uninterrupted run's;
   # steps_per_dispatch is not part of the experiment, so no config error.
   results = _train(_config(True, steps_per_dispatch=3), workdir)
-  _assert_bitwise_equal(_saved_state(workdir), _saved_state(reference_dir))
+  assert_bitwise_equal(saved_state(workdir), saved_state(reference_dir))
   for key in ('test_accuracy', 'test_loss', 'train_loss'):
     assert results[key] == reference[key], key
-  assert _untimed(results['history']) == _untimed(reference['history'])
+  assert untimed(results['history']) == untimed(reference['history'])
 
 
 def test_check_finite_names_the_first_bad_step_of_a_block():

@@ -80,7 +80,7 @@ def test_family_trains_end_to_end(name, tmp_path, generated_data_dir):
   assert results['weights'] == models.kernel_counts(model, (1, *shape))
   assert set(results['nnz']) == set(results['weights'])
   # The padded, batched eval equals the model applied to the split directly.
-  state = cli_runs._saved_state(tmp_path)  # pylint: disable=protected-access
+  state = cli_runs.saved_state(tmp_path)
   variables = {'params': state['params'], 'batch_stats': state['batch_stats']}
   images, labels = input_pipeline.load_split(dataset, 'test', generated_data_dir)
   assert len(labels) == test_size

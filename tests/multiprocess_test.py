@@ -16,7 +16,7 @@ import pytest
 
 from beta_lasso.training import workdir as workdir_lib
 from beta_lasso.metrics import locality
-from cli_runs import REPO, TIMEOUT, _assert_bitwise_equal, _env, _saved_state
+from cli_runs import REPO, TIMEOUT, assert_bitwise_equal, child_env, saved_state
 from launch import local
 
 # 4 steps of 64 images, a checkpoint every 2; small splits keep the evals short.
@@ -35,7 +35,7 @@ def _launch(workdir, num_processes, devices_per_process):
        f'--devices_per_process={devices_per_process}',
        f'--process_log_dir={workdir}.logs', '--', *ARGS,
        f'--workdir={workdir}'],
-      cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
       text=True)
 
 
@@ -76,12 +76,12 @@ def test_two_processes_follow_the_one_process_trajectory(runs):
   # Same mesh, same global batch: only where the float sums run differs.
   jax.tree.map(
       lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-      _saved_state(root / 'one'), _saved_state(root / 'two'))
+      saved_state(root / 'one'), saved_state(root / 'two'))
   assert two['test_accuracy'] == pytest.approx(one['test_accuracy'], abs=0.01)
   assert two['nnz'] == one['nnz']
   # Layer 1's locality, measured on the devices of both processes as the
   # kernel is sharded there: the host's float64 numbers for the saved kernel.
-  kernel = _saved_state(root / 'two')['params']['layer1']['kernel']
+  kernel = saved_state(root / 'two')['params']['layer1']['kernel']
   assert two['locality'] == pytest.approx(
       locality.summarize(kernel, (32, 32, 3)), rel=1e-5)
 
@@ -104,8 +104,8 @@ def test_two_processes_resume_where_they_stopped(runs):
   root, outputs = runs
   assert 'Resumed from step 2' in (root / 'resumed.logs' /
                                    'process_1.log').read_text()
-  _assert_bitwise_equal(_saved_state(root / 'resumed'),
-                        _saved_state(root / 'two'))
+  assert_bitwise_equal(saved_state(root / 'resumed'),
+                        saved_state(root / 'two'))
   assert (_results(root / 'resumed')['test_accuracy'] ==
           _results(root / 'two')['test_accuracy'])
   del outputs

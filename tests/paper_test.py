@@ -9,8 +9,8 @@ import tarfile
 import time
 
 from cli_runs import IGNORE_UNFINISHED_RESTORES
-from cli_runs import _env
-from cli_runs import _steps
+from cli_runs import child_env
+from cli_runs import checkpoint_steps
 from compact_test import small_data_file
 import pytest
 
@@ -83,7 +83,7 @@ def _command(root, out, budget, *extra) -> list[str]:
 
 def _campaign(root, out, budget, *extra):
   proc = subprocess.run(_command(root, out, budget, *extra), cwd=REPO,
-                        env=_env(), capture_output=True, text=True,
+                        env=child_env(), capture_output=True, text=True,
                         timeout=600, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc, root / f'{out}_packed'
@@ -95,12 +95,12 @@ def _held_until_the_budget(root, out, budget):
   workdir = root / out / 'table2_beta50'
   log = root / f'{out}.out'
   with open(log, 'w') as stdout, open(root / f'{out}.err', 'w') as stderr:
-    proc = subprocess.Popen(_command(root, out, budget), cwd=REPO, env=_env(),
+    proc = subprocess.Popen(_command(root, out, budget), cwd=REPO, env=child_env(),
                             text=True, stdout=stdout, stderr=stderr)
   held = None
   deadline = time.monotonic() + 300
   while proc.poll() is None and time.monotonic() < deadline:
-    if held is None and _steps(workdir):
+    if held is None and checkpoint_steps(workdir):
       # The run's process, as its workdir lock names it.
       held = int((workdir / 'lock').read_text().split()[0])
       os.kill(held, signal.SIGSTOP)
@@ -159,7 +159,7 @@ def test_stops_at_the_budget_and_carries_on_elsewhere(tmp_path):
 def test_bad_flags_fail_in_one_line(tmp_path, flags, message):
   proc = subprocess.run(
       [sys.executable, '-m', 'launch.paper', f'--workdir_root={tmp_path}/r',
-       f'--out={tmp_path}/o', *flags], cwd=REPO, env=_env(),
+       f'--out={tmp_path}/o', *flags], cwd=REPO, env=child_env(),
       capture_output=True, text=True, timeout=120, check=False)
   assert proc.returncode == 1
   assert message in proc.stderr.strip().splitlines()[-1]

@@ -10,7 +10,7 @@ from beta_lasso.data import augmentation
 from beta_lasso import train
 from beta_lasso.training import workdir as workdir_lib
 from beta_lasso.metrics import locality
-from cli_runs import _saved_state
+from cli_runs import saved_state
 from configs import study
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def test_training_measures_locality_as_the_float64_reference(runs):
   """Each eval measures layer 1 on its devices in float32; on the host, in
   float64, the last checkpoint's kernel gives the same quartiles."""
   for workdir, results in runs.values():
-    kernel = _saved_state(workdir)['params']['layer1']['kernel']
+    kernel = saved_state(workdir)['params']['layer1']['kernel']
     permutation = None
     if (workdir / workdir_lib.PERMUTATION_FILE).exists():
       permutation = np.load(workdir / workdir_lib.PERMUTATION_FILE)

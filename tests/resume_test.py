@@ -22,9 +22,9 @@ import pytest
 from beta_lasso.training import checkpointing
 from beta_lasso.training import workdir as workdir_lib
 from cli_runs import (IGNORE_UNFINISHED_RESTORES, NUM_STEPS, Run,
-                      _assert_bitwise_equal, _assert_same_as_reference, _copy,
-                      _file_hashes, _flip_a_byte, _largest_file, _run,
-                      _saved_state, _steps)
+                      assert_bitwise_equal, assert_same_as_reference, copy_run,
+                      file_hashes, flip_a_byte, largest_file, run_main,
+                      saved_state, checkpoint_steps)
 
 pytestmark = IGNORE_UNFINISHED_RESTORES
 
@@ -59,15 +59,15 @@ def preempted(first_runs) -> Interrupted:
 def test_sigkill_mid_training_resumes_bit_identical(reference, killed,
                                                     tmp_path):
   assert killed.run.returncode == -signal.SIGKILL
-  workdir = _copy(killed.workdir, tmp_path / 'run')
-  resume_from = _steps(workdir)[-1]
+  workdir = copy_run(killed.workdir, tmp_path / 'run')
+  resume_from = checkpoint_steps(workdir)[-1]
   assert resume_from < NUM_STEPS
   assert not (workdir / workdir_lib.RESULTS_FILE).exists()
 
-  run = _run(workdir)
+  run = run_main(workdir)
   assert run.returncode == 0, run.stderr[-3000:]
   assert f'Resumed from step {resume_from} of {NUM_STEPS}' in run.stderr
-  _assert_same_as_reference(workdir, reference)
+  assert_same_as_reference(workdir, reference)
 
 
 # ----------------------------------------------------------------------------
@@ -83,18 +83,18 @@ def test_sigterm_saves_the_current_step_and_exits_cleanly(preempted):
   step = int(match.group(1))
   assert preempted.step < step < NUM_STEPS
   assert match.group(2) == str(preempted.workdir)
-  assert _steps(preempted.workdir)[-1] == step
+  assert checkpoint_steps(preempted.workdir)[-1] == step
   assert not (preempted.workdir / workdir_lib.RESULTS_FILE).exists()
   assert 'Traceback' not in run.stderr
 
 
 def test_preempted_run_resumes_bit_identical(reference, preempted, tmp_path):
-  workdir = _copy(preempted.workdir, tmp_path / 'run')
-  step = _steps(workdir)[-1]
-  run = _run(workdir)
+  workdir = copy_run(preempted.workdir, tmp_path / 'run')
+  step = checkpoint_steps(workdir)[-1]
+  run = run_main(workdir)
   assert run.returncode == 0, run.stderr[-3000:]
   assert f'Resumed from step {step} of {NUM_STEPS}' in run.stderr
-  _assert_same_as_reference(workdir, reference)
+  assert_same_as_reference(workdir, reference)
   # The wall time counts the first process (up to its save) too.
   results = json.loads((workdir / workdir_lib.RESULTS_FILE).read_text())
   assert results['wall_seconds'] > results['wall_seconds_last'] + 1
@@ -121,17 +121,17 @@ def test_jax_preemption_notice_is_harmless_without_distributed(tmp_path):
 # ----------------------------------------------------------------------------
 def test_corrupt_newest_and_unfinished_save_resume_from_older(
     reference, preempted, tmp_path):
-  workdir = _copy(preempted.workdir, tmp_path / 'run')
+  workdir = copy_run(preempted.workdir, tmp_path / 'run')
   checkpoints = workdir / 'checkpoints'
-  older, newest = _steps(workdir)[-2:]
+  older, newest = checkpoint_steps(workdir)[-2:]
   # A kill during the final save leaves its temporary folder, half full.
   unfinished = checkpoints / f'{NUM_STEPS}.orbax-checkpoint-tmp'
   shutil.copytree(checkpoints / str(newest), unfinished)
   (unfinished / 'state' / 'manifest.ocdbt').unlink()
   # One flipped bit in the array data: orbax alone restores it silently.
-  _flip_a_byte(_largest_file(checkpoints / str(newest) / 'state'))
+  flip_a_byte(largest_file(checkpoints / str(newest) / 'state'))
 
-  run = _run(workdir)
+  run = run_main(workdir)
   assert run.returncode == 0, run.stderr[-3000:]
   assert (f'Removing {unfinished}: a save that never finished (the run that '
           'made it stopped while saving).') in run.stderr
@@ -141,7 +141,7 @@ def test_corrupt_newest_and_unfinished_save_resume_from_older(
   assert [p.name.split('-')[0] for p in aside] == [str(newest)]
   assert f'to {aside[0]}.' in run.stderr
   assert f'Resumed from step {older} of {NUM_STEPS}' in run.stderr
-  _assert_same_as_reference(workdir, reference)
+  assert_same_as_reference(workdir, reference)
 
 
 def _tiny_state(seed):
@@ -158,9 +158,9 @@ def _save_tiny(directory, steps=(1, 2)):
 
 
 _CORRUPTIONS = {
-    'flip_data': lambda d: _flip_a_byte(_largest_file(d / 'state')),
+    'flip_data': lambda d: flip_a_byte(largest_file(d / 'state')),
     'truncate_data': lambda d: (lambda p: p.write_bytes(
-        p.read_bytes()[:p.stat().st_size // 2]))(_largest_file(d / 'state')),
+        p.read_bytes()[:p.stat().st_size // 2]))(largest_file(d / 'state')),
     'truncate_json': lambda d: (d / 'history' / 'metadata').write_text('{"ev'),
     'drop_manifest': lambda d: (d / 'state' / 'manifest.ocdbt').unlink(),
     'lose_fingerprint_entry': lambda d: (d / 'history' / 'metadata').write_text(
@@ -183,9 +183,9 @@ def test_unreadable_checkpoint_is_set_aside(tmp_path, caplog, corruption):
   _CORRUPTIONS[corruption](directory / '2')
   with checkpointing.Checkpointer(directory, max_to_keep=5) as checkpoints:
     state, history, _ = checkpoints.restore_latest(_tiny_state(0))
-  _assert_bitwise_equal(jax.device_get(state), jax.device_get(_tiny_state(1)))
+  assert_bitwise_equal(jax.device_get(state), jax.device_get(_tiny_state(1)))
   assert history == [{'step': 1}]
-  assert _steps(tmp_path) == [1]
+  assert checkpoint_steps(tmp_path) == [1]
   assert [p.name.split('-')[0]
           for p in (tmp_path / 'corrupt_checkpoints').iterdir()] == ['2']
   _settle_failed_restores(caplog)
@@ -230,7 +230,7 @@ def test_no_checkpoint_restores_is_an_error_not_a_fresh_start(tmp_path):
                              r'JSONDecodeError: .*; step 1: JSONDecodeError: '
                              r'.*\); move that folder away'):
       checkpoints.restore_latest(_tiny_state(0))
-  assert _steps(tmp_path) == [1, 2]  # Nothing moved.
+  assert checkpoint_steps(tmp_path) == [1, 2]  # Nothing moved.
 
 
 def test_fingerprint_sees_every_element():
@@ -254,11 +254,11 @@ def test_fingerprint_sees_every_element():
 # 4. Divergence stops the run and keeps the last good checkpoint.
 # ----------------------------------------------------------------------------
 def test_divergence_stops_and_keeps_the_checkpoints(preempted, tmp_path):
-  workdir = _copy(preempted.workdir, tmp_path / 'run')
-  step = _steps(workdir)[-1]
-  before = _file_hashes(workdir / 'checkpoints')
+  workdir = copy_run(preempted.workdir, tmp_path / 'run')
+  step = checkpoint_steps(workdir)[-1]
+  before = file_hashes(workdir / 'checkpoints')
   # A learning rate of 1e30 overflows the parameters in the first step.
-  run = _run(workdir, '--config.learning_rate=1e30', '--allow_config_change')
+  run = run_main(workdir, '--config.learning_rate=1e30', '--allow_config_change')
   assert run.returncode == 1
   assert 'Config changed in' in run.stderr and 'learning_rate' in run.stderr
   assert f'Resumed from step {step} of {NUM_STEPS}' in run.stderr
@@ -269,7 +269,7 @@ def test_divergence_stops_and_keeps_the_checkpoints(preempted, tmp_path):
   assert match, run.stderr[-3000:]
   assert int(match.group(3)) == step + 1
   assert 'Traceback' not in run.stderr
-  assert _file_hashes(workdir / 'checkpoints') == before
-  state = _saved_state(workdir, step)
+  assert file_hashes(workdir / 'checkpoints') == before
+  state = saved_state(workdir, step)
   assert int(state['step']) == step
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(state))

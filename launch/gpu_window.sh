@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# One accelerator window: a profile of Table 2's full-size step, then the
+# paper campaign (launch/paper.py) for the rest of the window.
+#
+#   OUT=/tmp/window WINDOW_SECONDS=540 bash launch/gpu_window.sh
+#
+# Everything that must outlive the machine is written under $OUT, in at most
+# 8 files: window.log, profile.json, trace.tar.gz (jax.profiler's trace of 20
+# steps) and the campaign's packed files (at most 5), which go into
+# results/paper/ for the next window to carry on from.
+#
+# The machine needs no TensorFlow: CIFAR-10 is read from $DATA_FILE (the JPEG
+# bundle, `beta_lasso.data.cache`'s format), and ml-collections, the one
+# package such a machine may lack, is installed from wheels in $WHEELS if
+# there are any. PROFILE_ARGS and PAPER_ARGS shrink both for a CPU test, e.g.
+#   PROFILE_ARGS='--alpha=1 --profile_steps=2' \
+#   PAPER_ARGS='--alpha=1 --epochs=2 --only=table2_beta50'
+set -uo pipefail
+cd "$(dirname "$0")/.."
+: "${OUT:?set OUT to the folder whose files come back}"
+WINDOW_SECONDS=${WINDOW_SECONDS:-540}
+PROFILE_SECONDS=${PROFILE_SECONDS:-150}
+DATA_FILE=${DATA_FILE:-.carry/cifar10_jpeg.npz}
+WHEELS=${WHEELS:-.carry}
+PROFILE_ARGS=${PROFILE_ARGS:-}
+PAPER_ARGS=${PAPER_ARGS:-}
+start=$(date +%s)
+mkdir -p "$OUT"
+log="$OUT/window.log"
+export PYTHONUNBUFFERED=1
+
+if compgen -G "$WHEELS/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+      --target /tmp/site "$WHEELS"/*.whl >> "$log" 2>&1 || exit 1
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+nvidia-smi --query-gpu=name,memory.total --format=csv >> "$log" 2>&1
+
+# 1. The profile (its own process: the campaign's runs need the memory).
+profile="$(mktemp -d)"
+echo "== profile ($(date -u +%T))" >> "$log"
+timeout "$PROFILE_SECONDS" python3 -m benchmarks.profile_step \
+    --out="$profile" --data_file="$DATA_FILE" $PROFILE_ARGS >> "$log" 2>&1
+echo "profile rc=$?" >> "$log"
+[ -f "$profile/profile.json" ] && cp "$profile/profile.json" "$OUT/"
+[ -d "$profile/trace" ] && tar -czf "$OUT/trace.tar.gz" -C "$profile" trace
+
+# 2. The campaign, in what is left of the window.
+left=$(( WINDOW_SECONDS - ($(date +%s) - start) ))
+resume=()
+[ -f results/paper/campaign.json ] && resume=(--resume_from=results/paper)
+echo "== campaign, ${left} s ($(date -u +%T))" >> "$log"
+python3 -m launch.paper --workdir_root=/tmp/paper --out="$OUT/paper" \
+    --budget="$left" --max_files=5 "${resume[@]}" $PAPER_ARGS \
+    -- --config.data_file="$DATA_FILE" >> "$log" 2>&1
+rc=$?
+echo "campaign rc=$rc, window $(( $(date +%s) - start )) s" >> "$log"
+tail -n 30 "$log"
+exit $rc
