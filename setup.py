@@ -1,11 +1,15 @@
 """Installs the beta_lasso package (dependencies are in requirements.txt)."""
+
 import pathlib
 
 import setuptools
 
 _REQUIREMENTS = [
     line.split('#')[0].strip()
-    for line in pathlib.Path(__file__).with_name('requirements.txt').read_text().splitlines()
+    for line in pathlib.Path(__file__)
+    .with_name('requirements.txt')
+    .read_text()
+    .splitlines()
     if line.split('#')[0].strip()
 ]
 

@@ -20,6 +20,7 @@ weights, the device loop) from the pieces of `beta_lasso.train`, then:
 `OUT/profile.json` holds every number; the last line printed is its summary.
 `--alpha=2 --profile_steps=3` runs it on a laptop CPU in under a minute.
 """
+
 import argparse
 import json
 import pathlib
@@ -60,8 +61,7 @@ def matmul_rate(dtype=jnp.bfloat16, reps: int = 5) -> float:
   a = jax.random.normal(jax.random.key(0), (size, size), dtype)
   mm = jax.jit(jnp.matmul)
   mm(a, a).block_until_ready()
-  return 2 * size**3 / _best_seconds(lambda: mm(a, a).block_until_ready(),
-                                     reps)
+  return 2 * size**3 / _best_seconds(lambda: mm(a, a).block_until_ready(), reps)
 
 
 def copy_bandwidth(reps: int = 5) -> float:
@@ -79,8 +79,13 @@ def copy_bandwidth(reps: int = 5) -> float:
   return 2 * 4 * n / _best_seconds(run, reps)
 
 
-def step_floor(weights: dict[str, int], first_layer: str, batch_size: int,
-               flops_per_s: float, bytes_per_s: float) -> dict[str, float]:
+def step_floor(
+    weights: dict[str, int],
+    first_layer: str,
+    batch_size: int,
+    flops_per_s: float,
+    bytes_per_s: float,
+) -> dict[str, float]:
   """The step's matmul time and memory time at the measured rates.
 
   Bytes a weight, a step: Algorithm 1 reads the float32 weight (4) and its
@@ -91,10 +96,13 @@ def step_floor(weights: dict[str, int], first_layer: str, batch_size: int,
   total = sum(weights.values())
   flops = batch_size * full_scale.dense_flops_per_image(weights, first_layer)
   moved = total * (12 + 8)
-  return {'flops': flops, 'bytes': moved,
-          'matmul_ms': 1e3 * flops / flops_per_s,
-          'memory_ms': 1e3 * moved / bytes_per_s,
-          'floor_ms': 1e3 * (flops / flops_per_s + moved / bytes_per_s)}
+  return {
+      'flops': flops,
+      'bytes': moved,
+      'matmul_ms': 1e3 * flops / flops_per_s,
+      'memory_ms': 1e3 * moved / bytes_per_s,
+      'floor_ms': 1e3 * (flops / flops_per_s + moved / bytes_per_s),
+  }
 
 
 def build(args):
@@ -109,12 +117,14 @@ def build(args):
     config.data_file = args.data_file
   splits = train.load_splits(config)
   durations = train.Durations.of(config, len(splits.train[1]))
-  info = datasets.with_stats(datasets.base_info(config), config,
-                             splits.train[0], None)
+  info = datasets.with_stats(
+      datasets.base_info(config), config, splits.train[0], None
+  )
   model = train.create_model(config, info.num_classes, jnp.bfloat16)
   mesh = sharding.create_mesh(config)
-  sharded = train.create_train_state(config, model, mesh, info.image_shape,
-                                     jnp.bfloat16, durations)
+  sharded = train.create_train_state(
+      config, model, mesh, info.image_shape, jnp.bfloat16, durations
+  )
   return config, splits, durations, info, model, mesh, sharded
 
 
@@ -123,8 +133,11 @@ def main(argv=None) -> dict:
   parser.add_argument('--out', required=True, help='folder for the results')
   parser.add_argument('--alpha', type=int, default=150)
   parser.add_argument('--batch_size', type=int, default=512)
-  parser.add_argument('--data_file', default=None,
-                      help='a .npz of beta_lasso.data.cache instead of TFDS')
+  parser.add_argument(
+      '--data_file',
+      default=None,
+      help='a .npz of beta_lasso.data.cache instead of TFDS',
+  )
   parser.add_argument('--steps_per_dispatch', type=int, default=100)
   parser.add_argument('--timed_blocks', type=int, default=3)
   parser.add_argument('--profile_steps', type=int, default=20)
@@ -132,26 +145,38 @@ def main(argv=None) -> dict:
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   device = jax.devices()[0]
-  result = {'device': device.device_kind, 'backend': jax.default_backend(),
-            'jax': jax.__version__, 'alpha': args.alpha,
-            'batch_size': args.batch_size}
+  result = {
+      'device': device.device_kind,
+      'backend': jax.default_backend(),
+      'jax': jax.__version__,
+      'alpha': args.alpha,
+      'batch_size': args.batch_size,
+  }
   result['bf16_matmul_flops_per_s'] = matmul_rate()
   result['copy_bytes_per_s'] = copy_bandwidth()
-  print(f'bf16 matmul {result["bf16_matmul_flops_per_s"] / 1e12:.1f} TFLOP/s, '
-        f'copy {result["copy_bytes_per_s"] / 1e9:.0f} GB/s', flush=True)
+  print(
+      f'bf16 matmul {result["bf16_matmul_flops_per_s"] / 1e12:.1f} TFLOP/s, '
+      f'copy {result["copy_bytes_per_s"] / 1e9:.0f} GB/s',
+      flush=True,
+  )
 
   config, splits, durations, info, model, mesh, sharded = build(args)
   augment, normalize, permutation = train.input_fns(
-      config, info, str(out / 'workdir'), jnp.bfloat16)
+      config, info, str(out / 'workdir'), jnp.bfloat16
+  )
   steps = train.Steps(config, model, mesh, sharded, augment, normalize)
   splits = steps.put(splits)
   state = sharded.state
   weights = pytree.count_weights(state.params)
   first_layer = models.first_layer_name(config.model)
   result['weights'] = weights
-  result['floor'] = step_floor(weights, first_layer, args.batch_size,
-                               result['bf16_matmul_flops_per_s'],
-                               result['copy_bytes_per_s'])
+  result['floor'] = step_floor(
+      weights,
+      first_layer,
+      args.batch_size,
+      result['bf16_matmul_flops_per_s'],
+      result['copy_bytes_per_s'],
+  )
 
   block = steps.on_device.max_steps
 
@@ -171,20 +196,28 @@ def main(argv=None) -> dict:
   step_ms = 1e3 * min(times) / block
   result['step_ms'] = step_ms
   result['epoch_s'] = step_ms * durations.steps_per_epoch / 1e3
-  result['mfu_measured'] = (result['floor']['flops'] / (step_ms / 1e3) /
-                            result['bf16_matmul_flops_per_s'])
+  result['mfu_measured'] = (
+      result['floor']['flops']
+      / (step_ms / 1e3)
+      / result['bf16_matmul_flops_per_s']
+  )
   vendor = full_scale.vendor_peak(device.device_kind)
   if vendor:
     result['mfu_vendor'] = result['floor']['flops'] / (step_ms / 1e3) / vendor
 
-  evaluator = evaluation.Evaluator(steps, model=config.model,
-                                   image_shape=info.image_shape,
-                                   permutation=permutation)
+  evaluator = evaluation.Evaluator(
+      steps,
+      model=config.model,
+      image_shape=info.image_shape,
+      permutation=permutation,
+  )
   evaluator(state, splits.test, splits.val)  # Compiles.
   result['eval_s'] = _best_seconds(
-      lambda: evaluator(state, splits.test, splits.val), 2)
+      lambda: evaluator(state, splits.test, splits.val), 2
+  )
   result['locality_s'] = _best_seconds(
-      lambda: evaluator.locality(state.params), 2)
+      lambda: evaluator.locality(state.params), 2
+  )
 
   # The profile: the same blocks, `profile_steps` steps of them.
   trace_dir = out / 'trace'
@@ -196,18 +229,25 @@ def main(argv=None) -> dict:
       jax.block_until_ready((state, metrics))
       left -= n
   result['trace_files'] = sorted(
-      str(p.relative_to(out)) for p in trace_dir.rglob('*') if p.is_file())
+      str(p.relative_to(out)) for p in trace_dir.rglob('*') if p.is_file()
+  )
   (out / 'profile.json').write_text(json.dumps(result, indent=1))
   floor = result['floor']
-  print(json.dumps({
-      'device': result['device'], 'step_ms': round(step_ms, 3),
-      'floor_ms': round(floor['floor_ms'], 3),
-      'matmul_ms': round(floor['matmul_ms'], 3),
-      'memory_ms': round(floor['memory_ms'], 3),
-      'mfu_measured': round(result['mfu_measured'], 3),
-      'epoch_s': round(result['epoch_s'], 3),
-      'eval_s': round(result['eval_s'], 3),
-      'locality_s': round(result['locality_s'], 3)}))
+  print(
+      json.dumps(
+          {
+              'device': result['device'],
+              'step_ms': round(step_ms, 3),
+              'floor_ms': round(floor['floor_ms'], 3),
+              'matmul_ms': round(floor['matmul_ms'], 3),
+              'memory_ms': round(floor['memory_ms'], 3),
+              'mfu_measured': round(result['mfu_measured'], 3),
+              'epoch_s': round(result['epoch_s'], 3),
+              'eval_s': round(result['eval_s'], 3),
+              'locality_s': round(result['locality_s'], 3),
+          }
+      )
+  )
   return result
 
 

@@ -19,6 +19,7 @@ run the sparse logits are also compared with the dense ones on 1,000 test
 images. `--crossover` times one CSR layer at densities from 1%
 to 50% against XLA's dense matmul, to place `sparse.DENSE_ABOVE`. Prints markdown tables.
 """
+
 import argparse
 import json
 import math
@@ -36,12 +37,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from beta_lasso.data import augmentation
-from beta_lasso.sparse import export
-from beta_lasso.data import input_pipeline
-from beta_lasso.training import loading
 from beta_lasso import models
 from beta_lasso import sparse
+from beta_lasso.data import augmentation
+from beta_lasso.data import input_pipeline
+from beta_lasso.sparse import export
+from beta_lasso.training import loading
 
 BATCH_LATENCY, BATCH_THROUGHPUT = 1, 256
 # BCOO's CPU product runs at ~50M multiply-adds/s: above this many stored
@@ -72,32 +73,46 @@ def _dir_bytes(path: pathlib.Path) -> int:
 
 def dense_forward(model_name: str, alpha, model_kwargs, variables, info):
   """fn(uint8 images) -> logits: the flax model as training evaluates it."""
-  model = models.create_model(model_name, num_classes=info.num_classes,
-                              alpha=alpha, **model_kwargs)
-  variables = jax.device_put({'params': variables['params'],
-                              'batch_stats': variables['batch_stats']})
+  model = models.create_model(
+      model_name, num_classes=info.num_classes, alpha=alpha, **model_kwargs
+  )
+  variables = jax.device_put(
+      {'params': variables['params'], 'batch_stats': variables['batch_stats']}
+  )
 
   @jax.jit
   def apply(variables, images):
-    return model.apply(variables, augmentation.normalize(images, info),
-                       train=False)
+    return model.apply(
+        variables, augmentation.normalize(images, info), train=False
+    )
 
   return lambda images: apply(variables, images).block_until_ready()
 
 
-def measure(path: pathlib.Path, dense_fn, dense_bytes: int,
-            dense_file_bytes: int, image_shape, nnz: int,
-            dense_times: dict | None = None) -> dict:
+def measure(
+    path: pathlib.Path,
+    dense_fn,
+    dense_bytes: int,
+    dense_file_bytes: int,
+    image_shape,
+    nnz: int,
+    dense_times: dict | None = None,
+) -> dict:
   """Times dense_fn and the exported file's backends on random images.
 
   `dense_times` ({'dense_1': s, 'dense_256': s}), when given, are reused: the
   dense pass takes the same time whatever the values of the weights.
   """
   rng = np.random.default_rng(0)
-  images = {b: rng.integers(0, 256, (b, *image_shape), dtype=np.uint8)
-            for b in (BATCH_LATENCY, BATCH_THROUGHPUT)}
-  row = {'file_bytes': path.stat().st_size,
-         'dense_file_bytes': dense_file_bytes, 'dense_bytes': dense_bytes}
+  images = {
+      b: rng.integers(0, 256, (b, *image_shape), dtype=np.uint8)
+      for b in (BATCH_LATENCY, BATCH_THROUGHPUT)
+  }
+  row = {
+      'file_bytes': path.stat().st_size,
+      'dense_file_bytes': dense_file_bytes,
+      'dense_bytes': dense_bytes,
+  }
   if dense_times:
     row.update(dense_times)
   else:
@@ -113,18 +128,21 @@ def measure(path: pathlib.Path, dense_fn, dense_bytes: int,
         row[f'{backend}_{b}'] = math.nan  # Minutes a call; see BCOO_MAX_NNZ.
         continue
       row[f'{backend}_{b}'] = timed(
-          lambda net=net, x=x, b=b: net.predict(x, batch_size=b))
+          lambda net=net, x=x, b=b: net.predict(x, batch_size=b)
+      )
     del net
   return row
 
 
-def synthetic_case(alpha: int, densities: tuple[float, ...],
-                   tmp: pathlib.Path):
+def synthetic_case(alpha: int, densities: tuple[float, ...], tmp: pathlib.Path):
   """S-FC at `alpha`, kernel i randomly `densities[i]` non-zero."""
   info = input_pipeline.DATASETS['cifar10']
   model = models.create_model('sfc', num_classes=10, alpha=alpha)
-  shapes = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, *info.image_shape)), train=False))
+  shapes = jax.eval_shape(
+      lambda: model.init(
+          jax.random.key(0), jnp.zeros((1, *info.image_shape)), train=False
+      )
+  )
   rng = np.random.default_rng(1)
   layer_density = dict(zip(('layer1', 'fc1', 'head'), densities))
 
@@ -142,12 +160,23 @@ def synthetic_case(alpha: int, densities: tuple[float, ...],
     return rng.normal(0, 0.1, leaf.shape).astype(np.float32)
 
   variables = jax.tree_util.tree_map_with_path(fill, shapes)
-  layers = export.network_layers('sfc', alpha, variables['params'],
-                                 variables['batch_stats'], info.image_shape)
+  layers = export.network_layers(
+      'sfc',
+      alpha,
+      variables['params'],
+      variables['batch_stats'],
+      info.image_shape,
+  )
   path = tmp / f'sfc_{alpha}_{"_".join(map(str, densities))}.npz'
-  meta = {'model': 'sfc', 'alpha': alpha, 'num_classes': 10,
-          'image_shape': list(info.image_shape), 'mean': list(info.mean),
-          'std': list(info.std), 'config': {}}
+  meta = {
+      'model': 'sfc',
+      'alpha': alpha,
+      'num_classes': 10,
+      'image_shape': list(info.image_shape),
+      'mean': list(info.mean),
+      'std': list(info.std),
+      'config': {},
+  }
   meta = export.write(path, meta, layers)
   del layers
   dense_bytes = sum(x.nbytes for x in jax.tree.leaves(variables))
@@ -162,28 +191,40 @@ def real_case(workdir: pathlib.Path, tmp: pathlib.Path):
   meta = export.export(workdir, path)
   info = input_pipeline.DATASETS[meta['config']['dataset']]
   variables = loading.load_variables(workdir)
-  dense_bytes = sum(x.nbytes for x in jax.tree.leaves(
-      {'params': variables['params'], 'batch_stats': variables['batch_stats']}))
-  fn = dense_forward(meta['model'], meta['alpha'], meta['model_kwargs'],
-                     variables, info)
+  dense_bytes = sum(
+      x.nbytes
+      for x in jax.tree.leaves(
+          {
+              'params': variables['params'],
+              'batch_stats': variables['batch_stats'],
+          }
+      )
+  )
+  fn = dense_forward(
+      meta['model'], meta['alpha'], meta['model_kwargs'], variables, info
+  )
   step_dir = workdir / 'checkpoints' / str(meta['step'])
   return path, fn, dense_bytes, _dir_bytes(step_dir), meta
 
 
 def agreement(path, dense_fn, dataset: str) -> dict:
   """Largest logit difference and argmax agreement on 1,000 test images."""
-  images, labels = input_pipeline.load_split(dataset, 'test[:1000]', None,
-                                             False)
+  images, labels = input_pipeline.load_split(
+      dataset, 'test[:1000]', None, False
+  )
   dense = np.asarray(dense_fn(jnp.asarray(images)))
   logits = sparse.load(path).predict(images)
-  return {'max_abs_logit_diff': float(np.abs(logits - dense).max()),
-          'same_argmax': float(np.mean(logits.argmax(1) == dense.argmax(1))),
-          'accuracy': float(np.mean(logits.argmax(1) == labels))}
+  return {
+      'max_abs_logit_diff': float(np.abs(logits - dense).max()),
+      'same_argmax': float(np.mean(logits.argmax(1) == dense.argmax(1))),
+      'accuracy': float(np.mean(logits.argmax(1) == labels)),
+  }
 
 
 def crossover(rows: int = 8192, cols: int = 3072) -> list[dict]:
   """One layer: scipy CSR against the dense path's XLA matmul."""
   import scipy.sparse  # pylint: disable=g-import-not-at-top
+
   rng = np.random.default_rng(2)
   matmul = jax.jit(lambda w, x: w @ x)
   out = []
@@ -196,7 +237,8 @@ def crossover(rows: int = 8192, cols: int = 3072) -> list[dict]:
     for b in (BATCH_LATENCY, BATCH_THROUGHPUT):
       x = rng.standard_normal((cols, b), np.float32)
       row[f'xla_{b}'] = timed(  # pylint: disable=cell-var-from-loop
-          lambda: np.asarray(matmul(weights, x)), min_seconds=0.5)
+          lambda: np.asarray(matmul(weights, x)), min_seconds=0.5
+      )
       row[f'csr_{b}'] = timed(lambda: matrix @ x, min_seconds=0.5)  # pylint: disable=cell-var-from-loop
     out.append(row)
   return out
@@ -207,71 +249,107 @@ def _mb(n):
 
 
 def print_table(rows: list[dict]):
-  print('| case | non-zero | plan | batch 1: dense / scipy / bcoo (ms) | '
-        'speed-up b1 | batch 256: dense / scipy / bcoo (img/s) | speed-up b256 '
-        '| weights in memory: dense / sparse | smaller | file: dense / '
-        'sparse | smaller |')
+  print(
+      '| case | non-zero | plan | batch 1: dense / scipy / bcoo (ms) | '
+      'speed-up b1 | batch 256: dense / scipy / bcoo (img/s) | speed-up b256 '
+      '| weights in memory: dense / sparse | smaller | file: dense / '
+      'sparse | smaller |'
+  )
   print('|' + '---|' * 11)
   for r in rows:
     b1 = [r[f'{k}_1'] * 1e3 for k in ('dense', 'scipy', 'bcoo')]
-    b256 = [BATCH_THROUGHPUT / r[f'{k}_256'] for k in ('dense', 'scipy', 'bcoo')]
+    b256 = [
+        BATCH_THROUGHPUT / r[f'{k}_256'] for k in ('dense', 'scipy', 'bcoo')
+    ]
     best1 = min(b1[1:])
     best256 = max(b256[1:])
-    print(f'| {r["case"]} | {r["nnz_fraction"]:.3%} | {"/".join(r["plan"])} | '
-          f'{b1[0]:.3g} / {b1[1]:.3g} / {b1[2]:.3g} | {b1[0] / best1:.1f}x | '
-          f'{b256[0]:,.0f} / {b256[1]:,.0f} / {b256[2]:,.0f} | '
-          f'{best256 / b256[0]:.2f}x | {_mb(r["dense_bytes"])} / '
-          f'{_mb(r["scipy_bytes"])} | {r["dense_bytes"] / r["scipy_bytes"]:.1f}x'
-          f' | {_mb(r["dense_file_bytes"])} / {_mb(r["file_bytes"])} | '
-          f'{r["dense_file_bytes"] / r["file_bytes"]:.1f}x |')
+    print(
+        f'| {r["case"]} | {r["nnz_fraction"]:.3%} | {"/".join(r["plan"])} | '
+        f'{b1[0]:.3g} / {b1[1]:.3g} / {b1[2]:.3g} | {b1[0] / best1:.1f}x | '
+        f'{b256[0]:,.0f} / {b256[1]:,.0f} / {b256[2]:,.0f} | '
+        f'{best256 / b256[0]:.2f}x | {_mb(r["dense_bytes"])} / '
+        f'{_mb(r["scipy_bytes"])} | {r["dense_bytes"] / r["scipy_bytes"]:.1f}x'
+        f' | {_mb(r["dense_file_bytes"])} / {_mb(r["file_bytes"])} | '
+        f'{r["dense_file_bytes"] / r["file_bytes"]:.1f}x |'
+    )
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--workdir', action='append', default=[],
-                      help='a training workdir (repeatable; names may hold '
-                      'commas)')
+  parser.add_argument(
+      '--workdir',
+      action='append',
+      default=[],
+      help='a training workdir (repeatable; names may hold ' 'commas)',
+  )
   parser.add_argument('--densities', default='0.001,0.01,0.1')
-  parser.add_argument('--layer_densities', default='',
-                       help='one more synthetic case with these densities of '
-                       'layer1,fc1,head (the paper reports ~0.0005,0.0074,'
-                       '0.36 for beta-LASSO at alpha 150)')
+  parser.add_argument(
+      '--layer_densities',
+      default='',
+      help='one more synthetic case with these densities of '
+      'layer1,fc1,head (the paper reports ~0.0005,0.0074,'
+      '0.36 for beta-LASSO at alpha 150)',
+  )
   parser.add_argument('--alpha', type=int, default=150)
   parser.add_argument('--crossover', action='store_true')
   parser.add_argument('--json', default='', help='also write the rows here')
   args = parser.parse_args()
-  print(f'jax {jax.__version__}, {os.cpu_count()} CPUs, '
-        f'{time.strftime("%Y-%m-%d %H:%M")}', flush=True)
+  print(
+      f'jax {jax.__version__}, {os.cpu_count()} CPUs, '
+      f'{time.strftime("%Y-%m-%d %H:%M")}',
+      flush=True,
+  )
 
   rows = []
   synthetic_dense = None  # Same shape, same dense times: measured once.
   with tempfile.TemporaryDirectory() as tmp:
     tmp = pathlib.Path(tmp)
-    cases = [('synthetic', (float(d),) * 3)
-             for d in args.densities.split(',') if d]
+    cases = [
+        ('synthetic', (float(d),) * 3) for d in args.densities.split(',') if d
+    ]
     if args.layer_densities:
-      cases.append(('synthetic', tuple(
-          float(d) for d in args.layer_densities.split(','))))
+      cases.append(
+          (
+              'synthetic',
+              tuple(float(d) for d in args.layer_densities.split(',')),
+          )
+      )
     cases += [('real', pathlib.Path(w)) for w in args.workdir]
     for kind, what in cases:
       if kind == 'synthetic':
         path, fn, dense_bytes, dense_file, meta = synthetic_case(
-            args.alpha, what, tmp)
+            args.alpha, what, tmp
+        )
         name = f'S-FC alpha {args.alpha}, random ' + ' / '.join(
-            f'{d:.2%}' for d in sorted(set(what), key=what.index))
+            f'{d:.2%}' for d in sorted(set(what), key=what.index)
+        )
       else:
         path, fn, dense_bytes, dense_file, meta = real_case(what, tmp)
-        name = (f'{meta["model"]} alpha {meta["alpha"]}, {what.name} step '
-                f'{meta["step"]}')
+        name = (
+            f'{meta["model"]} alpha {meta["alpha"]}, {what.name} step '
+            f'{meta["step"]}'
+        )
       nnz = sum(layer['nnz'] for layer in meta['layers'])
-      row = measure(path, fn, dense_bytes, dense_file, meta['image_shape'],
-                    nnz, synthetic_dense if kind == 'synthetic' else None)
+      row = measure(
+          path,
+          fn,
+          dense_bytes,
+          dense_file,
+          meta['image_shape'],
+          nnz,
+          synthetic_dense if kind == 'synthetic' else None,
+      )
       if kind == 'synthetic':
         synthetic_dense = {k: row[k] for k in ('dense_1', 'dense_256')}
       total = sum(math.prod(layer['kernel_shape']) for layer in meta['layers'])
-      row.update(case=name, nnz_fraction=nnz / total,
-                 layer_density={l['name']: l['nnz'] / math.prod(
-                     l['kernel_shape']) for l in meta['layers']})
+      row.update(
+          case=name,
+          nnz_fraction=nnz / total,
+          layer_density={
+              l['name']: l['nnz'] / math.prod(l['kernel_shape'])
+              for l in meta['layers']
+          },
+      )
       if kind == 'real':
         row.update(agreement(path, fn, meta['config']['dataset']))
       rows.append(row)
@@ -284,9 +362,11 @@ def main():
     print('\n| density | batch 1: XLA / CSR (us) | batch 256: XLA / CSR (ms) |')
     print('|---|---|---|')
     for r in crossover():
-      print(f'| {r["density"]:.0%} | {r["xla_1"] * 1e6:.0f} / '
-            f'{r["csr_1"] * 1e6:.0f} | {r["xla_256"] * 1e3:.1f} / '
-            f'{r["csr_256"] * 1e3:.1f} |')
+      print(
+          f'| {r["density"]:.0%} | {r["xla_1"] * 1e6:.0f} / '
+          f'{r["csr_1"] * 1e6:.0f} | {r["xla_256"] * 1e3:.1f} / '
+          f'{r["csr_256"] * 1e3:.1f} |'
+      )
   if args.json:
     pathlib.Path(args.json).write_text(json.dumps(rows, indent=1))
 

@@ -10,6 +10,7 @@ step and layer1 alone for `benchmarks.train_step`. Nothing here is used for
 training; its only job is a fair baseline. torch is optional:
 `benchmarks/requirements.txt`.
 """
+
 import math
 
 import torch
@@ -19,8 +20,9 @@ from torch.nn import functional as F
 from beta_lasso import models
 
 
-def same_padding(size: int, kernel_size: int,
-                 stride: int) -> tuple[int, int, int]:
+def same_padding(
+    size: int, kernel_size: int, stride: int
+) -> tuple[int, int, int]:
   """(low, high, out) of XLA's SAME padding for one spatial axis."""
   out = -(-size // stride)
   total = max((out - 1) * stride + kernel_size - size, 0)
@@ -30,30 +32,45 @@ def same_padding(size: int, kernel_size: int,
 class LocallyConnected2d(nn.Module):
   """Unshared 2D convolution: unfold, then a matmul per output position."""
 
-  def __init__(self, size: int, in_channels: int, features: int,
-               kernel_size: int, stride: int):
+  def __init__(
+      self,
+      size: int,
+      in_channels: int,
+      features: int,
+      kernel_size: int,
+      stride: int,
+  ):
     super().__init__()
     low, high, self.out = same_padding(size, kernel_size, stride)
     self.pad = (low, high, low, high)
     self.kernel_size, self.stride = kernel_size, stride
     fan_in = in_channels * kernel_size**2
     self.weight = nn.Parameter(
-        torch.randn(self.out**2, fan_in, features) / math.sqrt(fan_in))
+        torch.randn(self.out**2, fan_in, features) / math.sqrt(fan_in)
+    )
 
   def forward(self, x):
-    patches = F.unfold(F.pad(x, self.pad), self.kernel_size,
-                       stride=self.stride)  # (N, fan_in, positions)
+    patches = F.unfold(
+        F.pad(x, self.pad), self.kernel_size, stride=self.stride
+    )  # (N, fan_in, positions)
     # Contiguous first: bmm on the permuted view copies batch by batch.
-    y = torch.bmm(patches.permute(2, 0, 1).contiguous(),
-                  self.weight)  # (positions, N, F)
+    y = torch.bmm(
+        patches.permute(2, 0, 1).contiguous(), self.weight
+    )  # (positions, N, F)
     return y.permute(1, 2, 0).reshape(x.shape[0], -1, self.out, self.out)
 
 
 class ShallowNet(nn.Module):
   """S-CONV ('conv'), S-LOCAL ('local') or S-FC ('fc') on NCHW images."""
 
-  def __init__(self, layer_type: str, alpha: int, num_classes: int = 10,
-               size: int = 32, channels: int = 3):
+  def __init__(
+      self,
+      layer_type: str,
+      alpha: int,
+      num_classes: int = 10,
+      size: int = 32,
+      channels: int = 3,
+  ):
     super().__init__()
     kernel_size, stride = 9, 2
     low, high, out = same_padding(size, kernel_size, stride)
@@ -62,16 +79,19 @@ class ShallowNet(nn.Module):
     if layer_type == 'conv':
       self.layer1 = nn.Conv2d(channels, alpha, kernel_size, stride, bias=False)
     elif layer_type == 'local':
-      self.layer1 = LocallyConnected2d(size, channels, alpha, kernel_size,
-                                       stride)
+      self.layer1 = LocallyConnected2d(
+          size, channels, alpha, kernel_size, stride
+      )
     elif layer_type == 'fc':
       self.layer1 = nn.Linear(channels * size * size, units, bias=False)
     else:
-      raise ValueError(f'layer_type {layer_type!r} is not one of conv, local, '
-                       'fc')
+      raise ValueError(
+          f'layer_type {layer_type!r} is not one of conv, local, ' 'fc'
+      )
     # Per channel after conv / local, per unit after the dense layer (ours).
-    self.bn1 = (nn.BatchNorm1d(units) if layer_type == 'fc'
-                else nn.BatchNorm2d(alpha))
+    self.bn1 = (
+        nn.BatchNorm1d(units) if layer_type == 'fc' else nn.BatchNorm2d(alpha)
+    )
     self.fc1 = nn.Linear(units, 24 * alpha, bias=False)
     self.bn2 = nn.BatchNorm1d(24 * alpha)
     self.head = nn.Linear(24 * alpha, num_classes)
@@ -91,20 +111,29 @@ class ShallowNet(nn.Module):
 
 
 # The S family's models -> what stands for their convolution ('conv', ...).
-MODELS = {name: models.spec(name).layer_type
-          for name in models.family(models.SHALLOW)}
+MODELS = {
+    name: models.spec(name).layer_type for name in models.family(models.SHALLOW)
+}
 
 
-def train_step_fn(model: nn.Module, learning_rate: float = 0.1,
-                  momentum: float = 0.9, weight_decay: float = 5e-4):
+def train_step_fn(
+    model: nn.Module,
+    learning_rate: float = 0.1,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+):
   """`step(images, labels) -> loss`: forward, backward and an SGD update."""
   model.train()
   kernels = [p for p in model.parameters() if p.ndim > 1]
   others = [p for p in model.parameters() if p.ndim <= 1]
   optimizer = torch.optim.SGD(
-      [{'params': kernels, 'weight_decay': weight_decay},
-       {'params': others, 'weight_decay': 0.0}],
-      lr=learning_rate, momentum=momentum)
+      [
+          {'params': kernels, 'weight_decay': weight_decay},
+          {'params': others, 'weight_decay': 0.0},
+      ],
+      lr=learning_rate,
+      momentum=momentum,
+  )
 
   def step(images, labels):
     optimizer.zero_grad(set_to_none=True)
@@ -129,8 +158,9 @@ class TorchStep:
     if device == 'cuda':
       torch.cuda.reset_peak_memory_stats()
     self(1)
-    self.memory_bytes = (torch.cuda.max_memory_allocated()
-                         if device == 'cuda' else None)
+    self.memory_bytes = (
+        torch.cuda.max_memory_allocated() if device == 'cuda' else None
+    )
 
   def __call__(self, steps: int):
     for _ in range(steps):

@@ -31,6 +31,7 @@ checkpoint. The training loop writes a compact copy at each regular and
 preemption checkpoint when `config.compact_dir` is set, and appends its size
 to `compact_sizes.jsonl` in the workdir.
 """
+
 import json
 import os
 from typing import Any
@@ -63,8 +64,13 @@ _ENTRY_MARGIN = 512
 # Text files of a workdir that a continued run reads or that belong to its
 # record. TensorBoard event files are not carried: the history in the
 # checkpoint and metrics.jsonl hold the same curve.
-_TEXT_FILES = (workdir_lib.CONFIG_FILE, workdir_lib.DATASET_FILE,
-               writers.METRICS_FILE, workdir_lib.RESULTS_FILE, SIZES_FILE)
+_TEXT_FILES = (
+    workdir_lib.CONFIG_FILE,
+    workdir_lib.DATASET_FILE,
+    writers.METRICS_FILE,
+    workdir_lib.RESULTS_FILE,
+    SIZES_FILE,
+)
 _PERMUTATION = 'pixel_permutation'
 
 
@@ -99,8 +105,12 @@ def read_checkpoint(workdir, step: int) -> tuple[Any, dict]:
   folder = _resolved(epath.Path(workdir) / 'checkpoints' / str(step))
   with ocp.PyTreeCheckpointer() as checkpointer:
     metadata = checkpointer.metadata(folder / 'state').item_metadata.tree
-    tree = checkpointer.restore(folder / 'state', restore_args=jax.tree.map(
-        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata))
+    tree = checkpointer.restore(
+        folder / 'state',
+        restore_args=jax.tree.map(
+            lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata
+        ),
+    )
   with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
     saved = checkpointer.restore(folder / 'history')
   return tree, saved
@@ -108,9 +118,10 @@ def read_checkpoint(workdir, step: int) -> tuple[Any, dict]:
 
 def _named_leaves(tree) -> list[tuple[str, np.ndarray]]:
   """(name, array) of every array, named as checkpointing.fingerprint names."""
-  return [(jax.tree_util.keystr(path, simple=True, separator='/'),
-           np.asarray(leaf))
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+  return [
+      (jax.tree_util.keystr(path, simple=True, separator='/'), np.asarray(leaf))
+      for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+  ]
 
 
 def _skeleton(tree, prefix: str = ''):
@@ -135,8 +146,11 @@ def _fill(skeleton, arrays: dict[str, np.ndarray]):
 
 
 def _is_kernel(name: str, array: np.ndarray) -> bool:
-  return (name.startswith('params/') and name.endswith('/kernel') and
-          array.dtype == np.float32)
+  return (
+      name.startswith('params/')
+      and name.endswith('/kernel')
+      and array.dtype == np.float32
+  )
 
 
 def check_compactable(tree, config: dict | None):
@@ -145,8 +159,11 @@ def check_compactable(tree, config: dict | None):
   The schedule's step count is a scalar; a momentum buffer has one number per
   weight and no zeros to drop.
   """
-  state = [(name, a) for name, a in _named_leaves(tree)
-           if name.startswith('opt_state/') and a.size > 1]
+  state = [
+      (name, a)
+      for name, a in _named_leaves(tree)
+      if name.startswith('opt_state/') and a.size > 1
+  ]
   if not state:
     return
   config = config or {}
@@ -157,14 +174,16 @@ def check_compactable(tree, config: dict | None):
       f'{config.get("optimizer", "?")}, momentum {config.get("momentum", "?")}),'
       ' a dense buffer with no zeros to drop, so no compact copy is smaller '
       'than the checkpoint; compact copies are for runs whose only state is '
-      'the weights (beta-LASSO, SGD without momentum)')
+      'the weights (beta-LASSO, SGD without momentum)'
+  )
 
 
 # ----------------------------------------------------------------------------
 # Files of at most max_bytes.
 # ----------------------------------------------------------------------------
-def _write_arrays(out: epath.Path, arrays: list[tuple[str, np.ndarray]],
-                  max_bytes: int) -> dict[str, dict]:
+def _write_arrays(
+    out: epath.Path, arrays: list[tuple[str, np.ndarray]], max_bytes: int
+) -> dict[str, dict]:
   """Writes 1-D `arrays` into arrays-NNN.npz files, cut where a file is full.
 
   Returns:
@@ -201,8 +220,7 @@ def _write_arrays(out: epath.Path, arrays: list[tuple[str, np.ndarray]],
       key = f'a{len(current)}'
       current[key] = array[start:stop]
       used += (stop - start) * array.itemsize + _ENTRY_MARGIN
-      entry['pieces'].append([f'arrays-{len(files):03d}.npz', key, start,
-                              stop])
+      entry['pieces'].append([f'arrays-{len(files):03d}.npz', key, start, stop])
       start = stop
       if array.size == 0:
         break
@@ -220,15 +238,20 @@ def _savez(path: epath.Path, arrays: dict[str, np.ndarray]):
   with path.open('wb') as f, zipfile.ZipFile(f, 'w', allowZip64=True) as zf:
     for key, array in arrays.items():
       info = zipfile.ZipInfo(f'{key}.npy')
-      info.compress_type = (zipfile.ZIP_DEFLATED if array.dtype.kind in 'iub'
-                            else zipfile.ZIP_STORED)
+      info.compress_type = (
+          zipfile.ZIP_DEFLATED
+          if array.dtype.kind in 'iub'
+          else zipfile.ZIP_STORED
+      )
       with zf.open(info, 'w', force_zip64=True) as entry:
-        np.lib.format.write_array(entry, np.ascontiguousarray(array),
-                                  allow_pickle=False)
+        np.lib.format.write_array(
+            entry, np.ascontiguousarray(array), allow_pickle=False
+        )
 
 
-def _read_arrays(directory: epath.Path, index: dict[str, dict]
-                 ) -> dict[str, np.ndarray]:
+def _read_arrays(
+    directory: epath.Path, index: dict[str, dict]
+) -> dict[str, np.ndarray]:
   opened = {}
   try:
     arrays = {}
@@ -262,7 +285,8 @@ def _encode(tree) -> tuple[list[dict], list[tuple[str, np.ndarray]]]:
       # Gaps between indices are small where weights cluster and compress to
       # a byte or less each; indices themselves would not.
       gaps = np.diff(where, prepend=0).astype(
-          np.uint32 if flat.size < 2**32 else np.uint64)
+          np.uint32 if flat.size < 2**32 else np.uint64
+      )
       leaf.update(encoding='nonzeros', nnz=int(where.size))
       arrays += [(f'{name}:gaps', gaps), (f'{name}:values', flat[where])]
     else:
@@ -272,8 +296,9 @@ def _encode(tree) -> tuple[list[dict], list[tuple[str, np.ndarray]]]:
   return leaves, arrays
 
 
-def _decode(leaves: list[dict], arrays: dict[str, np.ndarray]
-            ) -> dict[str, np.ndarray]:
+def _decode(
+    leaves: list[dict], arrays: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
   decoded = {}
   for leaf in leaves:
     name, shape = leaf['name'], tuple(leaf['shape'])
@@ -312,13 +337,16 @@ def compact(workdir, out, *, max_file_bytes: int = MAX_FILE_BYTES) -> dict:
   step = steps[-1]
   tree, saved = read_checkpoint(workdir, step)
   config = workdir_lib.read_config(workdir) or saved.get('extras', {}).get(
-      'config')
+      'config'
+  )
   check_compactable(tree, config)
   fingerprint = checkpointing.fingerprint(tree)
   if saved.get('fingerprint') not in (None, fingerprint):
-    raise CompactError(f'the checkpoint of step {step} in {workdir} does not '
-                       'match its fingerprint; run the training command once '
-                       'to set it aside, then compact again')
+    raise CompactError(
+        f'the checkpoint of step {step} in {workdir} does not '
+        'match its fingerprint; run the training command once '
+        'to set it aside, then compact again'
+    )
   history = saved.get('evals', [])
   best = selection.best(history)
   manifest = {
@@ -341,8 +369,10 @@ def compact(workdir, out, *, max_file_bytes: int = MAX_FILE_BYTES) -> dict:
   if (workdir / workdir_lib.PERMUTATION_FILE).exists():
     with (workdir / workdir_lib.PERMUTATION_FILE).open('rb') as f:
       permutation = np.load(f, allow_pickle=False)
-    manifest['pixel_permutation'] = {'shape': list(permutation.shape),
-                                     'dtype': permutation.dtype.str}
+    manifest['pixel_permutation'] = {
+        'shape': list(permutation.shape),
+        'dtype': permutation.dtype.str,
+    }
     arrays.append((_PERMUTATION, permutation.reshape(-1)))
   manifest['leaves'] = leaves
 
@@ -354,8 +384,9 @@ def compact(workdir, out, *, max_file_bytes: int = MAX_FILE_BYTES) -> dict:
   manifest['arrays'] = _write_arrays(tmp, arrays, max_file_bytes)
   text = json.dumps(manifest, sort_keys=True)
   if len(text) > max_file_bytes:
-    raise CompactError(f'the manifest alone is {len(text)} bytes, over '
-                       f'{max_file_bytes}')
+    raise CompactError(
+        f'the manifest alone is {len(text)} bytes, over ' f'{max_file_bytes}'
+    )
   (tmp / MANIFEST).write_text(text)
   if out.exists():
     old = out.parent / f'{out.name}.old'
@@ -385,19 +416,25 @@ def read(directory) -> tuple[dict, Any, np.ndarray | None]:
     raise CompactError(f'{directory} holds no {MANIFEST}: not a compact copy')
   manifest = json.loads(path.read_text())
   if manifest.get('format') != FORMAT:
-    raise CompactError(f'{path} is format {manifest.get("format")!r}, not '
-                       f'{FORMAT!r}')
+    raise CompactError(
+        f'{path} is format {manifest.get("format")!r}, not ' f'{FORMAT!r}'
+    )
   arrays = _read_arrays(directory, manifest['arrays'])
   decoded = _decode(manifest['leaves'], arrays)
   tree = _fill(manifest['skeleton'], decoded)
   if checkpointing.fingerprint(tree) != manifest['fingerprint']:
-    raise CompactError(f'the arrays in {directory} do not rebuild the state '
-                       'they were made from (fingerprint differs)')
+    raise CompactError(
+        f'the arrays in {directory} do not rebuild the state '
+        'they were made from (fingerprint differs)'
+    )
   permutation = None
   if 'pixel_permutation' in manifest:
     meta = manifest['pixel_permutation']
-    permutation = arrays[_PERMUTATION].astype(
-        np.dtype(meta['dtype']), copy=False).reshape(meta['shape'])
+    permutation = (
+        arrays[_PERMUTATION]
+        .astype(np.dtype(meta['dtype']), copy=False)
+        .reshape(meta['shape'])
+    )
   return manifest, tree, permutation
 
 
@@ -417,8 +454,9 @@ def restore(directory, workdir) -> dict:
   manifest, tree, permutation = read(directory)
   workdir = epath.Path(workdir)
   if _steps(workdir):
-    raise CompactError(f'{workdir} already holds checkpoints; restore into a '
-                       'new --workdir')
+    raise CompactError(
+        f'{workdir} already holds checkpoints; restore into a ' 'new --workdir'
+    )
   workdir.mkdir(parents=True, exist_ok=True)
   for name, text in manifest['files'].items():
     (workdir / name).write_text(text)
@@ -427,9 +465,13 @@ def restore(directory, workdir) -> dict:
   config = manifest['extras'].get('config') or {}
   keep = config.get('max_checkpoints_to_keep', 2)
   with checkpointing.Checkpointer(workdir / 'checkpoints', keep) as checkpoints:
-    checkpoints.save(manifest['step'], tree, manifest['history'],
-                     manifest['extras'],
-                     best=manifest['best_step'] == manifest['step'])
+    checkpoints.save(
+        manifest['step'],
+        tree,
+        manifest['history'],
+        manifest['extras'],
+        best=manifest['best_step'] == manifest['step'],
+    )
   return manifest
 
 
@@ -439,12 +481,16 @@ def check_config(config):
   Raises:
     validation.ConfigError: compact_dir with SGD momentum.
   """
-  if config.get('compact_dir') and config.optimizer == 'sgd' and (
-      config.momentum):
+  if (
+      config.get('compact_dir')
+      and config.optimizer == 'sgd'
+      and (config.momentum)
+  ):
     raise validation.ConfigError(
         f'config.compact_dir={config.compact_dir!r} with SGD momentum '
         f'{config.momentum}: the momentum buffer is dense, so no compact copy '
-        'is smaller than the checkpoint; unset compact_dir or use beta-LASSO')
+        'is smaller than the checkpoint; unset compact_dir or use beta-LASSO'
+    )
 
 
 def after_save(config, workdir, checkpoints: checkpointing.Checkpointer):
@@ -460,13 +506,18 @@ def after_save(config, workdir, checkpoints: checkpointing.Checkpointer):
   if jax.process_index() != 0:
     return
   manifest = compact(workdir, config.compact_dir)
-  logging.info('Compact copy in %s: %s', config.compact_dir,
-               describe(manifest))
+  logging.info('Compact copy in %s: %s', config.compact_dir, describe(manifest))
   # The copy's size over the run (launch/full_scale.py reports it).
-  record = {'step': manifest['step'], 'bytes': manifest['bytes'],
-            'files': len(manifest['files_written']),
-            'nnz': {leaf['name']: leaf['nnz'] for leaf in manifest['leaves']
-                    if leaf['encoding'] == 'nonzeros'}}
+  record = {
+      'step': manifest['step'],
+      'bytes': manifest['bytes'],
+      'files': len(manifest['files_written']),
+      'nnz': {
+          leaf['name']: leaf['nnz']
+          for leaf in manifest['leaves']
+          if leaf['encoding'] == 'nonzeros'
+      },
+  }
   path = epath.Path(workdir) / SIZES_FILE
   with path.open('a') as f:
     f.write(json.dumps(record, sort_keys=True) + '\n')
@@ -493,7 +544,9 @@ def describe(manifest: dict) -> str:
   kernels = ', '.join(
       f'{leaf["name"].split("/")[-2]} {leaf["nnz"]:,}/'
       f'{int(np.prod(leaf["shape"])):,}'
-      for leaf in manifest['leaves'] if leaf['encoding'] == 'nonzeros')
+      for leaf in manifest['leaves']
+      if leaf['encoding'] == 'nonzeros'
+  )
   size = manifest.get('bytes')
   files = manifest.get('files_written', [])
   where = f', {len(files)} files, {size / 2**20:.2f} MiB' if size else ''
@@ -505,12 +558,16 @@ def describe(manifest: dict) -> str:
 # ----------------------------------------------------------------------------
 def _define_flags():
   """Defined only when this module is the script (see launch/sweep.py)."""
-  flags.DEFINE_string('workdir', None, 'The workdir to compact (with --out) '
-                      'or to create (with --restore).')
+  flags.DEFINE_string(
+      'workdir',
+      None,
+      'The workdir to compact (with --out) ' 'or to create (with --restore).',
+  )
   flags.DEFINE_string('out', None, 'Folder for the compact copy.')
   flags.DEFINE_string('restore', None, 'A compact copy to make --workdir from.')
-  flags.DEFINE_integer('max_file_bytes', MAX_FILE_BYTES,
-                       'The largest file of the copy.')
+  flags.DEFINE_integer(
+      'max_file_bytes', MAX_FILE_BYTES, 'The largest file of the copy.'
+  )
   flags.mark_flag_as_required('workdir')
 
 
@@ -519,17 +576,22 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   args = flags.FLAGS
   if bool(args.out) == bool(args.restore):
-    raise CompactError('give one of --out (compact --workdir) and --restore '
-                       '(make --workdir from a copy)')
+    raise CompactError(
+        'give one of --out (compact --workdir) and --restore '
+        '(make --workdir from a copy)'
+    )
   # CompactError, WorkdirError and OSError: one line (errors.command_line).
   if args.out:
-    manifest = compact(args.workdir, args.out,
-                       max_file_bytes=args.max_file_bytes)
+    manifest = compact(
+        args.workdir, args.out, max_file_bytes=args.max_file_bytes
+    )
     print(f'Wrote {args.out}: {describe(manifest)}')
   else:
     manifest = restore(args.restore, args.workdir)
-    print(f'Restored {args.workdir} at {describe(manifest)}; run the '
-          "run's own command with this --workdir to carry on")
+    print(
+        f'Restored {args.workdir} at {describe(manifest)}; run the '
+        "run's own command with this --workdir to carry on"
+    )
 
 
 if __name__ == '__main__':

@@ -6,6 +6,7 @@ write files), print `error: <one line>` and exit with status 1, without a
 traceback. `one_line` is the one formatter of such messages, also used where a
 library's multi-line error has to fit a log line.
 """
+
 from collections.abc import Callable
 import functools
 import os
@@ -40,8 +41,10 @@ def check_output_dir(path, flag: str = '--out'):
     OutputError: `path` exists and is not a folder.
   """
   if os.path.exists(path) and not os.path.isdir(path):
-    raise OutputError(f'{flag}={path} is a file, not a folder; give a folder '
-                      '(it is created if missing)')
+    raise OutputError(
+        f'{flag}={path} is a file, not a folder; give a folder '
+        '(it is created if missing)'
+    )
 
 
 def one_line(error: BaseException, *, with_type: bool = False) -> str:
@@ -60,15 +63,19 @@ def one_line(error: BaseException, *, with_type: bool = False) -> str:
   """
   if isinstance(error, OSError) and error.strerror:
     # str() of an OSError is '[Errno 21] Is a directory: PATH'.
-    text = (f'{error.filename}: {error.strerror}' if error.filename
-            else error.strerror)
+    text = (
+        f'{error.filename}: {error.strerror}'
+        if error.filename
+        else error.strerror
+    )
   else:
     text = str(error)
   lines = [line.strip() for line in text.splitlines() if line.strip()]
   if not lines:
     return type(error).__name__
-  message = (lines[0] if len(lines) == 1 else
-             f'{lines[0].rstrip(":")}: {lines[-1]}')
+  message = (
+      lines[0] if len(lines) == 1 else f'{lines[0].rstrip(":")}: {lines[-1]}'
+  )
   return f'{type(error).__name__}: {message}' if with_type else message
 
 
@@ -88,8 +95,9 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(f'error: {one_line(e)} (see --helpfull)')
 
 
-def command_line(main: Callable[[list[str]], Any],
-                 *also: type[BaseException]) -> Callable[[list[str]], Any]:
+def command_line(
+    main: Callable[[list[str]], Any], *also: type[BaseException]
+) -> Callable[[list[str]], Any]:
   """`main` of an entry point, with `UserError` (and `also`) shown in one line.
 
   Args:

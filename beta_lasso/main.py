@@ -7,6 +7,7 @@ Any config field can be overridden on the command line, e.g.
 resumes from the workdir's latest checkpoint; SIGTERM or Ctrl-C saves a
 checkpoint and exits, to be resumed the same way.
 """
+
 import logging as pylogging
 import sys
 
@@ -23,23 +24,35 @@ from beta_lasso.training import validation
 from beta_lasso.training import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Training configuration file.', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, '
-                               'TensorBoard events and results.json.')
+    'config', None, 'Training configuration file.', lock_config=True
+)
+_WORKDIR = flags.DEFINE_string(
+    'workdir',
+    None,
+    'Directory for checkpoints, ' 'TensorBoard events and results.json.',
+)
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
-    'allow_config_change', False,
-    'Continue a workdir whose saved config differs from --config.')
+    'allow_config_change',
+    False,
+    'Continue a workdir whose saved config differs from --config.',
+)
 _JAX_DISTRIBUTED = flags.DEFINE_bool(
-    'jax_distributed', False,
+    'jax_distributed',
+    False,
     'Call jax.distributed.initialize(): on Cloud TPU (and SLURM) it finds the '
-    'other processes by itself; elsewhere give the three flags below.')
+    'other processes by itself; elsewhere give the three flags below.',
+)
 _COORDINATOR_ADDRESS = flags.DEFINE_string(
-    'coordinator_address', None,
-    'host:port of process 0, for jax.distributed; implies --jax_distributed.')
+    'coordinator_address',
+    None,
+    'host:port of process 0, for jax.distributed; implies --jax_distributed.',
+)
 _NUM_PROCESSES = flags.DEFINE_integer(
-    'num_processes', None, 'Processes of the run, for jax.distributed.')
+    'num_processes', None, 'Processes of the run, for jax.distributed.'
+)
 _PROCESS_ID = flags.DEFINE_integer(
-    'process_id', None, 'This process, in [0, num_processes).')
+    'process_id', None, 'This process, in [0, num_processes).'
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 # Errors that are the user's to fix: one line, exit 1, no traceback. OSError
@@ -91,36 +104,51 @@ def main(argv):
   logging.get_absl_handler().addFilter(console)
   if _JAX_DISTRIBUTED.value or _COORDINATOR_ADDRESS.value:
     # Unset flags (None) leave JAX to detect them (Cloud TPU, SLURM).
-    jax.distributed.initialize(coordinator_address=_COORDINATOR_ADDRESS.value,
-                               num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
+    jax.distributed.initialize(
+        coordinator_address=_COORDINATOR_ADDRESS.value,
+        num_processes=_NUM_PROCESSES.value,
+        process_id=_PROCESS_ID.value,
+    )
   try:
     # train_and_evaluate repeats these checks; run first with INFO hidden,
     # a mistake shows as a single line on the console.
     console.quiet = True
     validation.validate_config(_CONFIG.value)
-    workdir_lib.check_config(_WORKDIR.value, _CONFIG.value,
-                             allow_change=_ALLOW_CONFIG_CHANGE.value)
+    workdir_lib.check_config(
+        _WORKDIR.value, _CONFIG.value, allow_change=_ALLOW_CONFIG_CHANGE.value
+    )
     # One run per workdir, held until this process ends.
     with workdir_lib.lock(_WORKDIR.value):
       console.quiet = False
-      logging.info('JAX process %d / %d, devices: %s', jax.process_index(),
-                   jax.process_count(), jax.devices())
+      logging.info(
+          'JAX process %d / %d, devices: %s',
+          jax.process_index(),
+          jax.process_count(),
+          jax.devices(),
+      )
       results = train.train_and_evaluate(
-          _CONFIG.value, _WORKDIR.value,
-          allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+          _CONFIG.value,
+          _WORKDIR.value,
+          allow_config_change=_ALLOW_CONFIG_CHANGE.value,
+      )
   except _USER_ERRORS as e:
     errors.exit_with(e)
   if results.get('preempted'):
-    print(f'Preempted at step {results["step"]}; checkpoint saved in '
-          f'{_WORKDIR.value}. Run the same command to resume.')
+    print(
+        f'Preempted at step {results["step"]}; checkpoint saved in '
+        f'{_WORKDIR.value}. Run the same command to resume.'
+    )
     return
-  print(f'test accuracy: {results["test_accuracy"]:.4f} '
-        f'({results["steps"]} steps, {results["wall_seconds"]:.0f} s)')
+  print(
+      f'test accuracy: {results["test_accuracy"]:.4f} '
+      f'({results["steps"]} steps, {results["wall_seconds"]:.0f} s)'
+  )
   for layer, total in results['weights'].items():
     nnz = results['nnz'][layer]
-    print(f'  {layer:>12}: {nnz:>12,} / {total:>12,} non-zero '
-          f'({100 * nnz / total:.2f}%)')
+    print(
+        f'  {layer:>12}: {nnz:>12,} / {total:>12,} non-zero '
+        f'({100 * nnz / total:.2f}%)'
+    )
 
 
 if __name__ == '__main__':

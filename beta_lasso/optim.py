@@ -37,7 +37,10 @@ lambdas and count the non-zero weights of each layer (the path, mask and
 counting ones are `beta_lasso.pytree`'s, re-exported here).
 """
 
-from typing import Any, NamedTuple, Sequence, Union
+from typing import Any
+from typing import NamedTuple
+from typing import Sequence
+from typing import Union
 
 import jax
 import jax.numpy as jnp
@@ -60,6 +63,7 @@ class HardThresholdState(NamedTuple):
 
 class ScheduleCountState(NamedTuple):
   """State of `add_l1_sign` / `hard_threshold` when the value is a schedule."""
+
   count: jax.Array
 
 
@@ -83,30 +87,37 @@ def _check_selects_some(mask, params, caller: str):
   selected = mask(params) if callable(mask) else mask
   if any(jax.tree.leaves(selected)):
     return
-  paths = [pytree.path_str(path) for path, leaf in
-           jax.tree_util.tree_flatten_with_path(params)[0]
-           if hasattr(leaf, 'shape')]
+  paths = [
+      pytree.path_str(path)
+      for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+      if hasattr(leaf, 'shape')
+  ]
   if paths:  # optax's tree_map_params calls init with a placeholder.
     shown = ', '.join(paths[:6]) + (', ...' if len(paths) > 6 else '')
     raise ValueError(
         f'{caller}: the mask selects no parameter, so nothing would be '
         f'regularized (parameters: {shown}). The default mask takes floating '
         'leaves with ndim >= 2 not named like biases; pass mask= as a pytree '
-        'of bools, a callable or a regex over these paths.')
+        'of bools, a callable or a regex over these paths.'
+    )
 
 
 # ----------------------------------------------------------------------------
 # Hyperparameters.
 # ----------------------------------------------------------------------------
-def _check_nonnegative(caller: str, name: str, value: Any,
-                       schedule: bool = True):
+def _check_nonnegative(
+    caller: str, name: str, value: Any, schedule: bool = True
+):
   """Raises one ValueError naming `name` unless value is finite and >= 0.
 
   Traced values (under `optax.inject_hyperparams` in jit) cannot be read and
   pass; a schedule is checked when it runs.
   """
-  kinds = ('a finite number >= 0, a schedule or a pytree of such numbers'
-           if schedule else 'a finite number >= 0')
+  kinds = (
+      'a finite number >= 0, a schedule or a pytree of such numbers'
+      if schedule
+      else 'a finite number >= 0'
+  )
   if callable(value) and schedule:
     return
   leaves = jax.tree.leaves(value)
@@ -114,12 +125,16 @@ def _check_nonnegative(caller: str, name: str, value: Any,
     raise ValueError(f'{caller}: {name} must be {kinds}; got {value!r}.')
   for leaf in leaves:
     if isinstance(leaf, (str, bytes, bool, np.bool_)):
-      raise ValueError(f'{caller}: {name} must be {kinds}; got {leaf!r} '
-                       f'({type(leaf).__name__}).')
+      raise ValueError(
+          f'{caller}: {name} must be {kinds}; got {leaf!r} '
+          f'({type(leaf).__name__}).'
+      )
     try:
       x = np.asarray(leaf)
-    except (jax.errors.TracerArrayConversionError,
-            jax.errors.ConcretizationTypeError):
+    except (
+        jax.errors.TracerArrayConversionError,
+        jax.errors.ConcretizationTypeError,
+    ):
       continue
     if not np.issubdtype(x.dtype, np.number):
       raise ValueError(f'{caller}: {name} must be {kinds}; got {leaf!r}.')
@@ -128,9 +143,13 @@ def _check_nonnegative(caller: str, name: str, value: Any,
       raise ValueError(f'{caller}: {name} must be {kinds}; got {leaf!r}.')
 
 
-def per_layer_l1(params: Any, default: float,
-                 overrides: Sequence[tuple[str, float]] = (), *,
-                 allow_unmatched: bool = False) -> Any:
+def per_layer_l1(
+    params: Any,
+    default: float,
+    overrides: Sequence[tuple[str, float]] = (),
+    *,
+    allow_unmatched: bool = False,
+) -> Any:
   """Per-parameter lambdas: the first (regex, value) whose regex matches wins.
 
   Args:
@@ -155,12 +174,15 @@ def per_layer_l1(params: Any, default: float,
   _check_nonnegative('per_layer_l1', 'default', default, schedule=False)
   compiled = []
   for pattern, value in overrides:
-    _check_nonnegative('per_layer_l1', f'the value for {pattern!r}', value,
-                       schedule=False)
+    _check_nonnegative(
+        'per_layer_l1', f'the value for {pattern!r}', value, schedule=False
+    )
     regex = pytree.compile_pattern(pattern, 'per_layer_l1: regex')
     compiled.append((regex, value))
-  paths = [pytree.path_str(p) for p, _ in
-           jax.tree_util.tree_flatten_with_path(params)[0]]
+  paths = [
+      pytree.path_str(p)
+      for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]
+  ]
   if not allow_unmatched:
     for regex, _ in compiled:
       if not any(regex.search(p) for p in paths):
@@ -168,11 +190,13 @@ def per_layer_l1(params: Any, default: float,
         raise ValueError(
             f'per_layer_l1: regex {regex.pattern!r} matches no parameter '
             f'path (paths: {shown}); paths start at the root of the tree '
-            'passed.')
+            'passed.'
+        )
 
   def pick(path, _):
     name = pytree.path_str(path)
     return next((v for r, v in compiled if r.search(name)), default)
+
   return jax.tree_util.tree_map_with_path(pick, params)
 
 
@@ -182,9 +206,13 @@ def _is_leaf(x) -> bool:
 
 
 def _values_by_path(value: Any) -> dict[str, Any]:
-  return {pytree.path_str(path): v for path, v in
-          jax.tree_util.tree_flatten_with_path(value, is_leaf=_is_leaf)[0]
-          if not _is_leaf(v)}
+  return {
+      pytree.path_str(path): v
+      for path, v in jax.tree_util.tree_flatten_with_path(
+          value, is_leaf=_is_leaf
+      )[0]
+      if not _is_leaf(v)
+  }
 
 
 def _lookup(table: dict[str, Any], path: str, caller: str, name: str):
@@ -199,7 +227,8 @@ def _lookup(table: dict[str, Any], path: str, caller: str, name: str):
       f'{caller}: {name} has no value for parameter {path!r} (it has: '
       f'{shown}). A pytree {name} must hold the paths of the params the '
       'transform receives, from their root, at least for the leaves it '
-      'regularizes.')
+      'regularizes.'
+  )
 
 
 def _map(fn, updates, params, value, caller: str, name: str):
@@ -207,19 +236,27 @@ def _map(fn, updates, params, value, caller: str, name: str):
   if jax.tree_util.treedef_is_leaf(jax.tree.structure(value)):
     return jax.tree.map(
         lambda u, p: u if _is_leaf(u) else fn(u, p, value),
-        updates, params, is_leaf=_is_leaf)
+        updates,
+        params,
+        is_leaf=_is_leaf,
+    )
   table = _values_by_path(value)
   return jax.tree_util.tree_map_with_path(
-      lambda path, u, p: u if _is_leaf(u) else fn(
-          u, p, _lookup(table, pytree.path_str(path), caller, name)),
-      updates, params, is_leaf=_is_leaf)
+      lambda path, u, p: u
+      if _is_leaf(u)
+      else fn(u, p, _lookup(table, pytree.path_str(path), caller, name)),
+      updates,
+      params,
+      is_leaf=_is_leaf,
+  )
 
 
 # ----------------------------------------------------------------------------
 # Transforms.
 # ----------------------------------------------------------------------------
-def _leafwise(caller: str, name: str, value: Hyperparam, fn, empty_state,
-              mask: Mask) -> optax.GradientTransformationExtraArgs:
+def _leafwise(
+    caller: str, name: str, value: Hyperparam, fn, empty_state, mask: Mask
+) -> optax.GradientTransformationExtraArgs:
   """Builds a transform u -> fn(u, p, value at this step), masked like optax."""
   _check_nonnegative(caller, name, value)
   mask = pytree.as_mask(mask, caller)
@@ -234,7 +271,8 @@ def _leafwise(caller: str, name: str, value: Hyperparam, fn, empty_state,
     if params is None:
       raise ValueError(
           f'{caller} needs params: pass them as `opt.update(updates, state, '
-          'params)`.')
+          'params)`.'
+      )
     if callable(value):
       current = value(state.count)
       state = ScheduleCountState(optax.safe_increment(state.count))
@@ -247,14 +285,17 @@ def _leafwise(caller: str, name: str, value: Hyperparam, fn, empty_state,
   def masked_init(params):
     _check_selects_some(mask, params, caller)
     if not callable(value) and not jax.tree_util.treedef_is_leaf(
-        jax.tree.structure(value)):
+        jax.tree.structure(value)
+    ):
       # Fails here, not at the first step, when a value is missing.
       table = _values_by_path(value)
       mask_tree = mask(params) if callable(mask) else mask
-      selected = jax.tree.map(lambda m, p: p if m else optax.MaskedNode(),
-                              mask_tree, params)
+      selected = jax.tree.map(
+          lambda m, p: p if m else optax.MaskedNode(), mask_tree, params
+      )
       for path, leaf in jax.tree_util.tree_flatten_with_path(
-          selected, is_leaf=_is_leaf)[0]:
+          selected, is_leaf=_is_leaf
+      )[0]:
         if not _is_leaf(leaf):
           _lookup(table, pytree.path_str(path), caller, name)
     return masked.init(params)
@@ -273,8 +314,9 @@ def _threshold(u, p, t):
   return jnp.where(jnp.abs(p + u) < t, -p.astype(u.dtype), u)
 
 
-def add_l1_sign(l1: Hyperparam,
-                mask: Mask = None) -> optax.GradientTransformationExtraArgs:
+def add_l1_sign(
+    l1: Hyperparam, mask: Mask = None
+) -> optax.GradientTransformationExtraArgs:
   """Adds the L1 subgradient: updates += l1 * sign(params).
 
   Example:
@@ -297,8 +339,9 @@ def add_l1_sign(l1: Hyperparam,
   return _leafwise('add_l1_sign', 'l1', l1, _l1_sign, L1SignState(), mask)
 
 
-def hard_threshold(threshold: Hyperparam,
-                   mask: Mask = None) -> optax.GradientTransformationExtraArgs:
+def hard_threshold(
+    threshold: Hyperparam, mask: Mask = None
+) -> optax.GradientTransformationExtraArgs:
   """Zeroes parameters whose magnitude after the update is below `threshold`.
 
   Returns updates u' with p + u' = p + u where |p + u| >= threshold or is not
@@ -320,8 +363,14 @@ def hard_threshold(threshold: Hyperparam,
   Raises:
     ValueError: as in `add_l1_sign`.
   """
-  return _leafwise('hard_threshold', 'threshold', threshold, _threshold,
-                   HardThresholdState(), mask)
+  return _leafwise(
+      'hard_threshold',
+      'threshold',
+      threshold,
+      _threshold,
+      HardThresholdState(),
+      mask,
+  )
 
 
 def _scaled(beta, value: Hyperparam) -> Hyperparam:
@@ -330,9 +379,12 @@ def _scaled(beta, value: Hyperparam) -> Hyperparam:
   return jax.tree.map(lambda v: beta * v, value)
 
 
-def beta_lasso(learning_rate: optax.ScalarOrSchedule, l1: Hyperparam,
-               beta: float = 50.0,
-               mask: Mask = None) -> optax.GradientTransformationExtraArgs:
+def beta_lasso(
+    learning_rate: optax.ScalarOrSchedule,
+    l1: Hyperparam,
+    beta: float = 50.0,
+    mask: Mask = None,
+) -> optax.GradientTransformationExtraArgs:
   """beta-LASSO, Algorithm 1 of Neyshabur (2020): L1 SGD, then hard threshold.
 
   No momentum. Works under `optax.inject_hyperparams` for numeric

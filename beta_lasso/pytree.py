@@ -11,9 +11,13 @@ A mask is a pytree of bools, a callable params -> pytree of bools, or a regex
 string searched in each path (`as_mask`); `beta_lasso.optim` takes the same
 masks and re-exports these functions.
 """
+
 import math
 import re
-from typing import Any, Callable, Optional, Union
+from typing import Any
+from typing import Callable
+from typing import Optional
+from typing import Union
 
 import jax
 import jax.numpy as jnp
@@ -46,8 +50,11 @@ def path_str(path) -> str:
   """
   # An NNX Variable flattens to its `.value`: drop it so that
   # 'layer1/kernel' means the same in linen params and NNX state.
-  if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and (
-      path[-1].name == 'value'):
+  if (
+      path
+      and isinstance(path[-1], jax.tree_util.GetAttrKey)
+      and (path[-1].name == 'value')
+  ):
     path = path[:-1]
   return '/'.join(_key_str(k) for k in path)
 
@@ -67,7 +74,8 @@ def path_mask(params: Any, pattern: str) -> Any:
   """Pytree of bools, True where `re.search(pattern, '/'-joined path)`."""
   regex = compile_pattern(pattern, 'path_mask: pattern')
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: regex.search(path_str(path)) is not None, params)
+      lambda path, _: regex.search(path_str(path)) is not None, params
+  )
 
 
 # Biases and norm parameters in Flax and Haiku; some are 3-D (an unshared
@@ -82,18 +90,24 @@ def weight_mask(params: Any) -> Any:
   weights whatever their shape. The default of every function here. Under
   `jax.vmap` (an ensemble) it sees the shapes of one member.
   """
+
   def is_weight(path, x):
     dtype = getattr(x, 'dtype', None)
-    return (dtype is not None and jnp.issubdtype(dtype, jnp.floating)
-            and len(getattr(x, 'shape', ())) >= 2
-            and path_str(path).split('/')[-1] not in _NOT_WEIGHTS)
+    return (
+        dtype is not None
+        and jnp.issubdtype(dtype, jnp.floating)
+        and len(getattr(x, 'shape', ())) >= 2
+        and path_str(path).split('/')[-1] not in _NOT_WEIGHTS
+    )
+
   return jax.tree_util.tree_map_with_path(is_weight, params)
 
 
 def kernel_mask(params: Any) -> Any:
   """Pytree of bools, True exactly for leaves whose last key is 'kernel'."""
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: path_str(path).split('/')[-1] == 'kernel', params)
+      lambda path, _: path_str(path).split('/')[-1] == 'kernel', params
+  )
 
 
 def as_mask(mask: Mask, caller: str):
@@ -121,7 +135,8 @@ def as_mask(mask: Mask, caller: str):
     if not isinstance(leaf, (bool, np.bool_)):
       raise ValueError(
           f'{caller}: mask must be a pytree of bools, a callable or a path '
-          f'regex; it holds {leaf!r} ({type(leaf).__name__}).')
+          f'regex; it holds {leaf!r} ({type(leaf).__name__}).'
+      )
   return mask
 
 
@@ -139,8 +154,9 @@ def layer_order(name: str):
   return key
 
 
-def sum_per_layer(params: Any, count: Callable[[Any], int],
-                  mask: Mask = None) -> dict[str, int]:
+def sum_per_layer(
+    params: Any, count: Callable[[Any], int], mask: Mask = None
+) -> dict[str, int]:
   """Sums `count(leaf)` per layer over the masked leaves.
 
   Args:
@@ -161,10 +177,11 @@ def sum_per_layer(params: Any, count: Callable[[Any], int],
   mask = mask(params) if callable(mask) else mask
   out = {}
   for (path, leaf), keep in zip(
-      jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(mask)):
+      jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(mask)
+  ):
     if keep:
       name = path_str(path)
-      name = name[:-len('/kernel')] if name.endswith('/kernel') else name
+      name = name[: -len('/kernel')] if name.endswith('/kernel') else name
       out[name] = out.get(name, 0) + int(count(leaf))
   if not out and jax.tree.leaves(params):
     raise ValueError('sum_per_layer: the mask selects no leaf.')

@@ -9,11 +9,14 @@ above make short. Everything random
 that is killed and started again ends bit for bit where an uninterrupted one
 would.
 """
+
 import dataclasses
 import functools
 import json
 import time
-from typing import Any, NamedTuple, Optional
+from typing import Any
+from typing import NamedTuple
+from typing import Optional
 
 from absl import logging
 from etils import epath
@@ -53,9 +56,12 @@ class TrainState:
   def create(cls, variables, tx: optax.GradientTransformation) -> 'TrainState':
     """Step 0 of a model's `init` variables and the optimizer's fresh state."""
     params = variables['params']
-    return cls(step=jnp.zeros((), jnp.int32), params=params,
-               batch_stats=variables.get('batch_stats', {}),
-               opt_state=tx.init(params))
+    return cls(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get('batch_stats', {}),
+        opt_state=tx.init(params),
+    )
 
 
 class DivergenceError(errors.UserError, RuntimeError):
@@ -70,8 +76,12 @@ def epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:
 # ----------------------------------------------------------------------------
 # Optimizer.
 # ----------------------------------------------------------------------------
-def create_optimizer(config: ml_collections.ConfigDict, params,
-                     num_train_steps: int, steps_per_epoch: int):
+def create_optimizer(
+    config: ml_collections.ConfigDict,
+    params,
+    num_train_steps: int,
+    steps_per_epoch: int,
+):
   """Builds the optimizer of `config` with a per-step cosine schedule.
 
   Args:
@@ -83,27 +93,40 @@ def create_optimizer(config: ml_collections.ConfigDict, params,
   Returns:
     (optax.GradientTransformation, learning-rate schedule).
   """
-  warmup = (epochs_to_steps(config.warmup_epochs, steps_per_epoch)
-            if config.warmup_epochs > 0 else 0)
+  warmup = (
+      epochs_to_steps(config.warmup_epochs, steps_per_epoch)
+      if config.warmup_epochs > 0
+      else 0
+  )
   if warmup:
     schedule = optax.warmup_cosine_decay_schedule(
-        0.0, config.learning_rate, warmup, num_train_steps)
+        0.0, config.learning_rate, warmup, num_train_steps
+    )
   else:
-    schedule = optax.cosine_decay_schedule(config.learning_rate, num_train_steps)
+    schedule = optax.cosine_decay_schedule(
+        config.learning_rate, num_train_steps
+    )
   # The paper regularizes kernels only (not biases or BatchNorm).
-  mask = {'kernels': optim.kernel_mask,
-          'all': lambda p: jax.tree.map(lambda _: True, p)}[config.regularize]
+  mask = {
+      'kernels': optim.kernel_mask,
+      'all': lambda p: jax.tree.map(lambda _: True, p),
+  }[config.regularize]
   if config.optimizer == 'sgd':
     tx = optax.chain(
         optax.add_decayed_weights(config.weight_decay, mask=mask),
-        optax.sgd(schedule, momentum=config.momentum or None))
+        optax.sgd(schedule, momentum=config.momentum or None),
+    )
   elif config.optimizer == 'beta_lasso':
     # 3-FC has no conv-standing layer for the override to match (its
     # l1_conv is None or 0: validation.UNUSED).
-    overrides = ([(models.CONV_KERNEL_REGEX, config.l1_conv)]
-                 if config.l1_conv is not None else [])
-    l1 = optim.per_layer_l1(params, default=config.l1, overrides=overrides,
-                            allow_unmatched=True)
+    overrides = (
+        [(models.CONV_KERNEL_REGEX, config.l1_conv)]
+        if config.l1_conv is not None
+        else []
+    )
+    l1 = optim.per_layer_l1(
+        params, default=config.l1, overrides=overrides, allow_unmatched=True
+    )
     tx = optim.beta_lasso(schedule, l1, config.beta, mask=mask)
   else:  # validation.validate_config rejects this earlier.
     raise ValueError(f'unknown optimizer {config.optimizer!r}')
@@ -130,15 +153,21 @@ def train_step(state: TrainState, batch, *, model, tx, augment, normalize, key):
 
   def loss_fn(params):
     logits, new_vars = model.apply(
-        {'params': params, 'batch_stats': state.batch_stats}, images,
-        train=True, mutable=['batch_stats'], rngs={'dropout': dropout_key})
+        {'params': params, 'batch_stats': state.batch_stats},
+        images,
+        train=True,
+        mutable=['batch_stats'],
+        rngs={'dropout': dropout_key},
+    )
     logits = logits.astype(jnp.float32)
     loss = optax.softmax_cross_entropy_with_integer_labels(
-        logits, batch['label']).mean()
+        logits, batch['label']
+    ).mean()
     return loss, (logits, new_vars['batch_stats'])
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(
-      loss_fn, has_aux=True)(state.params)
+      loss_fn, has_aux=True
+  )(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {
@@ -146,21 +175,31 @@ def train_step(state: TrainState, batch, *, model, tx, augment, normalize, key):
       'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
       'param_norm': optax.global_norm(params),
   }
-  new_state = state.replace(step=state.step + 1, params=params,
-                            batch_stats=batch_stats, opt_state=opt_state)
+  new_state = state.replace(
+      step=state.step + 1,
+      params=params,
+      batch_stats=batch_stats,
+      opt_state=opt_state,
+  )
   return new_state, metrics
 
 
 def eval_step(state: TrainState, batch, *, model, normalize):
   """Sums of correct predictions, loss and examples over a masked batch."""
-  logits = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
-                       normalize(batch['image']), train=False)
+  logits = model.apply(
+      {'params': state.params, 'batch_stats': state.batch_stats},
+      normalize(batch['image']),
+      train=False,
+  )
   logits = logits.astype(jnp.float32)
   mask = batch['mask']
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
   correct = jnp.argmax(logits, -1) == batch['label']
-  return {'correct': jnp.sum(correct * mask), 'loss': jnp.sum(loss * mask),
-          'count': jnp.sum(mask)}
+  return {
+      'correct': jnp.sum(correct * mask),
+      'loss': jnp.sum(loss * mask),
+      'count': jnp.sum(mask),
+  }
 
 
 _FINITE_CHECKS = ('loss', 'param_norm')
@@ -169,12 +208,15 @@ _FINITE_CHECKS = ('loss', 'param_norm')
 def _stack(pending) -> dict[str, np.ndarray]:
   """Metrics of single steps and of blocks of steps as [steps] numpy arrays."""
   values = jax.device_get(pending)
-  return {name: np.concatenate([np.atleast_1d(v[name]) for v in values])
-          for name in values[0]}
+  return {
+      name: np.concatenate([np.atleast_1d(v[name]) for v in values])
+      for name in values[0]
+  }
 
 
-def _check_finite(metrics: dict[str, np.ndarray], first_step: int,
-                  workdir: str):
+def _check_finite(
+    metrics: dict[str, np.ndarray], first_step: int, workdir: str
+):
   """Raises DivergenceError naming the first non-finite step and quantity."""
   finite = np.all([np.isfinite(metrics[name]) for name in _FINITE_CHECKS], 0)
   if finite.all():
@@ -183,7 +225,8 @@ def _check_finite(metrics: dict[str, np.ndarray], first_step: int,
   name = next(n for n in _FINITE_CHECKS if not np.isfinite(metrics[n][i]))
   raise DivergenceError(
       f'non-finite {name} ({metrics[name][i]}) at step {first_step + i + 1}; '
-      f'the last good checkpoint in {workdir} is kept')
+      f'the last good checkpoint in {workdir} is kept'
+  )
 
 
 # ----------------------------------------------------------------------------
@@ -200,8 +243,13 @@ class Splits(NamedTuple):
 
 def load_split(config: ml_collections.ConfigDict, split: str) -> Split:
   """(images, labels) of `split` of the config's dataset, as numpy arrays."""
-  return input_pipeline.load_split(config.dataset, split, config.data_dir,
-                                   config.download, config.get('data_file'))
+  return input_pipeline.load_split(
+      config.dataset,
+      split,
+      config.data_dir,
+      config.download,
+      config.get('data_file'),
+  )
 
 
 def load_splits(config: ml_collections.ConfigDict) -> Splits:
@@ -217,6 +265,7 @@ def load_splits(config: ml_collections.ConfigDict) -> Splits:
 @dataclasses.dataclass(frozen=True)
 class Durations:
   """The run's periods in steps, from the config's epochs."""
+
   steps_per_epoch: int
   num_train_steps: int
   eval_every: int
@@ -224,17 +273,21 @@ class Durations:
   log_every: int
 
   @classmethod
-  def of(cls, config: ml_collections.ConfigDict,
-         num_train_examples: int) -> 'Durations':
-    steps_per_epoch = input_pipeline.steps_per_epoch(num_train_examples,
-                                                     config.batch_size)
+  def of(
+      cls, config: ml_collections.ConfigDict, num_train_examples: int
+  ) -> 'Durations':
+    steps_per_epoch = input_pipeline.steps_per_epoch(
+        num_train_examples, config.batch_size
+    )
     return cls(
         steps_per_epoch=steps_per_epoch,
         num_train_steps=epochs_to_steps(config.num_epochs, steps_per_epoch),
         eval_every=epochs_to_steps(config.eval_every_epochs, steps_per_epoch),
-        checkpoint_every=epochs_to_steps(config.checkpoint_every_epochs,
-                                         steps_per_epoch),
-        log_every=config.log_every_steps)
+        checkpoint_every=epochs_to_steps(
+            config.checkpoint_every_epochs, steps_per_epoch
+        ),
+        log_every=config.log_every_steps,
+    )
 
 
 def input_fns(config: ml_collections.ConfigDict, info, workdir: str, dtype):
@@ -250,11 +303,13 @@ def input_fns(config: ml_collections.ConfigDict, info, workdir: str, dtype):
   permutation = None
   if config.get('permute_pixels'):
     permutation = workdir_lib.pixel_permutation(
-        workdir, augmentation.pixel_permutation(info.image_shape, config.seed))
+        workdir, augmentation.pixel_permutation(info.image_shape, config.seed)
+    )
     # After augmentation, which acts on the image's own geometry; at eval too.
     unpermuted_normalize = normalize
     normalize = lambda x: unpermuted_normalize(
-        augmentation.permute_pixels(x, permutation))
+        augmentation.permute_pixels(x, permutation)
+    )
   return augment, normalize, permutation
 
 
@@ -263,9 +318,14 @@ def input_fns(config: ml_collections.ConfigDict, info, workdir: str, dtype):
 # ----------------------------------------------------------------------------
 def create_model(config: ml_collections.ConfigDict, num_classes: int, dtype):
   return models.create_model(
-      config.model, num_classes=num_classes, alpha=config.alpha,
-      dropout_rate=config.dropout_rate, dtype=dtype,
-      local_impl=config.get('local_impl', 'auto'), **config.model_kwargs)
+      config.model,
+      num_classes=num_classes,
+      alpha=config.alpha,
+      dropout_rate=config.dropout_rate,
+      dtype=dtype,
+      local_impl=config.get('local_impl', 'auto'),
+      **config.model_kwargs,
+  )
 
 
 class ShardedState(NamedTuple):
@@ -276,9 +336,14 @@ class ShardedState(NamedTuple):
   train_key: jax.Array  # Of augmentation and dropout, folded with the step.
 
 
-def create_train_state(config: ml_collections.ConfigDict, model, mesh,
-                       image_shape, dtype,
-                       durations: Durations) -> ShardedState:
+def create_train_state(
+    config: ml_collections.ConfigDict,
+    model,
+    mesh,
+    image_shape,
+    dtype,
+    durations: Durations,
+) -> ShardedState:
   """Step 0 of the run, each array created where the mesh places it.
 
   Args:
@@ -297,19 +362,23 @@ def create_train_state(config: ml_collections.ConfigDict, model, mesh,
     return model.init(rng, dummy, train=False)
 
   param_shapes = jax.eval_shape(init, init_key)['params']
-  tx, schedule = create_optimizer(config, param_shapes,
-                                  durations.num_train_steps,
-                                  durations.steps_per_epoch)
+  tx, schedule = create_optimizer(
+      config, param_shapes, durations.num_train_steps, durations.steps_per_epoch
+  )
 
   def init_state(rng):
     return TrainState.create(init(rng), tx)
 
   # Big kernels (and their optimizer state) split over the mesh; see sharding.
   state_sharding = sharding.state_shardings(
-      jax.eval_shape(init_state, init_key), mesh, config)
+      jax.eval_shape(init_state, init_key), mesh, config
+  )
   state = jax.jit(init_state, out_shardings=state_sharding)(init_key)
-  logging.info('Mesh %s; sharded: %s', dict(mesh.shape),
-               sharding.describe(state) or 'nothing')
+  logging.info(
+      'Mesh %s; sharded: %s',
+      dict(mesh.shape),
+      sharding.describe(state) or 'nothing',
+  )
   return ShardedState(state, state_sharding, tx, schedule, train_key)
 
 
@@ -324,44 +393,72 @@ class Steps:
   dispatch runs a block of steps (see device_loop.py).
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, model, mesh,
-               sharded: ShardedState, augment, normalize):
+  def __init__(
+      self,
+      config: ml_collections.ConfigDict,
+      model,
+      mesh,
+      sharded: ShardedState,
+      augment,
+      normalize,
+  ):
     self.replicated = jax.NamedSharding(mesh, jax.P())
     self.data_sharding = jax.NamedSharding(mesh, jax.P(sharding.DATA))
     self._config = config
-    step_fn = functools.partial(train_step, model=model, tx=sharded.tx,
-                                augment=augment, normalize=normalize,
-                                key=sharded.train_key)
+    step_fn = functools.partial(
+        train_step,
+        model=model,
+        tx=sharded.tx,
+        augment=augment,
+        normalize=normalize,
+        key=sharded.train_key,
+    )
     eval_fn = functools.partial(eval_step, model=model, normalize=normalize)
     self._train = jax.jit(
-        step_fn, in_shardings=(sharded.sharding, self.data_sharding),
-        out_shardings=(sharded.sharding, self.replicated), donate_argnums=0)
+        step_fn,
+        in_shardings=(sharded.sharding, self.data_sharding),
+        out_shardings=(sharded.sharding, self.replicated),
+        donate_argnums=0,
+    )
     self._eval = jax.jit(
-        eval_fn, in_shardings=(sharded.sharding, self.data_sharding),
-        out_shardings=self.replicated)
+        eval_fn,
+        in_shardings=(sharded.sharding, self.data_sharding),
+        out_shardings=self.replicated,
+    )
     self.on_device = None
     if config.get('device_loop'):
       self.on_device = device_loop.DeviceLoop(
-          step_fn, eval_fn, batch_size=config.batch_size,
-          eval_batch_size=config.eval_batch_size, seed=config.seed,
+          step_fn,
+          eval_fn,
+          batch_size=config.batch_size,
+          eval_batch_size=config.eval_batch_size,
+          seed=config.seed,
           steps_per_dispatch=config.steps_per_dispatch,
-          state_sharding=sharded.sharding, replicated=self.replicated,
-          data_sharding=self.data_sharding)
+          state_sharding=sharded.sharding,
+          replicated=self.replicated,
+          data_sharding=self.data_sharding,
+      )
 
   def put(self, splits: Splits) -> Splits:
     """The splits where the steps read them: resident with the device loop."""
     if not self.on_device:
       return splits
-    return Splits(*(None if split is None else self.on_device.put(*split)
-                    for split in splits))
+    return Splits(
+        *(
+            None if split is None else self.on_device.put(*split)
+            for split in splits
+        )
+    )
 
   def _global_batch(self, local):
     return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(self.data_sharding,
-                                                         x), local)
+        lambda x: jax.make_array_from_process_local_data(self.data_sharding, x),
+        local,
+    )
 
-  def train_block(self, state: TrainState, step: int, train: Split,
-                  durations: Durations):
+  def train_block(
+      self, state: TrainState, step: int, train: Split, durations: Durations
+  ):
     """Steps from `step` on: one on the host path, a block on the device.
 
     A block ends at the next step that logs, evaluates or saves, so both
@@ -373,13 +470,24 @@ class Steps:
     images, labels = train
     if self.on_device:
       end = device_loop.block_end(
-          step, durations.num_train_steps, self.on_device.max_steps,
-          (durations.log_every, durations.eval_every,
-           durations.checkpoint_every))
+          step,
+          durations.num_train_steps,
+          self.on_device.max_steps,
+          (
+              durations.log_every,
+              durations.eval_every,
+              durations.checkpoint_every,
+          ),
+      )
       return *self.on_device.train(state, images, labels, end - step), end
     indices = input_pipeline.train_indices(
-        len(labels), self._config.batch_size, self._config.seed, step,
-        jax.process_index(), jax.process_count())
+        len(labels),
+        self._config.batch_size,
+        self._config.seed,
+        step,
+        jax.process_index(),
+        jax.process_count(),
+    )
     batch = input_pipeline.train_batch(images, labels, indices)
     return *self._train(state, self._global_batch(batch)), step + 1
 
@@ -391,8 +499,12 @@ class Steps:
     else:
       totals = None
       for batch in input_pipeline.eval_batches(
-          images, labels, self._config.eval_batch_size,
-          jax.process_index(), jax.process_count()):
+          images,
+          labels,
+          self._config.eval_batch_size,
+          jax.process_index(),
+          jax.process_count(),
+      ):
         out = self._eval(state, self._global_batch(batch))
         totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
     return jax.device_get(totals)
@@ -422,12 +534,23 @@ class LoopEnd(NamedTuple):
   preempted: bool
 
 
-def train_loop(state: TrainState, *, config: ml_collections.ConfigDict,
-               workdir: str, durations: Durations, steps: Steps,
-               evaluator: evaluation.Evaluator, splits: Splits, schedule,
-               checkpoints: checkpointing.Checkpointer, history: list,
-               writer, report_progress, clock: WallClock,
-               weights: dict[str, int]) -> LoopEnd:
+def train_loop(
+    state: TrainState,
+    *,
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    durations: Durations,
+    steps: Steps,
+    evaluator: evaluation.Evaluator,
+    splits: Splits,
+    schedule,
+    checkpoints: checkpointing.Checkpointer,
+    history: list,
+    writer,
+    report_progress,
+    clock: WallClock,
+    weights: dict[str, int],
+) -> LoopEnd:
   """Trains from `state` to the last step, evaluating and saving on the way.
 
   Every eval is appended to `history` (saved in each checkpoint). On
@@ -436,9 +559,12 @@ def train_loop(state: TrainState, *, config: ml_collections.ConfigDict,
   Raises:
     DivergenceError: a non-finite loss or parameter norm.
   """
+
   def saved_extras():
-    return {'config': workdir_lib.flatten(config),
-            'wall_seconds': clock.total()}
+    return {
+        'config': workdir_lib.flatten(config),
+        'wall_seconds': clock.total(),
+    }
 
   initial_step = int(state.step)
   num_train_steps = durations.num_train_steps
@@ -451,8 +577,9 @@ def train_loop(state: TrainState, *, config: ml_collections.ConfigDict,
   # flight, so the last good checkpoint is never left half-written.
   with checkpointing.PreemptionGuard() as guard, checkpoints:
     while done < num_train_steps:
-      state, metrics, done = steps.train_block(state, done, splits.train,
-                                               durations)
+      state, metrics, done = steps.train_block(
+          state, done, splits.train, durations
+      )
       pending.append(metrics)
       report_progress(done)
 
@@ -482,17 +609,30 @@ def train_loop(state: TrainState, *, config: ml_collections.ConfigDict,
         # Epoch and wall time place the eval on a learning curve; with the
         # eval's own time they give the training throughput between evals
         # (launch/full_scale.py reports it).
-        history.append({'step': done, 'epoch': done / durations.steps_per_epoch,
-                        'wall_seconds': saved_extras()['wall_seconds'],
-                        'eval_seconds': eval_seconds, **last_eval})
+        history.append(
+            {
+                'step': done,
+                'epoch': done / durations.steps_per_epoch,
+                'wall_seconds': saved_extras()['wall_seconds'],
+                'eval_seconds': eval_seconds,
+                **last_eval,
+            }
+        )
         # The rate of this process, evals and saves included.
         rate = (done - initial_step) / max(time.monotonic() - loop_start, 1e-9)
-        logging.info('%s', evaluation.eval_line(
-            done, last_eval, epoch=done / durations.steps_per_epoch,
-            train_accuracy=summary.get('train_accuracy'),
-            first_layer=evaluator.first_layer, weights=weights,
-            show_locality=show_locality,
-            eta_seconds=(num_train_steps - done) / rate if rate else None))
+        logging.info(
+            '%s',
+            evaluation.eval_line(
+                done,
+                last_eval,
+                epoch=done / durations.steps_per_epoch,
+                train_accuracy=summary.get('train_accuracy'),
+                first_layer=evaluator.first_layer,
+                weights=weights,
+                show_locality=show_locality,
+                eta_seconds=(num_train_steps - done) / rate if rate else None,
+            ),
+        )
       if save_now or preempted or is_best:
         with report_progress.timed('checkpoint'):
           checkpoints.save(done, state, history, saved_extras(), best=is_best)
@@ -501,9 +641,13 @@ def train_loop(state: TrainState, *, config: ml_collections.ConfigDict,
       if preempted and not is_last:
         # Leaving the block waits for this save to finish.
         writer.flush()
-        logging.warning('Preempted at step %d of %d: checkpoint saved in %s; '
-                        'run the same command to resume.', done,
-                        num_train_steps, workdir)
+        logging.warning(
+            'Preempted at step %d of %d: checkpoint saved in %s; '
+            'run the same command to resume.',
+            done,
+            num_train_steps,
+            workdir,
+        )
         return LoopEnd(state, last_eval, preempted=True)
   return LoopEnd(state, last_eval, preempted=False)
 
@@ -511,8 +655,12 @@ def train_loop(state: TrainState, *, config: ml_collections.ConfigDict,
 # ----------------------------------------------------------------------------
 # The whole run.
 # ----------------------------------------------------------------------------
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       allow_config_change: bool = False) -> dict:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    allow_config_change: bool = False,
+) -> dict:
   """Trains `config` in `workdir`, resuming from its latest checkpoint.
 
   Args:
@@ -539,41 +687,58 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   info = datasets.base_info(config)
   checkpoints = checkpointing.Checkpointer(
       epath.Path(workdir) / workdir_lib.CHECKPOINTS_DIR,
-      config.max_checkpoints_to_keep)
+      config.max_checkpoints_to_keep,
+  )
   if workdir_lib.read_config(workdir) is None:
     # Without config.json, the newest checkpoint still knows its run's config.
-    workdir_lib.check_config(workdir, config, allow_change=allow_config_change,
-                             saved=checkpoints.saved_extras().get('config'))
+    workdir_lib.check_config(
+        workdir,
+        config,
+        allow_change=allow_config_change,
+        saved=checkpoints.saved_extras().get('config'),
+    )
 
   # --- Mesh: ('data', 'model') over every device of every process. ---
   mesh = sharding.create_mesh(config)
-  logging.info('Process %d of %d, %d local / %d global devices',
-               jax.process_index(), jax.process_count(),
-               jax.local_device_count(), jax.device_count())
+  logging.info(
+      'Process %d of %d, %d local / %d global devices',
+      jax.process_index(),
+      jax.process_count(),
+      jax.local_device_count(),
+      jax.device_count(),
+  )
 
   # --- Input. ---
   splits = load_splits(config)
   train_images, train_labels = splits.train
-  info = datasets.with_stats(info, config, train_images,
-                             workdir_lib.read_dataset(workdir))
+  info = datasets.with_stats(
+      info, config, train_images, workdir_lib.read_dataset(workdir)
+  )
   durations = Durations.of(config, len(train_labels))
   dtype = jnp.bfloat16 if config.half_precision else jnp.float32
   augment, normalize, permutation = input_fns(config, info, workdir, dtype)
 
   # --- Model, optimizer and state. ---
   model = create_model(config, info.num_classes, dtype)
-  sharded = create_train_state(config, model, mesh, train_images.shape[1:],
-                               dtype, durations)
+  sharded = create_train_state(
+      config, model, mesh, train_images.shape[1:], dtype, durations
+  )
   weights = optim.count_weights(sharded.state.params)
-  logging.info('Model %s, alpha %s: %s kernel weights %s', config.model,
-               config.alpha, f'{sum(weights.values()):,}', weights)
+  logging.info(
+      'Model %s, alpha %s: %s kernel weights %s',
+      config.model,
+      config.alpha,
+      f'{sum(weights.values()):,}',
+      weights,
+  )
 
   # --- Checkpoints: resume from the latest complete one. ---
   state, history, extras = checkpoints.restore_latest(sharded.state)
   initial_step = int(state.step)
   if initial_step:
-    logging.info('Resumed from step %d of %d', initial_step,
-                 durations.num_train_steps)
+    logging.info(
+        'Resumed from step %d of %d', initial_step, durations.num_train_steps
+    )
   # The run has started: only now is the workdir's config recorded.
   workdir_lib.save_config(workdir, config)
   workdir_lib.write_dataset(workdir, datasets.describe(info, config))
@@ -585,24 +750,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   steps = Steps(config, model, mesh, sharded, augment, normalize)
   # From here on the splits are where the steps read them.
   splits = steps.put(splits)
-  evaluator = evaluation.Evaluator(steps, model=config.model,
-                        image_shape=info.image_shape, permutation=permutation)
+  evaluator = evaluation.Evaluator(
+      steps,
+      model=config.model,
+      image_shape=info.image_shape,
+      permutation=permutation,
+  )
 
   # --- Metrics and progress. ---
   writer, report_progress = writers.create(
-      workdir, durations.num_train_steps, just_logging=jax.process_index() > 0)
+      workdir, durations.num_train_steps, just_logging=jax.process_index() > 0
+  )
   if initial_step == 0:
     writer.write_hparams(workdir_lib.flatten(config))
 
   # --- The loop. ---
-  logging.info('Training %d steps (%d per epoch) from step %d',
-               durations.num_train_steps, durations.steps_per_epoch,
-               initial_step)
+  logging.info(
+      'Training %d steps (%d per epoch) from step %d',
+      durations.num_train_steps,
+      durations.steps_per_epoch,
+      initial_step,
+  )
   state, last_eval, preempted = train_loop(
-      state, config=config, workdir=workdir, durations=durations, steps=steps,
-      evaluator=evaluator, splits=splits, schedule=sharded.schedule,
-      checkpoints=checkpoints, history=history, writer=writer,
-      report_progress=report_progress, clock=clock, weights=weights)
+      state,
+      config=config,
+      workdir=workdir,
+      durations=durations,
+      steps=steps,
+      evaluator=evaluator,
+      splits=splits,
+      schedule=sharded.schedule,
+      checkpoints=checkpoints,
+      history=history,
+      writer=writer,
+      report_progress=report_progress,
+      clock=clock,
+      weights=weights,
+  )
   if preempted:
     return {'preempted': True, 'step': int(state.step)}
 
@@ -621,8 +805,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       train_loss=train_loss,
       train_examples=len(train_labels),
       nnz=last_eval['nnz'],
-      locality=(results_lib.Locality.from_json(last_eval['locality'])
-                if 'locality' in last_eval else None),
+      locality=(
+          results_lib.Locality.from_json(last_eval['locality'])
+          if 'locality' in last_eval
+          else None
+      ),
       weights=weights,
       steps=int(state.step),
       epochs=int(state.step) / durations.steps_per_epoch,
@@ -635,7 +822,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   )
   results = record.to_json()
   workdir_lib.write_results(workdir, results)
-  logging.info('Test accuracy %.4f after %d steps; non-zeros / weights: %s',
-               record.test_accuracy, record.steps,
-               {k: f'{record.nnz[k]:,} / {weights[k]:,}' for k in weights})
+  logging.info(
+      'Test accuracy %.4f after %d steps; non-zeros / weights: %s',
+      record.test_accuracy,
+      record.steps,
+      {k: f'{record.nnz[k]:,} / {weights[k]:,}' for k in weights},
+  )
   return results

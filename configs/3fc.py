@@ -9,6 +9,7 @@ weights, the same size as S-FC at alpha 150 (256,240,800).
 `configs/3fc.py:cpu`: width 1024, 8 epochs, batch 256; its measured accuracy and time are in the
 README's CPU table.
 """
+
 import ml_collections
 
 from configs import default

@@ -8,6 +8,7 @@ weights at alpha 15 (the paper prints 1.45M).
 `configs/dconv.py:cpu`: alpha 4, 3 epochs, batch 256; its measured accuracy and time are in the
 README's CPU table.
 """
+
 from configs import default
 
 

@@ -10,6 +10,7 @@ Fields that the chosen optimizer, model or augmentation does not read are off
 (0 or None): `beta_lasso.training.validation.UNUSED` lists them and refuses any other
 value, so that a saved config says what ran.
 """
+
 import ml_collections
 
 
@@ -19,10 +20,18 @@ def get_config():
 
   # Model.
   config.model = 'sconv'  # A name in beta_lasso.models.MODELS.
-  config.alpha = 150  # Base channels: 150 for the S family, 15 for the D family.
-  config.model_kwargs = ml_collections.ConfigDict()  # E.g. width (3fc), kernel_size (resnet18).
-  config.dropout_rate = 0.0  # On the inputs of the last two FC layers; 0 = none.
-  config.half_precision = False  # bf16 compute; weights and BatchNorm stay fp32.
+  config.alpha = (
+      150  # Base channels: 150 for the S family, 15 for the D family.
+  )
+  config.model_kwargs = (
+      ml_collections.ConfigDict()
+  )  # E.g. width (3fc), kernel_size (resnet18).
+  config.dropout_rate = (
+      0.0  # On the inputs of the last two FC layers; 0 = none.
+  )
+  config.half_precision = (
+      False  # bf16 compute; weights and BatchNorm stay fp32.
+  )
   # How locally connected layers compute: auto (per layer, the fastest
   # measured on the backend, BENCHMARKS.md), conv_local, patches or
   # masked_dense. Same parameters and outputs (up to float rounding)
@@ -33,7 +42,9 @@ def get_config():
   # cifar10, cifar100 or svhn_cropped (the paper's settings), or any TFDS
   # image classification dataset of one image shape (beta_lasso.data.datasets).
   config.dataset = 'cifar10'
-  config.data_dir = ml_collections.config_dict.placeholder(str)  # None: TFDS_DATA_DIR or the TFDS default.
+  config.data_dir = ml_collections.config_dict.placeholder(
+      str
+  )  # None: TFDS_DATA_DIR or the TFDS default.
   config.download = True  # Let TFDS download and prepare a missing dataset.
   # A .npz of `python -m beta_lasso.data.cache` (or a JPEG bundle) to read
   # instead of TFDS: no TensorFlow needed. Its image shape and classes come
@@ -71,21 +82,27 @@ def get_config():
   config.eval_batch_size = 512  # Global batch for the test set.
   config.num_epochs = 400.0
   config.learning_rate = 0.1  # Peak of the cosine schedule, stepped per batch.
-  config.warmup_epochs = 0.0  # Linear warmup before the cosine (the paper has none).
+  config.warmup_epochs = (
+      0.0  # Linear warmup before the cosine (the paper has none).
+  )
   config.momentum = 0.9  # SGD only; beta-LASSO has no momentum (set 0).
   config.weight_decay = 5e-4  # SGD only, on kernels (beta-LASSO: set 0).
   # beta-LASSO only, so 0 here; configs/sfc_beta_lasso.py sets the paper's
   # (beta 50, lambda 5e-6 for the FC layers, 2e-5 for layer 1).
   config.l1 = 0.0  # beta-LASSO lambda for the FC layers.
   config.l1_conv = 0.0  # beta-LASSO lambda for the layers that stand for convolutions (layer1..).
-  config.beta = 0.0  # beta-LASSO threshold is beta * lambda (not scaled by the lr).
+  config.beta = (
+      0.0  # beta-LASSO threshold is beta * lambda (not scaled by the lr).
+  )
   config.regularize = 'kernels'  # What L1 / weight decay touch: kernels or all.
 
   # Devices (see beta_lasso/training/sharding.py). The mesh is (data, model); batches
   # split over data, big kernels over model.
   config.mesh_model = 1  # Devices on the model axis (within one process); 1: parameters replicated.
   config.fsdp = False  # Also split big kernels over the data axis (FSDP), gathered for each step.
-  config.shard_min_weights = 2**20  # Kernels with fewer entries stay replicated.
+  config.shard_min_weights = (
+      2**20
+  )  # Kernels with fewer entries stay replicated.
 
   # Loop.
   # Splits resident on the accelerator, the data order, augmentation and eval
@@ -126,28 +143,40 @@ def parse_arg(arg, valid=('cpu', *PAPER_EPOCHS)) -> frozenset:
   """
   tokens = frozenset(t.strip() for t in (arg or '').split(',') if t.strip())
   for token in sorted(tokens - set(valid)):
-    raise ValueError(f'config argument {token!r} is not valid; choose from: '
-                     f'{", ".join(valid)} (or none for the paper values)')
+    raise ValueError(
+        f'config argument {token!r} is not valid; choose from: '
+        f'{", ".join(valid)} (or none for the paper values)'
+    )
   budgets = sorted(tokens & set(PAPER_EPOCHS))
   if len(budgets) > 1 or (budgets and 'cpu' in tokens):
-    raise ValueError(f'config argument {arg!r} gives {" and ".join(budgets)} '
-                     'epochs' + (' with cpu' if 'cpu' in tokens else '') +
-                     '; give one budget, or cpu')
+    raise ValueError(
+        f'config argument {arg!r} gives {" and ".join(budgets)} '
+        'epochs'
+        + (' with cpu' if 'cpu' in tokens else '')
+        + '; give one budget, or cpu'
+    )
   return tokens
 
 
-def paper_epochs(config: ml_collections.ConfigDict,
-                 tokens: frozenset) -> ml_collections.ConfigDict:
+def paper_epochs(
+    config: ml_collections.ConfigDict, tokens: frozenset
+) -> ml_collections.ConfigDict:
   """Sets the paper budget that `tokens` names ('400' or '4000'), if any."""
   for token in tokens & set(PAPER_EPOCHS):
     epochs, every = PAPER_EPOCHS[token]
-    config.update(dict(num_epochs=epochs, eval_every_epochs=every,
-                       checkpoint_every_epochs=every))
+    config.update(
+        dict(
+            num_epochs=epochs,
+            eval_every_epochs=every,
+            checkpoint_every_epochs=every,
+        )
+    )
   return config
 
 
-def cpu_sized(config: ml_collections.ConfigDict, *, num_epochs: float,
-              **overrides) -> ml_collections.ConfigDict:
+def cpu_sized(
+    config: ml_collections.ConfigDict, *, num_epochs: float, **overrides
+) -> ml_collections.ConfigDict:
   """Shrinks `config` for a 2-core laptop: minutes, not days.
 
   Args:
@@ -159,10 +188,15 @@ def cpu_sized(config: ml_collections.ConfigDict, *, num_epochs: float,
     `config`, updated in place.
   """
   settings = dict(
-      batch_size=256, num_epochs=num_epochs, log_every_steps=50,
+      batch_size=256,
+      num_epochs=num_epochs,
+      log_every_steps=50,
       # The whole train split, no selection: the README's numbers.
-      train_split='train', val_split=None,
+      train_split='train',
+      val_split=None,
       # Five evals and checkpoints per run show the curve and bound lost work.
-      eval_every_epochs=num_epochs / 5, checkpoint_every_epochs=num_epochs / 5)
+      eval_every_epochs=num_epochs / 5,
+      checkpoint_every_epochs=num_epochs / 5,
+  )
   config.update({**settings, **overrides})
   return config

@@ -9,6 +9,7 @@ Table 1 prints 256M, the round size the paper aimed every FC network at.
 `configs/dfc.py:cpu`: alpha 1, 2 epochs, batch 256; its measured accuracy and time are in the
 README's CPU table.
 """
+
 from configs import default
 
 

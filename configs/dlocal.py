@@ -10,6 +10,7 @@ output positions x k^2 x C_in x C_out weights).
 `configs/dlocal.py:cpu`: alpha 2, 2 epochs, batch 256; its measured accuracy and time are in the
 README's CPU table.
 """
+
 from configs import default
 
 

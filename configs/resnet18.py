@@ -16,6 +16,7 @@ its measured accuracy and time are in the README's CPU table. A step's work
 grows with k^2, so on a CPU a step of `resnet18.py:15,cpu` takes over 20
 times as long as one at k = 3 (the README gives its step time).
 """
+
 import ml_collections
 
 from configs import default
@@ -24,17 +25,20 @@ KERNEL_SIZES = ('3', '5', '7', '9', '11', '13', '15')
 
 
 def get_config(arg=None):
-  args = default.parse_arg(arg, valid=KERNEL_SIZES + (
-      'beta_lasso', 'cpu', *default.PAPER_EPOCHS))
+  args = default.parse_arg(
+      arg, valid=KERNEL_SIZES + ('beta_lasso', 'cpu', *default.PAPER_EPOCHS)
+  )
   sizes = [int(a) for a in args if a in KERNEL_SIZES]
   if len(sizes) > 1:
-    raise ValueError(f'config argument {arg!r} names {len(sizes)} kernel '
-                     'sizes; give one')
+    raise ValueError(
+        f'config argument {arg!r} names {len(sizes)} kernel ' 'sizes; give one'
+    )
   config = default.get_config()
   config.model = 'resnet18'
   config.alpha = None  # Unused: ResNet18 is sized by its width and kernel size.
   config.model_kwargs = ml_collections.ConfigDict(
-      {'kernel_size': sizes[0] if sizes else 3})
+      {'kernel_size': sizes[0] if sizes else 3}
+  )
   if 'beta_lasso' in args:
     config.optimizer = 'beta_lasso'
     config.momentum = 0.0

@@ -9,6 +9,7 @@ weights at alpha 150.
 its measured accuracy and time are in the
 README's CPU table.
 """
+
 from configs import default
 
 

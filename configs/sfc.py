@@ -9,6 +9,7 @@ weights at alpha 150. `configs/sfc.py:4000` is Table 2's SGD row.
 its measured accuracy and time are in the
 README's CPU table.
 """
+
 from configs import default
 
 

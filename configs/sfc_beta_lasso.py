@@ -14,6 +14,7 @@ a weight receives is sum_t lr_t * lambda, and 8 epochs give ~1/500 of what
 4000 epochs give, so the paper's lambdas would barely sparsify layer 1. At
 this budget the surviving layer-1 filters are sparse but not yet local.
 """
+
 from configs import default
 
 

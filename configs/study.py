@@ -20,11 +20,18 @@ gives 0.39. Scaling lambda by the full 10x would also scale the threshold
 beta * lambda to 0.01 at beta 50, half the init standard deviation, which
 prunes most of the layer in the first steps; 5x keeps it at 0.005.
 """
+
 from configs import default
 
 # What an SGD row of the study sets (appendix A.2): the sweep's rows too.
-SGD = dict(optimizer='sgd', momentum=0.9, weight_decay=5e-4, l1=0.0,
-           l1_conv=0.0, beta=0.0)
+SGD = dict(
+    optimizer='sgd',
+    momentum=0.9,
+    weight_decay=5e-4,
+    l1=0.0,
+    l1_conv=0.0,
+    beta=0.0,
+)
 
 
 def get_config(arg=None):

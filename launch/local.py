@@ -15,6 +15,7 @@ Ctrl-C or SIGTERM reaches every process; when one fails the others are
 stopped, so that none waits for ever on a collective. The exit status is the
 first non-zero one.
 """
+
 import os
 import pathlib
 import signal
@@ -38,26 +39,47 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def commands(main_args: Sequence[str], num_processes: int, port: int,
-             python: str = sys.executable) -> list[list[str]]:
+def commands(
+    main_args: Sequence[str],
+    num_processes: int,
+    port: int,
+    python: str = sys.executable,
+) -> list[list[str]]:
   """The argv of every process of the run."""
-  return [[python, '-m', 'beta_lasso.main', *main_args,
-           f'--coordinator_address=localhost:{port}',
-           f'--num_processes={num_processes}', f'--process_id={i}']
-          for i in range(num_processes)]
+  return [
+      [
+          python,
+          '-m',
+          'beta_lasso.main',
+          *main_args,
+          f'--coordinator_address=localhost:{port}',
+          f'--num_processes={num_processes}',
+          f'--process_id={i}',
+      ]
+      for i in range(num_processes)
+  ]
 
 
 def environment(devices_per_process: int) -> dict[str, str]:
   """This environment, with the fake CPU devices of one process."""
-  xla_flags = [f for f in os.environ.get('XLA_FLAGS', '').split()
-               if not f.startswith('--xla_force_host_platform_device_count')]
+  xla_flags = [
+      f
+      for f in os.environ.get('XLA_FLAGS', '').split()
+      if not f.startswith('--xla_force_host_platform_device_count')
+  ]
   xla_flags.append(
-      f'--xla_force_host_platform_device_count={devices_per_process}')
+      f'--xla_force_host_platform_device_count={devices_per_process}'
+  )
   return dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=' '.join(xla_flags))
 
 
-def run(main_args: Sequence[str], num_processes: int, devices_per_process: int,
-        log_dir: str, timeout: float | None = None) -> int:
+def run(
+    main_args: Sequence[str],
+    num_processes: int,
+    devices_per_process: int,
+    log_dir: str,
+    timeout: float | None = None,
+) -> int:
   """Runs the processes to the end; returns the first non-zero exit status.
 
   Args:
@@ -72,11 +94,20 @@ def run(main_args: Sequence[str], num_processes: int, devices_per_process: int,
   pathlib.Path(log_dir).mkdir(parents=True, exist_ok=True)
   processes = []
   for i, argv in enumerate(commands(main_args, num_processes, port)):
-    log = None if i == 0 else open(
-        os.path.join(log_dir, f'process_{i}.log'), 'wb')
+    log = (
+        None
+        if i == 0
+        else open(os.path.join(log_dir, f'process_{i}.log'), 'wb')
+    )
     try:
-      processes.append(subprocess.Popen(
-          argv, env=env, stdout=log, stderr=subprocess.STDOUT if log else None))
+      processes.append(
+          subprocess.Popen(
+              argv,
+              env=env,
+              stdout=log,
+              stderr=subprocess.STDOUT if log else None,
+          )
+      )
     finally:
       if log:
         log.close()  # The child holds its own descriptor.
@@ -87,8 +118,9 @@ def run(main_args: Sequence[str], num_processes: int, devices_per_process: int,
       if p.poll() is None:
         p.send_signal(signum)
 
-  previous = {sig: signal.signal(sig, stop)
-              for sig in (signal.SIGINT, signal.SIGTERM)}
+  previous = {
+      sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)
+  }
   deadline = None if timeout is None else time.monotonic() + timeout
   status = 0
   try:
@@ -114,22 +146,30 @@ def run(main_args: Sequence[str], num_processes: int, devices_per_process: int,
 def _define_flags():
   """Flags, only when this module is the script (see launch/sweep.py)."""
   flags.DEFINE_integer('num_processes', 2, 'Processes of the run.')
-  flags.DEFINE_integer('devices_per_process', 1,
-                       'Fake CPU devices of each process.')
-  flags.DEFINE_string('process_log_dir', None, 'Where processes 1.. log '
-                      '(default: a new temporary folder).')
+  flags.DEFINE_integer(
+      'devices_per_process', 1, 'Fake CPU devices of each process.'
+  )
+  flags.DEFINE_string(
+      'process_log_dir',
+      None,
+      'Where processes 1.. log ' '(default: a new temporary folder).',
+  )
 
 
 def main(argv):
   args = flags.FLAGS
   if args.num_processes < 1 or args.devices_per_process < 1:
-    sys.exit(f'error: --num_processes={args.num_processes} and '
-             f'--devices_per_process={args.devices_per_process} must be >= 1')
+    sys.exit(
+        f'error: --num_processes={args.num_processes} and '
+        f'--devices_per_process={args.devices_per_process} must be >= 1'
+    )
   log_dir = args.process_log_dir or tempfile.mkdtemp(prefix='beta_lasso_')
   status = run(argv[1:], args.num_processes, args.devices_per_process, log_dir)
   if status and args.num_processes > 1:
-    print(f'exit {status}; the other processes logged to {log_dir}',
-          file=sys.stderr)
+    print(
+        f'exit {status}; the other processes logged to {log_dir}',
+        file=sys.stderr,
+    )
   sys.exit(status)
 
 

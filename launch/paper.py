@@ -50,6 +50,7 @@ For a CPU: `--alpha`, `--width` (3-FC), `--epochs`, `--eval_every_epochs`,
 `--only=ROW,...` shrink the runs, and arguments after `--` go to every run,
 e.g. `-- --config.data_file=small.npz --config.batch_size=128`.
 """
+
 import copy
 import dataclasses
 import io
@@ -83,6 +84,7 @@ MAX_FILE_BYTES = 16 * 2**20
 @dataclasses.dataclass(frozen=True)
 class Row:
   """One run of the paper."""
+
   name: str
   table: str
   config: str  # file.py[:arg], as beta_lasso.main's --config.
@@ -98,30 +100,96 @@ class Row:
 
 
 QUEUE = (
-    Row('table2_beta50', 'Table 2, beta-LASSO beta 50',
-        'configs/sfc_beta_lasso.py', 'sfc', 'β-LASSO β=50', 4000),
-    Row('table1_sconv', 'Table 1, S-CONV, 400 epochs', 'configs/sconv.py:400',
-        'sconv', 'SGD', 400),
-    Row('table1_slocal', 'Table 1, S-LOCAL, 400 epochs',
-        'configs/slocal.py:400', 'slocal', 'SGD', 400),
-    Row('table1_sfc', 'Table 1, S-FC, 400 epochs', 'configs/sfc.py:400', 'sfc',
-        'SGD', 400),
-    Row('table1_3fc', 'Table 1, 3-FC, 400 epochs', 'configs/3fc.py:400', '3fc',
-        'SGD', 400),
-    Row('table1_dconv', 'Table 1, D-CONV, 400 epochs', 'configs/dconv.py:400',
-        'dconv', 'SGD', 400),
-    Row('table1_dlocal', 'Table 1, D-LOCAL, 400 epochs',
-        'configs/dlocal.py:400', 'dlocal', 'SGD', 400),
-    Row('table1_dfc', 'Table 1, D-FC, 400 epochs', 'configs/dfc.py:400', 'dfc',
-        'SGD', 400),
-    Row('table2_beta0', 'Table 2, beta-LASSO beta 0',
-        'configs/sfc_beta_lasso.py', 'sfc', 'β-LASSO β=0', 4000,
-        (('beta', 0.0),)),
-    Row('table2_beta1', 'Table 2, beta-LASSO beta 1',
-        'configs/sfc_beta_lasso.py', 'sfc', 'β-LASSO β=1', 4000,
-        (('beta', 1.0),)),
-    Row('table2_sgd', 'Table 1, S-FC SGD, 4000 epochs', 'configs/sfc.py:4000',
-        'sfc', 'SGD', 4000),
+    Row(
+        'table2_beta50',
+        'Table 2, beta-LASSO beta 50',
+        'configs/sfc_beta_lasso.py',
+        'sfc',
+        'β-LASSO β=50',
+        4000,
+    ),
+    Row(
+        'table1_sconv',
+        'Table 1, S-CONV, 400 epochs',
+        'configs/sconv.py:400',
+        'sconv',
+        'SGD',
+        400,
+    ),
+    Row(
+        'table1_slocal',
+        'Table 1, S-LOCAL, 400 epochs',
+        'configs/slocal.py:400',
+        'slocal',
+        'SGD',
+        400,
+    ),
+    Row(
+        'table1_sfc',
+        'Table 1, S-FC, 400 epochs',
+        'configs/sfc.py:400',
+        'sfc',
+        'SGD',
+        400,
+    ),
+    Row(
+        'table1_3fc',
+        'Table 1, 3-FC, 400 epochs',
+        'configs/3fc.py:400',
+        '3fc',
+        'SGD',
+        400,
+    ),
+    Row(
+        'table1_dconv',
+        'Table 1, D-CONV, 400 epochs',
+        'configs/dconv.py:400',
+        'dconv',
+        'SGD',
+        400,
+    ),
+    Row(
+        'table1_dlocal',
+        'Table 1, D-LOCAL, 400 epochs',
+        'configs/dlocal.py:400',
+        'dlocal',
+        'SGD',
+        400,
+    ),
+    Row(
+        'table1_dfc',
+        'Table 1, D-FC, 400 epochs',
+        'configs/dfc.py:400',
+        'dfc',
+        'SGD',
+        400,
+    ),
+    Row(
+        'table2_beta0',
+        'Table 2, beta-LASSO beta 0',
+        'configs/sfc_beta_lasso.py',
+        'sfc',
+        'β-LASSO β=0',
+        4000,
+        (('beta', 0.0),),
+    ),
+    Row(
+        'table2_beta1',
+        'Table 2, beta-LASSO beta 1',
+        'configs/sfc_beta_lasso.py',
+        'sfc',
+        'β-LASSO β=1',
+        4000,
+        (('beta', 1.0),),
+    ),
+    Row(
+        'table2_sgd',
+        'Table 1, S-FC SGD, 4000 epochs',
+        'configs/sfc.py:4000',
+        'sfc',
+        'SGD',
+        4000,
+    ),
 )
 
 # Steps per second of a whole run on one H200, evals included, from
@@ -132,10 +200,15 @@ QUEUE = (
 # 282M) and are given its rate, D-FC less a tenth. The conv and local rows
 # are not measured: give them with --steps_per_second (benchmarks.train_step
 # measures a step). A row's own measured rate replaces these once it has run.
-STEPS_PER_SECOND = {'table2_beta50': 230.0, 'table2_beta0': 230.0,
-                    'table2_beta1': 230.0, 'table2_sgd': 230.0,
-                    'table1_sfc': 120.0, 'table1_3fc': 120.0,
-                    'table1_dfc': 108.0}
+STEPS_PER_SECOND = {
+    'table2_beta50': 230.0,
+    'table2_beta0': 230.0,
+    'table2_beta1': 230.0,
+    'table2_sgd': 230.0,
+    'table1_sfc': 120.0,
+    'table1_3fc': 120.0,
+    'table1_dfc': 108.0,
+}
 
 
 class CampaignError(errors.UserError, ValueError):
@@ -145,18 +218,27 @@ class CampaignError(errors.UserError, ValueError):
 # ----------------------------------------------------------------------------
 # The queue as runs.
 # ----------------------------------------------------------------------------
-def recipe(augment: str = 'fast_autoaugment',
-           half_precision: bool = True) -> dict:
+def recipe(
+    augment: str = 'fast_autoaugment', half_precision: bool = True
+) -> dict:
   """What every row sets on top of its config: the paper's recipe, on device."""
-  return {'augment': augment, 'half_precision': half_precision,
-          'device_loop': True}
+  return {
+      'augment': augment,
+      'half_precision': half_precision,
+      'device_loop': True,
+  }
 
 
-def plan(workdir_root: str, rows: Sequence[Row], *, recipe_overrides: dict,
-         alpha: int | None = None, width: int | None = None,
-         epochs: float | None = None,
-         eval_every_epochs: float | None = None
-         ) -> list[tuple[Row, planning.Run, Any]]:
+def plan(
+    workdir_root: str,
+    rows: Sequence[Row],
+    *,
+    recipe_overrides: dict,
+    alpha: int | None = None,
+    width: int | None = None,
+    epochs: float | None = None,
+    eval_every_epochs: float | None = None,
+) -> list[tuple[Row, planning.Run, Any]]:
   """(row, run, config) of each row, every override checked against its config.
 
   Every run checkpoints each tenth of its budget (and at its best validation
@@ -185,8 +267,15 @@ def plan(workdir_root: str, rows: Sequence[Row], *, recipe_overrides: dict,
     if compactable(config):
       overrides['compact_dir'] = f'{root}/{row.name}.compact'
     cast = planning.apply_overrides(config, overrides)
-    planned.append((row, planning.Run(name=row.name, overrides=cast,
-                                      workdir=f'{root}/{row.name}'), config))
+    planned.append(
+        (
+            row,
+            planning.Run(
+                name=row.name, overrides=cast, workdir=f'{root}/{row.name}'
+            ),
+            config,
+        )
+    )
   return planned
 
 
@@ -201,7 +290,7 @@ def resolved_config(config, run: planning.Run, extra_args: Sequence[str]):
   values = dict(run.overrides)
   for arg in extra_args:
     if arg.startswith('--config.') and '=' in arg:
-      key, value = arg[len('--config.'):].split('=', 1)
+      key, value = arg[len('--config.') :].split('=', 1)
       values[key] = _parse(value)
   for key, value in values.items():
     *parents, leaf = key.split('.')
@@ -228,6 +317,7 @@ def num_steps(config) -> int:
   """Training steps, as train.py counts them, from the training split's size."""
   from beta_lasso.data import cache as data_cache  # pylint: disable=g-import-not-at-top
   from beta_lasso.data import input_pipeline  # pylint: disable=g-import-not-at-top
+
   name, part = data_cache.parse_split(config.train_split)
   if config.get('data_file'):
     total = data_cache.split_size(config.data_file, name)
@@ -253,12 +343,15 @@ def read_campaign(directory) -> dict:
   """
   path = pathlib.Path(directory) / CAMPAIGN_FILE
   if not path.exists():
-    raise CampaignError(f'{directory} holds no {CAMPAIGN_FILE}: not the '
-                        'packed files of a campaign')
+    raise CampaignError(
+        f'{directory} holds no {CAMPAIGN_FILE}: not the '
+        'packed files of a campaign'
+    )
   campaign = json.loads(path.read_text())
   if campaign.get('format') != FORMAT:
-    raise CampaignError(f'{path} is format {campaign.get("format")!r}, not '
-                        f'{FORMAT!r}')
+    raise CampaignError(
+        f'{path} is format {campaign.get("format")!r}, not ' f'{FORMAT!r}'
+    )
   return campaign
 
 
@@ -267,8 +360,11 @@ def _read_figures(directory) -> dict[str, bytes]:
   if not path.exists():
     return {}
   with tarfile.open(path) as tar:
-    return {m.name: tar.extractfile(m).read() for m in tar.getmembers()
-            if m.isfile()}
+    return {
+        m.name: tar.extractfile(m).read()
+        for m in tar.getmembers()
+        if m.isfile()
+    }
 
 
 def resume(directory, planned, campaign: dict) -> dict[str, bytes]:
@@ -282,34 +378,57 @@ def resume(directory, planned, campaign: dict) -> dict[str, bytes]:
     The figures packed so far, by name in figures.tar.
   """
   from beta_lasso import compact  # pylint: disable=g-import-not-at-top
+
   earlier = read_campaign(directory)
   campaign['runs'].update(earlier['runs'])
   campaign['windows'] = earlier['windows']
   for row, run, _ in planned:
     copy = pathlib.Path(directory) / f'{COMPACT_PREFIX}{row.name}'
-    if (campaign['runs'].get(row.name, {}).get('status') == 'finished' or
-        not copy.is_dir()):
+    if (
+        campaign['runs'].get(row.name, {}).get('status') == 'finished'
+        or not copy.is_dir()
+    ):
       continue
     if (pathlib.Path(run.workdir) / 'checkpoints').is_dir():
-      print(f'{row.name}: {run.workdir} has checkpoints; {copy} not restored',
-            flush=True)
+      print(
+          f'{row.name}: {run.workdir} has checkpoints; {copy} not restored',
+          flush=True,
+      )
       continue
     manifest = compact.restore(copy, run.workdir)
-    print(f'{row.name}: restored from {copy} at {compact.describe(manifest)}',
-          flush=True)
+    print(
+        f'{row.name}: restored from {copy} at {compact.describe(manifest)}',
+        flush=True,
+    )
   return _read_figures(directory)
 
 
-def _record(row: Row, run: planning.Run, config_file: str, status: str,
-            extra_args: Sequence[str], earlier: dict) -> dict:
+def _record(
+    row: Row,
+    run: planning.Run,
+    config_file: str,
+    status: str,
+    extra_args: Sequence[str],
+    earlier: dict,
+) -> dict:
   """campaign.json's entry of a row, from its workdir (if any) and `earlier`."""
   from beta_lasso.training import loading  # pylint: disable=g-import-not-at-top
+
   entry = dict(earlier)
-  entry.update({
-      'table': row.table, 'paper': row.paper, 'config': config_file,
-      'overrides': run.overrides, 'status': status,
-      'command': shlex.join(planning.command(config_file, run.workdir,
-                                             run.overrides, extra_args))})
+  entry.update(
+      {
+          'table': row.table,
+          'paper': row.paper,
+          'config': config_file,
+          'overrides': run.overrides,
+          'status': status,
+          'command': shlex.join(
+              planning.command(
+                  config_file, run.workdir, run.overrides, extra_args
+              )
+          ),
+      }
+  )
   workdir = pathlib.Path(run.workdir)
   if (workdir / 'config.json').exists():
     entry['config_json'] = json.loads((workdir / 'config.json').read_text())
@@ -333,8 +452,13 @@ def _record(row: Row, run: planning.Run, config_file: str, status: str,
   return entry
 
 
-def pack(out, planned, campaign: dict, figures: dict[str, bytes],
-         max_files: int = MAX_FILES):
+def pack(
+    out,
+    planned,
+    campaign: dict,
+    figures: dict[str, bytes],
+    max_files: int = MAX_FILES,
+):
   """Writes campaign.json, figures.tar and compact copies into `out`.
 
   A compact copy that would take the folder over `max_files` is left out
@@ -345,6 +469,7 @@ def pack(out, planned, campaign: dict, figures: dict[str, bytes],
   """
   from beta_lasso import compact  # pylint: disable=g-import-not-at-top
   from beta_lasso.training import loading  # pylint: disable=g-import-not-at-top
+
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   # Copies an earlier pack left here (its runs restored by now) are made
@@ -356,21 +481,30 @@ def pack(out, planned, campaign: dict, figures: dict[str, bytes],
     entry.pop('compact', None)
     entry.pop('compact_dropped', None)
     name = f'{row.name}/{filters_lib.ARCHIVED_FILE}'
-    if (entry.get('status') == 'finished' and name not in figures and
-        loading.checkpoint_steps(run.workdir) and
-        filters_lib.first_layer_name(config.model) is not None):
+    if (
+        entry.get('status') == 'finished'
+        and name not in figures
+        and loading.checkpoint_steps(run.workdir)
+        and filters_lib.first_layer_name(config.model) is not None
+    ):
       path = out / f'{row.name}.png'
-      filters_lib.plot_workdir_filters(run.workdir, path, num_filters=16,
-                                       columns=8)
+      filters_lib.plot_workdir_filters(
+          run.workdir, path, num_filters=16, columns=8
+      )
       figures[name] = path.read_bytes()
       path.unlink()
     copy = out / f'{COMPACT_PREFIX}{row.name}'
-    if entry.get('status') != 'finished' and compactable(config) and (
-        loading.checkpoint_steps(run.workdir)):
+    if (
+        entry.get('status') != 'finished'
+        and compactable(config)
+        and (loading.checkpoint_steps(run.workdir))
+    ):
       made = pathlib.Path(run.overrides.get('compact_dir', ''))
       step = loading.checkpoint_steps(run.workdir)[-1]
-      if made.is_dir() and json.loads(
-          (made / compact.MANIFEST).read_text())['step'] == step:
+      if (
+          made.is_dir()
+          and json.loads((made / compact.MANIFEST).read_text())['step'] == step
+      ):
         if copy.exists():
           shutil.rmtree(copy)
         shutil.copytree(made, copy)  # The loop's copy of this very step.
@@ -390,27 +524,40 @@ def pack(out, planned, campaign: dict, figures: dict[str, bytes],
   for row, _, _ in planned:
     entry = campaign['runs'].get(row.name, {})
     copy = out / entry.get('compact', '-')
-    count = sum(1 for p in out.rglob('*')
-                if p.is_file() and p.name != CAMPAIGN_FILE) + 1
+    count = (
+        sum(
+            1 for p in out.rglob('*') if p.is_file() and p.name != CAMPAIGN_FILE
+        )
+        + 1
+    )
     if entry.get('compact') and copy.is_dir() and count > max_files:
       shutil.rmtree(copy)
       entry['compact_dropped'] = (
           f'{entry.pop("compact")} left out: {count} files with it, at most '
-          f'{max_files} come back')
+          f'{max_files} come back'
+      )
       dropped.append(entry['compact_dropped'])
-  (out / CAMPAIGN_FILE).write_text(json.dumps(campaign, indent=1,
-                                              sort_keys=True))
+  (out / CAMPAIGN_FILE).write_text(
+      json.dumps(campaign, indent=1, sort_keys=True)
+  )
   if dropped:
     raise CampaignError('; '.join(dropped))
   files = sorted(p for p in out.rglob('*') if p.is_file())
-  too_big = [f'{p.relative_to(out)} ({p.stat().st_size:,} bytes)'
-             for p in files if p.stat().st_size > MAX_FILE_BYTES]
+  too_big = [
+      f'{p.relative_to(out)} ({p.stat().st_size:,} bytes)'
+      for p in files
+      if p.stat().st_size > MAX_FILE_BYTES
+  ]
   if len(files) > max_files or too_big:
     raise CampaignError(
-        f'{out} holds {len(files)} files' + (
+        f'{out} holds {len(files)} files'
+        + (
             f', over {MAX_FILE_BYTES:,} bytes: {", ".join(too_big)}'
-            if too_big else '') +
-        f'; at most {max_files} files of {MAX_FILE_BYTES:,} bytes come back')
+            if too_big
+            else ''
+        )
+        + f'; at most {max_files} files of {MAX_FILE_BYTES:,} bytes come back'
+    )
   return files
 
 
@@ -424,11 +571,13 @@ def unpack(directory, to):
       continue
     folder = pathlib.Path(to) / name
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / 'results.json').write_text(json.dumps(entry['results'],
-                                                    indent=2, sort_keys=True))
+    (folder / 'results.json').write_text(
+        json.dumps(entry['results'], indent=2, sort_keys=True)
+    )
     if 'config_json' in entry:
-      (folder / 'config.json').write_text(json.dumps(entry['config_json'],
-                                                     indent=2, sort_keys=True))
+      (folder / 'config.json').write_text(
+          json.dumps(entry['config_json'], indent=2, sort_keys=True)
+      )
     figure = figures.get(f'{name}/{filters_lib.ARCHIVED_FILE}')
     if figure:
       (folder / filters_lib.ARCHIVED_FILE).write_bytes(figure)
@@ -439,20 +588,34 @@ def unpack(directory, to):
 # ----------------------------------------------------------------------------
 # One window.
 # ----------------------------------------------------------------------------
-def estimate_seconds(row: Row, steps_left: int, campaign: dict,
-                     given: dict[str, float], startup: float) -> float | None:
+def estimate_seconds(
+    row: Row,
+    steps_left: int,
+    campaign: dict,
+    given: dict[str, float],
+    startup: float,
+) -> float | None:
   """Seconds the row needs to finish, or None when no rate is known."""
-  rate = (campaign['runs'].get(row.name, {}).get('steps_per_second') or
-          given.get(row.name) or STEPS_PER_SECOND.get(row.name))
+  rate = (
+      campaign['runs'].get(row.name, {}).get('steps_per_second')
+      or given.get(row.name)
+      or STEPS_PER_SECOND.get(row.name)
+  )
   if not rate:
     return None
   return startup + steps_left / rate
 
 
-def run_window(planned, extra_args: Sequence[str], campaign: dict, *,
-               deadline: float, given_rates: dict[str, float],
-               startup_seconds: float,
-               only: Sequence[str] = ()) -> dict[str, str]:
+def run_window(
+    planned,
+    extra_args: Sequence[str],
+    campaign: dict,
+    *,
+    deadline: float,
+    given_rates: dict[str, float],
+    startup_seconds: float,
+    only: Sequence[str] = (),
+) -> dict[str, str]:
   """Runs the rows that fit before `deadline`, in queue order.
 
   Rows outside `only` (when given) are kept as they are, not run.
@@ -461,6 +624,7 @@ def run_window(planned, extra_args: Sequence[str], campaign: dict, *,
     Row name -> what happened this window.
   """
   from beta_lasso.training import loading  # pylint: disable=g-import-not-at-top
+
   outcomes = {}
   for row, run, config in planned:
     entry = campaign['runs'].get(row.name, {})
@@ -474,34 +638,47 @@ def run_window(planned, extra_args: Sequence[str], campaign: dict, *,
     done = (loading.checkpoint_steps(run.workdir) or [0])[-1]
     if not compactable(config):
       # Its momentum cannot travel: a run that cannot finish is lost work.
-      need = estimate_seconds(row, steps - done, campaign, given_rates,
-                              startup_seconds)
+      need = estimate_seconds(
+          row, steps - done, campaign, given_rates, startup_seconds
+      )
       if need is None:
         outcomes[row.name] = 'not started: no steps/s known'
-        print(f'{row.name}: not started, no steps/s known (give '
-              '--steps_per_second)', flush=True)
+        print(
+            f'{row.name}: not started, no steps/s known (give '
+            '--steps_per_second)',
+            flush=True,
+        )
         continue
       if need > left:
-        outcomes[row.name] = (f'not started: needs about {need:.0f} s, '
-                              f'{max(left, 0):.0f} s left')
+        outcomes[row.name] = (
+            f'not started: needs about {need:.0f} s, '
+            f'{max(left, 0):.0f} s left'
+        )
         print(f'{row.name}: {outcomes[row.name]}', flush=True)
         continue
     elif left < startup_seconds:
       outcomes[row.name] = f'not started: {max(left, 0):.0f} s left'
       print(f'{row.name}: {outcomes[row.name]}', flush=True)
       break
-    status = sweep_lib.execute([run], row.config, extra_args,
-                               deadline=deadline)[row.name]
+    status = sweep_lib.execute(
+        [run], row.config, extra_args, deadline=deadline
+    )[row.name]
     outcomes[row.name] = status
-    campaign['runs'][row.name] = _record(row, run, row.config, status,
-                                         extra_args, entry)
+    campaign['runs'][row.name] = _record(
+        row, run, row.config, status, extra_args, entry
+    )
     if status != 'done':
       break  # Stopped at the budget (or failed): the window is over.
   for row, run, _ in planned:  # Rows this window did not reach.
     if row.name not in campaign['runs']:
       campaign['runs'][row.name] = _record(
-          row, run, row.config, outcomes.get(row.name, 'not started'),
-          extra_args, {})
+          row,
+          run,
+          row.config,
+          outcomes.get(row.name, 'not started'),
+          extra_args,
+          {},
+      )
   return outcomes
 
 
@@ -510,32 +687,62 @@ def run_window(planned, extra_args: Sequence[str], campaign: dict, *,
 # ----------------------------------------------------------------------------
 def _define_flags():
   """Defined only when this module is the script (see launch/sweep.py)."""
-  flags.DEFINE_string('workdir_root', None, 'Each row trains in '
-                      'WORKDIR_ROOT/<row>.')
+  flags.DEFINE_string(
+      'workdir_root', None, 'Each row trains in ' 'WORKDIR_ROOT/<row>.'
+  )
   flags.DEFINE_string('out', None, 'Folder for the packed files.')
-  flags.DEFINE_string('resume_from', None, 'Packed files of an earlier window '
-                      '(e.g. results/paper) to carry on from.')
-  flags.DEFINE_string('unpack', None, 'Run nothing: write the finished rows of '
-                      '--resume_from as stored runs into this folder.')
-  flags.DEFINE_float('budget', 540, 'Wall-clock seconds of this window, '
-                     'packing included.')
-  flags.DEFINE_integer('max_files', MAX_FILES, 'Most files packed (the '
-                       'device hands back 8 under $OUT: one fewer leaves '
-                       'room for a log).')
+  flags.DEFINE_string(
+      'resume_from',
+      None,
+      'Packed files of an earlier window '
+      '(e.g. results/paper) to carry on from.',
+  )
+  flags.DEFINE_string(
+      'unpack',
+      None,
+      'Run nothing: write the finished rows of '
+      '--resume_from as stored runs into this folder.',
+  )
+  flags.DEFINE_float(
+      'budget', 540, 'Wall-clock seconds of this window, ' 'packing included.'
+  )
+  flags.DEFINE_integer(
+      'max_files',
+      MAX_FILES,
+      'Most files packed (the '
+      'device hands back 8 under $OUT: one fewer leaves '
+      'room for a log).',
+  )
   flags.DEFINE_float('pack_seconds', 30, 'Seconds kept at the end to pack.')
-  flags.DEFINE_float('startup_seconds', 60, 'Seconds a run spends before its '
-                     'first step (imports, data, compiling), for the plan.')
-  flags.DEFINE_list('steps_per_second', [], 'ROW=RATE,... rates for rows not '
-                    'measured yet (a measured rate takes precedence).')
+  flags.DEFINE_float(
+      'startup_seconds',
+      60,
+      'Seconds a run spends before its '
+      'first step (imports, data, compiling), for the plan.',
+  )
+  flags.DEFINE_list(
+      'steps_per_second',
+      [],
+      'ROW=RATE,... rates for rows not '
+      'measured yet (a measured rate takes precedence).',
+  )
   flags.DEFINE_list('only', [], 'Rows to run (default: the whole queue).')
-  flags.DEFINE_integer('alpha', None, 'Width of every alpha model (a CPU test).')
+  flags.DEFINE_integer(
+      'alpha', None, 'Width of every alpha model (a CPU test).'
+  )
   flags.DEFINE_integer('width', None, "3-FC's hidden units (a CPU test).")
   flags.DEFINE_float('epochs', None, 'Epochs of every row (a CPU test).')
   flags.DEFINE_float('eval_every_epochs', None, 'Epochs between evals.')
-  flags.DEFINE_string('augment', 'fast_autoaugment', 'The recipe\'s '
-                      'augmentation (the paper: fast_autoaugment).')
-  flags.DEFINE_bool('half_precision', True, 'bfloat16 compute, float32 '
-                    'weights (the paper\'s recipe).')
+  flags.DEFINE_string(
+      'augment',
+      'fast_autoaugment',
+      "The recipe's " 'augmentation (the paper: fast_autoaugment).',
+  )
+  flags.DEFINE_bool(
+      'half_precision',
+      True,
+      'bfloat16 compute, float32 ' "weights (the paper's recipe).",
+  )
 
 
 def _rates(values: Sequence[str]) -> dict[str, float]:
@@ -545,8 +752,9 @@ def _rates(values: Sequence[str]) -> dict[str, float]:
     try:
       rates[name] = float(rate)
     except ValueError:
-      raise CampaignError(f'--steps_per_second: {value!r} is not ROW=RATE'
-                          ) from None
+      raise CampaignError(
+          f'--steps_per_second: {value!r} is not ROW=RATE'
+      ) from None
   return rates
 
 
@@ -557,6 +765,7 @@ def main(argv):
   # What this process computes (restoring and packing compact copies) stays on
   # the CPU: on a GPU it would take the memory the runs need.
   import jax  # pylint: disable=g-import-not-at-top
+
   jax.config.update('jax_platforms', 'cpu')
   if args.unpack:
     if not args.resume_from:
@@ -569,15 +778,22 @@ def main(argv):
   names = [row.name for row in QUEUE]
   unknown = sorted(set(args.only) - set(names))
   if unknown:
-    raise CampaignError(f'--only: unknown rows {", ".join(unknown)}; the '
-                        f'queue: {", ".join(names)}')
+    raise CampaignError(
+        f'--only: unknown rows {", ".join(unknown)}; the '
+        f'queue: {", ".join(names)}'
+    )
   rates = _rates(args.steps_per_second)
   # Every row, so that what an earlier window packed of rows not run now
   # travels on; --only picks the rows to run.
-  planned = plan(args.workdir_root, QUEUE,
-                 recipe_overrides=recipe(args.augment, args.half_precision),
-                 alpha=args.alpha, width=args.width, epochs=args.epochs,
-                 eval_every_epochs=args.eval_every_epochs)
+  planned = plan(
+      args.workdir_root,
+      QUEUE,
+      recipe_overrides=recipe(args.augment, args.half_precision),
+      alpha=args.alpha,
+      width=args.width,
+      epochs=args.epochs,
+      eval_every_epochs=args.eval_every_epochs,
+  )
   for row, run, config in planned:
     planning.check_extra_args(config, extra_args, set(run.overrides))
   campaign = _empty_campaign()
@@ -585,13 +801,24 @@ def main(argv):
   if args.resume_from:
     figures = resume(args.resume_from, planned, campaign)
   deadline = start + args.budget - args.pack_seconds
-  outcomes = run_window(planned, extra_args, campaign, deadline=deadline,
-                        given_rates=rates,
-                        startup_seconds=args.startup_seconds, only=args.only)
-  campaign['windows'].append({
-      'started': time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(start)),
-      'budget': args.budget, 'seconds': time.time() - start,
-      'device': _device(), 'outcomes': outcomes})
+  outcomes = run_window(
+      planned,
+      extra_args,
+      campaign,
+      deadline=deadline,
+      given_rates=rates,
+      startup_seconds=args.startup_seconds,
+      only=args.only,
+  )
+  campaign['windows'].append(
+      {
+          'started': time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(start)),
+          'budget': args.budget,
+          'seconds': time.time() - start,
+          'device': _device(),
+          'outcomes': outcomes,
+      }
+  )
   files = pack(args.out, planned, campaign, figures, args.max_files)
   for row, _, _ in planned:
     if args.only and row.name not in args.only:
@@ -602,13 +829,22 @@ def main(argv):
     if 'test_accuracy' in results:
       # The paper reports the test accuracy at the best validation step.
       best = results.get('test_accuracy_at_best_val')
-      shown = (f', test accuracy {100 * results["test_accuracy"]:.2f} final'
-               + (f', {100 * best:.2f} at best validation' if best is not None
-                  else '') + f' (paper {row.paper})')
+      shown = (
+          f', test accuracy {100 * results["test_accuracy"]:.2f} final'
+          + (
+              f', {100 * best:.2f} at best validation'
+              if best is not None
+              else ''
+          )
+          + f' (paper {row.paper})'
+      )
     print(f'{row.name}: {entry["status"]}{shown}', flush=True)
   total = sum(f.stat().st_size for f in files)
-  print(f'Packed {len(files)} files, {total / 2**20:.2f} MiB, in {args.out}; '
-        f'window {time.time() - start:.0f} s of {args.budget:g}', flush=True)
+  print(
+      f'Packed {len(files)} files, {total / 2**20:.2f} MiB, in {args.out}; '
+      f'window {time.time() - start:.0f} s of {args.budget:g}',
+      flush=True,
+  )
 
 
 def _device() -> str:
@@ -616,7 +852,11 @@ def _device() -> str:
   try:
     names = subprocess.run(
         ['nvidia-smi', '--query-gpu=name', '--format=csv,noheader'],
-        capture_output=True, text=True, timeout=30, check=True).stdout
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
   except (subprocess.SubprocessError, OSError):
     return 'cpu'
   return ', '.join(n.strip() for n in names.splitlines() if n.strip()) or 'cpu'

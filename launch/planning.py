@@ -6,6 +6,7 @@ per run; `plan` checks every override against the config (an unknown field or
 a value of the wrong type fails before anything runs) and gives each run its
 name and workdir; `command` is the beta_lasso.main command line of a run.
 """
+
 import copy
 import dataclasses
 import importlib.util
@@ -13,7 +14,9 @@ import os
 import pathlib
 import re
 import traceback
-from typing import Any, Callable, Sequence
+from typing import Any
+from typing import Callable
+from typing import Sequence
 
 import ml_collections
 
@@ -30,6 +33,7 @@ class SweepError(errors.UserError, ValueError):
 @dataclasses.dataclass(frozen=True)
 class Run:
   """One run of a sweep."""
+
   name: str  # Directory name under the workdir root, built from `overrides`.
   overrides: dict  # Config field (dotted) -> value, as cast by the config.
   workdir: str
@@ -45,8 +49,11 @@ def _error_in(path: str, error: Exception) -> SweepError:
     where = f'{error.filename}:{error.lineno}'
     message = f'{type(error).__name__}: {error.msg}'
   else:
-    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
-             if os.path.realpath(frame.filename) == os.path.realpath(path)]
+    lines = [
+        frame.lineno
+        for frame in traceback.extract_tb(error.__traceback__)
+        if os.path.realpath(frame.filename) == os.path.realpath(path)
+    ]
     where = f'{path}:{lines[-1]}' if lines else path
     message = errors.one_line(error, with_type=True)
   return SweepError(f'{where}: {message}')
@@ -111,8 +118,9 @@ def load_config(config_arg: str) -> ml_collections.ConfigDict:
     raise _error_in(path, e) from None
 
 
-def config_fields(config: ml_collections.ConfigDict,
-                  prefix: str = '') -> list[str]:
+def config_fields(
+    config: ml_collections.ConfigDict, prefix: str = ''
+) -> list[str]:
   """Every field of `config` that a command line can set, dotted."""
   fields = []
   for key, value in config.items():
@@ -147,14 +155,20 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> dict:
       if isinstance(node, ml_collections.ConfigDict):
         node = node.get(part)
     if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
-      raise SweepError(f'unknown config field {key!r}; valid fields: '
-                       f'{", ".join(config_fields(config))}')
+      raise SweepError(
+          f'unknown config field {key!r}; valid fields: '
+          f'{", ".join(config_fields(config))}'
+      )
     if isinstance(node[leaf], ml_collections.ConfigDict):
-      raise SweepError(f'config field {key!r} is a group; set its fields one '
-                       f'by one ({key}.NAME)')
+      raise SweepError(
+          f'config field {key!r} is a group; set its fields one '
+          f'by one ({key}.NAME)'
+      )
     if not isinstance(value, _VALUE_TYPES):
-      raise SweepError(f'{key}={value!r}: a sweep value must be one of '
-                       f'{", ".join(t.__name__ for t in _VALUE_TYPES)}')
+      raise SweepError(
+          f'{key}={value!r}: a sweep value must be one of '
+          f'{", ".join(t.__name__ for t in _VALUE_TYPES)}'
+      )
     try:
       node[leaf] = value
     except (TypeError, ValueError) as e:
@@ -176,9 +190,13 @@ def run_name(overrides: dict) -> str:
   return re.sub(r'[^A-Za-z0-9._,=+-]', '_', name)
 
 
-def command(config_arg: str, workdir: str, overrides: dict,
-            extra_args: Sequence[str] = (),
-            python: str = 'python') -> list[str]:
+def command(
+    config_arg: str,
+    workdir: str,
+    overrides: dict,
+    extra_args: Sequence[str] = (),
+    python: str = 'python',
+) -> list[str]:
   """The beta_lasso.main command line of one run.
 
   Args:
@@ -191,31 +209,46 @@ def command(config_arg: str, workdir: str, overrides: dict,
   Returns:
     The argv list.
   """
-  return [python, '-m', 'beta_lasso.main', f'--config={config_arg}',
-          f'--workdir={workdir}',
-          *(f'--config.{k}={format_value(v)}' for k, v in overrides.items()),
-          *extra_args]
+  return [
+      python,
+      '-m',
+      'beta_lasso.main',
+      f'--config={config_arg}',
+      f'--workdir={workdir}',
+      *(f'--config.{k}={format_value(v)}' for k, v in overrides.items()),
+      *extra_args,
+  ]
 
 
-def check_extra_args(config: ml_collections.ConfigDict,
-                     extra_args: Sequence[str], swept: set[str]):
+def check_extra_args(
+    config: ml_collections.ConfigDict,
+    extra_args: Sequence[str],
+    swept: set[str],
+):
   """Rejects extra arguments that name unknown fields or fight the sweep."""
   for arg in extra_args:
     flag = arg.split('=', 1)[0]
     if flag in ('--config', '--workdir'):
-      raise SweepError(f'{arg!r} after --: the sweep sets {flag} of each run '
-                       '(use --config / --workdir_root of launch.sweep)')
+      raise SweepError(
+          f'{arg!r} after --: the sweep sets {flag} of each run '
+          '(use --config / --workdir_root of launch.sweep)'
+      )
     if flag.startswith('--config.'):
-      key = flag[len('--config.'):]
+      key = flag[len('--config.') :]
       if key not in config_fields(config):
-        raise SweepError(f'unknown config field {key!r} in {arg!r}; valid '
-                         f'fields: {", ".join(config_fields(config))}')
+        raise SweepError(
+            f'unknown config field {key!r} in {arg!r}; valid '
+            f'fields: {", ".join(config_fields(config))}'
+        )
       if key in swept:
         raise SweepError(f'{arg!r} after -- sets a field that the sweep varies')
 
 
-def plan(overrides_list: Sequence[dict], config: ml_collections.ConfigDict,
-         workdir_root: str) -> list[Run]:
+def plan(
+    overrides_list: Sequence[dict],
+    config: ml_collections.ConfigDict,
+    workdir_root: str,
+) -> list[Run]:
   """Checks every run against `config` and gives each its workdir.
 
   Raises:
@@ -232,18 +265,26 @@ def plan(overrides_list: Sequence[dict], config: ml_collections.ConfigDict,
       raise SweepError(f'run {i} ({run_name(overrides)}): {e}') from e
     name = run_name(cast)
     if len(name) > 255:  # The longest file name most file systems allow.
-      raise SweepError(f'run {i}: workdir name {name[:40]}... is longer than '
-                       '255 characters; override fewer fields')
+      raise SweepError(
+          f'run {i}: workdir name {name[:40]}... is longer than '
+          '255 characters; override fewer fields'
+      )
     if name in seen:
-      raise SweepError(f'runs {seen[name]} and {i} have the same workdir name '
-                       f'{name!r}; every run needs different overrides')
+      raise SweepError(
+          f'runs {seen[name]} and {i} have the same workdir name '
+          f'{name!r}; every run needs different overrides'
+      )
     seen[name] = i
     runs.append(Run(name=name, overrides=cast, workdir=f'{root}/{name}'))
   return runs
 
 
-def load_runs(sweep_path: str, config_arg: str | None, workdir_root: str,
-              extra_args: Sequence[str]) -> tuple[str, list[Run]]:
+def load_runs(
+    sweep_path: str,
+    config_arg: str | None,
+    workdir_root: str,
+    extra_args: Sequence[str],
+) -> tuple[str, list[Run]]:
   """(config argument, runs) of a sweep file, every run and extra arg checked.
 
   Args:
@@ -265,7 +306,7 @@ def load_runs(sweep_path: str, config_arg: str | None, workdir_root: str,
   except Exception as e:  # pylint: disable=broad-except
     raise _error_in(sweep_path, e) from None
   runs = plan(overrides, config, workdir_root)
-  check_extra_args(config, extra_args,
-                   {k for run in runs for k in run.overrides})
+  check_extra_args(
+      config, extra_args, {k for run in runs for k in run.overrides}
+  )
   return config_arg, runs
-

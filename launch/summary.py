@@ -1,8 +1,10 @@
 """The summary of a sweep: each run's results, as a table and a CSV."""
+
 import csv
 import io
 import json
-from typing import Optional, Sequence
+from typing import Optional
+from typing import Sequence
 
 from etils import epath
 
@@ -31,8 +33,9 @@ def read_results(workdir: str) -> Optional[dict]:
     return {'unreadable': True}
 
 
-def summarize(runs: Sequence[planning.Run],
-              statuses: Optional[dict[str, str]] = None) -> list[dict]:
+def summarize(
+    runs: Sequence[planning.Run], statuses: Optional[dict[str, str]] = None
+) -> list[dict]:
   """One row per run, from its results.json.
 
   Args:
@@ -54,10 +57,18 @@ def summarize(runs: Sequence[planning.Run],
       results = results_lib.Results.load(run.workdir)
     except (OSError, ValueError):
       results = _UNREADABLE
-    row = {'name': run.name, **run.overrides, 'status': 'finished',
-           'test_accuracy': None, **dict.fromkeys(_SELECTION),
-           'nonzero_weights': None, 'weights': None,
-           'epochs': None, 'wall_seconds': None, 'workdir': run.workdir}
+    row = {
+        'name': run.name,
+        **run.overrides,
+        'status': 'finished',
+        'test_accuracy': None,
+        **dict.fromkeys(_SELECTION),
+        'nonzero_weights': None,
+        'weights': None,
+        'epochs': None,
+        'wall_seconds': None,
+        'workdir': run.workdir,
+    }
     if results is None:
       row['status'] = statuses.get(run.name, 'missing')
     elif results is _UNREADABLE:
@@ -74,8 +85,13 @@ def summarize(runs: Sequence[planning.Run],
       row['wall_seconds'] = results.wall_seconds
     rows.append(row)
   # A stable sort: equal or missing validation accuracies keep sweep order.
-  return sorted(rows, key=lambda row: (row['best_val_accuracy'] is None,
-                                       -(row['best_val_accuracy'] or 0.0)))
+  return sorted(
+      rows,
+      key=lambda row: (
+          row['best_val_accuracy'] is None,
+          -(row['best_val_accuracy'] or 0.0),
+      ),
+  )
 
 
 def format_table(rows: Sequence[dict]) -> str:
@@ -85,29 +101,55 @@ def format_table(rows: Sequence[dict]) -> str:
   step come before the final test accuracy.
   """
   selected = any(row.get('best_val_accuracy') is not None for row in rows)
-  accuracies = (('best_val_accuracy', 'test_accuracy_at_best_val')
-                if selected else ()) + ('test_accuracy',)
-  header = ('run', 'status',
-            *(('val_acc', 'test_acc@val') if selected else ()),
-            'test_acc', 'non-zero', 'weights')
+  accuracies = (
+      ('best_val_accuracy', 'test_accuracy_at_best_val') if selected else ()
+  ) + ('test_accuracy',)
+  header = (
+      'run',
+      'status',
+      *(('val_acc', 'test_acc@val') if selected else ()),
+      'test_acc',
+      'non-zero',
+      'weights',
+  )
   lines = [header]
   for row in rows:
-    lines.append((
-        row['name'], row['status'],
-        *('-' if row.get(k) is None else f'{row[k]:.4f}' for k in accuracies),
-        *('-' if row[k] is None else f'{row[k]:,}'
-          for k in ('nonzero_weights', 'weights'))))
+    lines.append(
+        (
+            row['name'],
+            row['status'],
+            *(
+                '-' if row.get(k) is None else f'{row[k]:.4f}'
+                for k in accuracies
+            ),
+            *(
+                '-' if row[k] is None else f'{row[k]:,}'
+                for k in ('nonzero_weights', 'weights')
+            ),
+        )
+    )
   widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
   return '\n'.join(
-      '  '.join(cell.ljust(w) if i < 2 else cell.rjust(w)
-                for i, (cell, w) in enumerate(zip(line, widths))).rstrip()
-      for line in lines)
+      '  '.join(
+          cell.ljust(w) if i < 2 else cell.rjust(w)
+          for i, (cell, w) in enumerate(zip(line, widths))
+      ).rstrip()
+      for line in lines
+  )
 
 
 def write_summary(rows: Sequence[dict], workdir_root: str) -> str:
   """Writes the rows to WORKDIR_ROOT/summary.csv; returns its path."""
-  fixed = ('status', 'test_accuracy', *_SELECTION, 'nonzero_weights',
-           'weights', 'epochs', 'wall_seconds', 'workdir')
+  fixed = (
+      'status',
+      'test_accuracy',
+      *_SELECTION,
+      'nonzero_weights',
+      'weights',
+      'epochs',
+      'wall_seconds',
+      'workdir',
+  )
   columns = ['name']
   for row in rows:  # The union of the runs' overrides, in the order first seen.
     columns += [k for k in row if k not in columns and k not in fixed]

@@ -27,6 +27,7 @@ to `WORKDIR_ROOT/summary.csv`.
 Every override is checked against the config before anything runs, so a typo
 fails in a second with one line naming the field and the valid ones.
 """
+
 import collections
 import pathlib
 import shlex
@@ -95,8 +96,9 @@ class _Stopper:
   def forward(self, processes):
     """Sends each running process the SIGTERMs it has not had yet."""
     for process in processes:
-      while (self._sent.get(process, 0) < self.signals and
-             process.poll() is None):
+      while (
+          self._sent.get(process, 0) < self.signals and process.poll() is None
+      ):
         process.send_signal(signal.SIGTERM)
         self._sent[process] = self._sent.get(process, 0) + 1
 
@@ -107,9 +109,13 @@ def _finished(run: planning.Run) -> bool:
   return results is not None and not results.get('unreadable')
 
 
-def execute(runs: Sequence[planning.Run], config_arg: str,
-            extra_args: Sequence[str], parallel: int = 1,
-            deadline: float | None = None) -> dict[str, str]:
+def execute(
+    runs: Sequence[planning.Run],
+    config_arg: str,
+    extra_args: Sequence[str],
+    parallel: int = 1,
+    deadline: float | None = None,
+) -> dict[str, str]:
   """Runs every run without results.json, `parallel` at a time.
 
   Args:
@@ -151,10 +157,17 @@ def execute(runs: Sequence[planning.Run], config_arg: str,
         output = log.open('ab') if log else None
         try:
           process = subprocess.Popen(
-              planning.command(config_arg, run.workdir, run.overrides,
-                               extra_args, python=sys.executable),
-              stdout=output, stderr=subprocess.STDOUT if log else None,
-              start_new_session=True)
+              planning.command(
+                  config_arg,
+                  run.workdir,
+                  run.overrides,
+                  extra_args,
+                  python=sys.executable,
+              ),
+              stdout=output,
+              stderr=subprocess.STDOUT if log else None,
+              start_new_session=True,
+          )
         finally:
           if output:
             output.close()  # The child holds its own descriptor.
@@ -164,8 +177,11 @@ def execute(runs: Sequence[planning.Run], config_arg: str,
       stopper.forward(running)
       if stopper.signals and not stopping:
         stopping = True
-        print(f'Stopping: {len(running)} running asked to checkpoint and '
-              f'stop, {len(todo)} not started', flush=True)
+        print(
+            f'Stopping: {len(running)} running asked to checkpoint and '
+            f'stop, {len(todo)} not started',
+            flush=True,
+        )
         for _, run in todo:
           statuses[run.name] = 'not started'
         todo.clear()
@@ -185,9 +201,12 @@ def execute(runs: Sequence[planning.Run], config_arg: str,
         detail = ''
         if log and status.startswith('failed'):
           detail = f': {_last_line(log)} (log: {log})'
-        print(f'[{i}/{n}] {run.name}: {status} in '
-              f'{_clock(time.time() - run_start)} (sweep '
-              f'{_clock(time.time() - start)}){detail}', flush=True)
+        print(
+            f'[{i}/{n}] {run.name}: {status} in '
+            f'{_clock(time.time() - run_start)} (sweep '
+            f'{_clock(time.time() - start)}){detail}',
+            flush=True,
+        )
   return statuses
 
 
@@ -202,28 +221,47 @@ def _define_flags():
   pytest.
   """
   flags.DEFINE_string(
-      'sweep', None, 'Sweep file: a Python file that defines sweep(add).')
+      'sweep', None, 'Sweep file: a Python file that defines sweep(add).'
+  )
   flags.DEFINE_string(
-      'config', None, 'Config file[:arg] of every run, as for beta_lasso.main '
-      '(default: the sweep file\'s CONFIG).')
+      'config',
+      None,
+      'Config file[:arg] of every run, as for beta_lasso.main '
+      "(default: the sweep file's CONFIG).",
+  )
   flags.DEFINE_string(
-      'workdir_root', None,
-      'Each run trains in WORKDIR_ROOT/NAME (local or gs://).')
+      'workdir_root',
+      None,
+      'Each run trains in WORKDIR_ROOT/NAME (local or gs://).',
+  )
   flags.DEFINE_bool(
-      'dry_run', False, 'Print the command of every run and exit.')
+      'dry_run', False, 'Print the command of every run and exit.'
+  )
   flags.DEFINE_integer(
-      'parallel', 1, 'Runs at once. Above 1 each run logs to WORKDIR/sweep.log '
-      'instead of the terminal.')
+      'parallel',
+      1,
+      'Runs at once. Above 1 each run logs to WORKDIR/sweep.log '
+      'instead of the terminal.',
+  )
   flags.DEFINE_float(
-      'time_limit', 0, 'Seconds after which the running runs checkpoint and '
-      'stop and no more start (0: none); the same command resumes them.')
+      'time_limit',
+      0,
+      'Seconds after which the running runs checkpoint and '
+      'stop and no more start (0: none); the same command resumes them.',
+  )
   flags.DEFINE_integer(
-      'shard', 0, 'With --num_shards: run only runs shard, shard + num_shards, '
-      '... (one job of a sweep fanned out by launch.cloud).')
+      'shard',
+      0,
+      'With --num_shards: run only runs shard, shard + num_shards, '
+      '... (one job of a sweep fanned out by launch.cloud).',
+  )
   flags.DEFINE_integer('num_shards', 1, 'Jobs the sweep is split into.')
   flags.DEFINE_bool(
-      'summary_only', False, 'Run nothing: print the table of what has '
-      'finished and write summary.csv.')
+      'summary_only',
+      False,
+      'Run nothing: print the table of what has '
+      'finished and write summary.csv.',
+  )
   flags.mark_flags_as_required(['sweep', 'workdir_root'])
 
 
@@ -231,34 +269,48 @@ def main(argv):
   args = flags.FLAGS
   extra_args = argv[1:]  # Everything after `--`.
   try:
-    config_arg, runs = planning.load_runs(args.sweep, args.config,
-                                          args.workdir_root, extra_args)
+    config_arg, runs = planning.load_runs(
+        args.sweep, args.config, args.workdir_root, extra_args
+    )
     if args.time_limit < 0:
       raise planning.SweepError(
-          f'--time_limit={args.time_limit:g} must be positive (or 0: none)')
+          f'--time_limit={args.time_limit:g} must be positive (or 0: none)'
+      )
     if not 0 <= args.shard < args.num_shards:
-      raise planning.SweepError(f'--shard={args.shard} is not in [0, '
-                                f'--num_shards={args.num_shards})')
-    all_runs, runs = runs, runs[args.shard::args.num_shards]
+      raise planning.SweepError(
+          f'--shard={args.shard} is not in [0, '
+          f'--num_shards={args.num_shards})'
+      )
+    all_runs, runs = runs, runs[args.shard :: args.num_shards]
     if args.parallel < 1:
       raise planning.SweepError(
-          f'--parallel={args.parallel} must be at least 1')
+          f'--parallel={args.parallel} must be at least 1'
+      )
     if args.parallel > 1 and '://' in args.workdir_root:
       raise planning.SweepError(
           '--parallel above 1 writes logs beside each run, so '
-          '--workdir_root must be a local directory')
+          '--workdir_root must be a local directory'
+      )
   except errors.UserError as e:
     errors.exit_with(e)
 
   if args.dry_run:
     for run in runs:
-      print(shlex.join(planning.command(config_arg, run.workdir, run.overrides,
-                                        extra_args)))
+      print(
+          shlex.join(
+              planning.command(
+                  config_arg, run.workdir, run.overrides, extra_args
+              )
+          )
+      )
     return
   statuses = {}
   if not args.summary_only:
-    print(f'Sweep {args.sweep}: {len(runs)} runs of {config_arg} in '
-          f'{args.workdir_root}', flush=True)
+    print(
+        f'Sweep {args.sweep}: {len(runs)} runs of {config_arg} in '
+        f'{args.workdir_root}',
+        flush=True,
+    )
     deadline = time.time() + args.time_limit if args.time_limit > 0 else None
     statuses = execute(runs, config_arg, extra_args, args.parallel, deadline)
   rows = summary.summarize(runs, statuses)
@@ -272,8 +324,10 @@ def main(argv):
   if failed:
     print(f'{len(failed)} failed: {", ".join(failed)}')
   if unfinished and not args.summary_only:
-    sys.exit(f'{len(unfinished)} of {len(rows)} runs have no results; the '
-             'same command runs only those (unfinished ones resume)')
+    sys.exit(
+        f'{len(unfinished)} of {len(rows)} runs have no results; the '
+        'same command runs only those (unfinished ones resume)'
+    )
 
 
 if __name__ == '__main__':

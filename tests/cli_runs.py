@@ -4,6 +4,7 @@ A tiny S-CONV on real CIFAR-10: 78 steps of 128 images, a checkpoint every 20
 steps, an eval every 39. The helpers start and finish runs in subprocesses,
 interrupt them, and compare what they saved bit for bit.
 """
+
 import hashlib
 import json
 import os
@@ -24,10 +25,15 @@ import pytest
 from beta_lasso.training import workdir as workdir_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-ARGS = ('--config=configs/sconv.py:cpu', '--config.alpha=4',
-        '--config.batch_size=128', '--config.num_epochs=0.2',
-        '--config.checkpoint_every_epochs=0.05',
-        '--config.eval_every_epochs=0.1', '--config.log_every_steps=10')
+ARGS = (
+    '--config=configs/sconv.py:cpu',
+    '--config.alpha=4',
+    '--config.batch_size=128',
+    '--config.num_epochs=0.2',
+    '--config.checkpoint_every_epochs=0.05',
+    '--config.eval_every_epochs=0.1',
+    '--config.log_every_steps=10',
+)
 NUM_STEPS = 78  # round(0.2 * 50_000 // 128).
 CHECKPOINT_EVERY = 20  # round(0.05 * 390).
 TIMEOUT = 300  # Seconds for one run; ~20 s on an idle 2-core machine.
@@ -36,13 +42,15 @@ TIMEOUT = 300  # Seconds for one run; ~20 s on an idle 2-core machine.
 # report to an event loop that is gone ("Exception ignored ..."), often during
 # a later test. Restores fail on purpose here, so those reports are expected.
 IGNORE_UNFINISHED_RESTORES = pytest.mark.filterwarnings(
-    'ignore::pytest.PytestUnraisableExceptionWarning')
+    'ignore::pytest.PytestUnraisableExceptionWarning'
+)
 
 # What TensorFlow's C++ logging prints on import, before Python runs any of
 # our code; everything else on stderr is ours.
 IMPORT_NOISE = re.compile(
     r'^(WARNING: All log messages before absl::InitializeLog\(\)|'
-    r'[IW]0000 00:00:\S+ +\d+ \S+\.cc:\d+\])')
+    r'[IW]0000 00:00:\S+ +\d+ \S+\.cc:\d+\])'
+)
 
 
 class Run(NamedTuple):
@@ -66,9 +74,20 @@ def start_run(workdir: pathlib.Path, *extra: str, env=None) -> subprocess.Popen:
   log = workdir.parent / f'{workdir.name}.{time.monotonic_ns()}'
   with open(f'{log}.out', 'w') as stdout, open(f'{log}.err', 'w') as stderr:
     proc = subprocess.Popen(
-        [sys.executable, '-m', 'beta_lasso.main', *ARGS,
-         f'--workdir={workdir}', *extra],
-        cwd=REPO, env=env or child_env(), text=True, stdout=stdout, stderr=stderr)
+        [
+            sys.executable,
+            '-m',
+            'beta_lasso.main',
+            *ARGS,
+            f'--workdir={workdir}',
+            *extra,
+        ],
+        cwd=REPO,
+        env=env or child_env(),
+        text=True,
+        stdout=stdout,
+        stderr=stderr,
+    )
   proc.log = log
   return proc
 
@@ -79,8 +98,11 @@ def finish_run(proc: subprocess.Popen, timeout=TIMEOUT) -> Run:
   except subprocess.TimeoutExpired:
     proc.kill()
     raise
-  return Run(proc.returncode, pathlib.Path(f'{proc.log}.out').read_text(),
-             pathlib.Path(f'{proc.log}.err').read_text())
+  return Run(
+      proc.returncode,
+      pathlib.Path(f'{proc.log}.out').read_text(),
+      pathlib.Path(f'{proc.log}.err').read_text(),
+  )
 
 
 def run_main(workdir, *extra, env=None) -> Run:
@@ -124,7 +146,8 @@ class Interrupter(threading.Thread):
     run = finish_run(self.proc)
     assert self.step is not None, (
         f'exited {run.returncode} before a checkpoint of step >= '
-        f'{self.min_step}:\n{run.stderr[-3000:]}')
+        f'{self.min_step}:\n{run.stderr[-3000:]}'
+    )
     return run
 
 
@@ -134,8 +157,12 @@ def saved_state(workdir: pathlib.Path, step: int | None = None):
   path = workdir / 'checkpoints' / str(step) / 'state'
   with ocp.PyTreeCheckpointer() as checkpointer:
     metadata = checkpointer.metadata(path).item_metadata.tree
-    return checkpointer.restore(path, restore_args=jax.tree.map(
-        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata))
+    return checkpointer.restore(
+        path,
+        restore_args=jax.tree.map(
+            lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata
+        ),
+    )
 
 
 def assert_bitwise_equal(actual, expected):
@@ -143,10 +170,15 @@ def assert_bitwise_equal(actual, expected):
   actual = jax.tree_util.tree_flatten_with_path(actual)[0]
   expected = jax.tree_util.tree_flatten_with_path(expected)[0]
   assert [p for p, _ in actual] == [p for p, _ in expected]
-  differing = [jax.tree_util.keystr(path) for (path, a), (_, b)
-               in zip(actual, expected)
-               if not (a.dtype == b.dtype and a.shape == b.shape and
-                       a.tobytes() == b.tobytes())]
+  differing = [
+      jax.tree_util.keystr(path)
+      for (path, a), (_, b) in zip(actual, expected)
+      if not (
+          a.dtype == b.dtype
+          and a.shape == b.shape
+          and a.tobytes() == b.tobytes()
+      )
+  ]
   assert not differing, f'leaves differ from the uninterrupted run: {differing}'
 
 
@@ -161,14 +193,18 @@ def assert_same_as_reference(workdir: pathlib.Path, reference):
 
 
 def untimed(history):
-  return [{k: v for k, v in h.items() if k not in ('wall_seconds', 'eval_seconds')}
-          for h in history]
+  return [
+      {k: v for k, v in h.items() if k not in ('wall_seconds', 'eval_seconds')}
+      for h in history
+  ]
 
 
 def file_hashes(directory: pathlib.Path) -> dict[str, str]:
-  return {str(p.relative_to(directory)):
-              hashlib.sha256(p.read_bytes()).hexdigest()
-          for p in sorted(directory.rglob('*')) if p.is_file()}
+  return {
+      str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+      for p in sorted(directory.rglob('*'))
+      if p.is_file()
+  }
 
 
 def copy_run(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
@@ -183,8 +219,10 @@ def flip_a_byte(path: pathlib.Path, where: float = 2 / 3):
 
 
 def largest_file(directory: pathlib.Path) -> pathlib.Path:
-  return max((p for p in directory.rglob('*') if p.is_file()),
-             key=lambda p: p.stat().st_size)
+  return max(
+      (p for p in directory.rglob('*') if p.is_file()),
+      key=lambda p: p.stat().st_size,
+  )
 
 
 class Reference(NamedTuple):

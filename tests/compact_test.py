@@ -1,4 +1,5 @@
 """Compact checkpoints: a beta-LASSO run carried on from a few files, bit for bit."""
+
 import json
 import pathlib
 import signal
@@ -6,11 +7,11 @@ import subprocess
 import sys
 
 from cli_runs import IGNORE_UNFINISHED_RESTORES
-from cli_runs import assert_bitwise_equal
-from cli_runs import child_env
 from cli_runs import Interrupter
-from cli_runs import saved_state
+from cli_runs import assert_bitwise_equal
 from cli_runs import checkpoint_steps
+from cli_runs import child_env
+from cli_runs import saved_state
 from cli_runs import untimed
 import jax
 import numpy as np
@@ -40,25 +41,39 @@ def small_data_file(path: pathlib.Path) -> pathlib.Path:
     load = lambda split: data_cache.load_split(str(_JPEG_BUNDLE), split)
   else:
     load = lambda split: input_pipeline.load_split('cifar10', split)
-  data_cache.write(str(path), {'train': load('train[:1024]'),
-                               'test': load('test[:256]')})
+  data_cache.write(
+      str(path), {'train': load('train[:1024]'), 'test': load('test[:256]')}
+  )
   return path
 
 
 def run_args(data_file) -> list[str]:
-  return ['--config=configs/sfc_beta_lasso.py:cpu', '--config.alpha=1',
-          '--config.batch_size=128', '--config.eval_batch_size=128',
-          '--config.num_epochs=4', '--config.eval_every_epochs=1',
-          '--config.checkpoint_every_epochs=1',
-          '--config.train_split=train[:896]', '--config.val_split=train[896:]',
-          '--config.permute_pixels=True', '--config.log_every_steps=7',
-          f'--config.data_file={data_file}']
+  return [
+      '--config=configs/sfc_beta_lasso.py:cpu',
+      '--config.alpha=1',
+      '--config.batch_size=128',
+      '--config.eval_batch_size=128',
+      '--config.num_epochs=4',
+      '--config.eval_every_epochs=1',
+      '--config.checkpoint_every_epochs=1',
+      '--config.train_split=train[:896]',
+      '--config.val_split=train[896:]',
+      '--config.permute_pixels=True',
+      '--config.log_every_steps=7',
+      f'--config.data_file={data_file}',
+  ]
 
 
 def _python(*args, timeout=300) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, *args], cwd=REPO, env=child_env(),
-                        capture_output=True, text=True, timeout=timeout,
-                        check=False)
+  return subprocess.run(
+      [sys.executable, *args],
+      cwd=REPO,
+      env=child_env(),
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+      check=False,
+  )
 
 
 def _start(args, workdir: pathlib.Path) -> subprocess.Popen:
@@ -66,9 +81,19 @@ def _start(args, workdir: pathlib.Path) -> subprocess.Popen:
   log = workdir.parent / workdir.name
   with open(f'{log}.out', 'w') as stdout, open(f'{log}.err', 'w') as stderr:
     proc = subprocess.Popen(
-        [sys.executable, '-m', 'beta_lasso.main', *args,
-         f'--workdir={workdir}'],
-        cwd=REPO, env=child_env(), text=True, stdout=stdout, stderr=stderr)
+        [
+            sys.executable,
+            '-m',
+            'beta_lasso.main',
+            *args,
+            f'--workdir={workdir}',
+        ],
+        cwd=REPO,
+        env=child_env(),
+        text=True,
+        stdout=stdout,
+        stderr=stderr,
+    )
   proc.log = log  # Where cli_runs' helpers read it.
   return proc
 
@@ -78,17 +103,20 @@ def runs(tmp_path_factory):
   """An uninterrupted run (writing compact copies) and one stopped halfway."""
   root = tmp_path_factory.mktemp('compact')
   args = run_args(small_data_file(root / 'data.npz'))
-  reference = _start([*args, f'--config.compact_dir={root / "loop_copy"}'],
-                     root / 'reference')
-  stopped = Interrupter(_start(args, root / 'stopped'), root / 'stopped',
-                         HALF, signal.SIGTERM)
+  reference = _start(
+      [*args, f'--config.compact_dir={root / "loop_copy"}'], root / 'reference'
+  )
+  stopped = Interrupter(
+      _start(args, root / 'stopped'), root / 'stopped', HALF, signal.SIGTERM
+  )
   assert reference.wait(300) == 0, (root / 'reference.err').read_text()[-3000:]
   stopped.result()
   return {'root': root, 'args': args}
 
 
 def test_a_run_stopped_halfway_carries_on_from_its_copy_bit_for_bit(
-    runs, tmp_path):
+    runs, tmp_path
+):
   root = runs['root']
   stopped = root / 'stopped'
   step = checkpoint_steps(stopped)[-1]
@@ -96,8 +124,13 @@ def test_a_run_stopped_halfway_carries_on_from_its_copy_bit_for_bit(
   copy = tmp_path / 'copy'
   # Small files, so that the kernels are cut across several of them.
   limit = 200_000
-  out = _python('-m', 'beta_lasso.compact', f'--workdir={stopped}',
-                f'--out={copy}', f'--max_file_bytes={limit}')
+  out = _python(
+      '-m',
+      'beta_lasso.compact',
+      f'--workdir={stopped}',
+      f'--out={copy}',
+      f'--max_file_bytes={limit}',
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   assert f'Wrote {copy}: step {step}: non-zeros' in out.stdout
   files = sorted(p.name for p in copy.iterdir())
@@ -106,8 +139,9 @@ def test_a_run_stopped_halfway_carries_on_from_its_copy_bit_for_bit(
 
   # A fresh directory elsewhere, as on another machine.
   workdir = tmp_path / 'elsewhere' / 'run'
-  out = _python('-m', 'beta_lasso.compact', f'--restore={copy}',
-                f'--workdir={workdir}')
+  out = _python(
+      '-m', 'beta_lasso.compact', f'--restore={copy}', f'--workdir={workdir}'
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   assert f'Restored {workdir} at step {step}' in out.stdout
   assert (workdir / 'pixel_permutation.npy').exists()
@@ -117,11 +151,19 @@ def test_a_run_stopped_halfway_carries_on_from_its_copy_bit_for_bit(
 
   reference = root / 'reference'
   assert_bitwise_equal(saved_state(workdir), saved_state(reference))
-  results, expected = [json.loads((d / 'results.json').read_text())
-                       for d in (workdir, reference)]
-  for key in ('test_accuracy', 'test_loss', 'nnz', 'steps', 'best_step',
-              'best_val_accuracy', 'test_accuracy_at_best_val',
-              'train_accuracy'):
+  results, expected = [
+      json.loads((d / 'results.json').read_text()) for d in (workdir, reference)
+  ]
+  for key in (
+      'test_accuracy',
+      'test_loss',
+      'nnz',
+      'steps',
+      'best_step',
+      'best_val_accuracy',
+      'test_accuracy_at_best_val',
+      'train_accuracy',
+  ):
     assert results[key] == expected[key], key
   assert untimed(results['history']) == untimed(expected['history'])
 
@@ -134,10 +176,10 @@ def test_the_loop_writes_a_copy_at_each_checkpoint(runs):
   # The last copy is the final checkpoint, and rebuilds it exactly.
   manifest, tree, permutation = compact.read(root / 'loop_copy')
   assert manifest['step'] == NUM_STEPS
-  assert_bitwise_equal(jax.device_get(tree),
-                        saved_state(root / 'reference'))
+  assert_bitwise_equal(jax.device_get(tree), saved_state(root / 'reference'))
   np.testing.assert_array_equal(
-      permutation, np.load(root / 'reference' / 'pixel_permutation.npy'))
+      permutation, np.load(root / 'reference' / 'pixel_permutation.npy')
+  )
   assert manifest['files'][compact.SIZES_FILE].count('\n') == 4
   assert sizes[-1]['nnz']['params/layer1/kernel'] < 3 * 32 * 32 * 256
 
@@ -146,22 +188,34 @@ def _state(rng, momentum: bool):
   kernel = rng.normal(size=(300, 200)).astype(np.float32)
   kernel[rng.random(kernel.shape) < 0.9] = 0.0
   kernel[0, :3] = [-0.0, np.nan, np.inf]  # Kept as their bits.
-  params = {'fc1': {'kernel': kernel,
-                    'bias': rng.normal(size=(200,)).astype(np.float32)}}
+  params = {
+      'fc1': {
+          'kernel': kernel,
+          'bias': rng.normal(size=(200,)).astype(np.float32),
+      }
+  }
   opt_state = [{'inner_state': None}, {'count': np.asarray(5, np.int32)}]
   if momentum:
     opt_state = [{'trace': jax.tree.map(np.zeros_like, params)}]
-  return {'step': np.asarray(5, np.int32), 'params': params,
-          'batch_stats': {'bn1': {'mean': np.zeros(4, np.float32),
-                                  'var': np.ones(4, np.float32)}},
-          'opt_state': opt_state}
+  return {
+      'step': np.asarray(5, np.int32),
+      'params': params,
+      'batch_stats': {
+          'bn1': {
+              'mean': np.zeros(4, np.float32),
+              'var': np.ones(4, np.float32),
+          }
+      },
+      'opt_state': opt_state,
+  }
 
 
 def _workdir(tmp_path, state, config) -> pathlib.Path:
   workdir = tmp_path / 'run'
   with checkpointing.Checkpointer(workdir / 'checkpoints', 2) as checkpoints:
-    checkpoints.save(5, state, [{'step': 5, 'val_accuracy': 0.5}],
-                     {'config': config})
+    checkpoints.save(
+        5, state, [{'step': 5, 'val_accuracy': 0.5}], {'config': config}
+    )
   (workdir / 'config.json').write_text(json.dumps(config))
   return workdir
 
@@ -169,13 +223,15 @@ def _workdir(tmp_path, state, config) -> pathlib.Path:
 def test_arrays_are_cut_across_files_and_read_back_exactly(tmp_path):
   state = _state(np.random.default_rng(0), momentum=False)
   workdir = _workdir(tmp_path, state, {'optimizer': 'beta_lasso'})
-  manifest = compact.compact(workdir, tmp_path / 'copy',
-                             max_file_bytes=2**16 + 20_000)
+  manifest = compact.compact(
+      workdir, tmp_path / 'copy', max_file_bytes=2**16 + 20_000
+  )
   assert len(manifest['files_written']) > 3
   kernel = next(l for l in manifest['leaves'] if l['name'].endswith('kernel'))
   assert kernel['encoding'] == 'nonzeros'
   assert kernel['nnz'] == np.count_nonzero(
-      state['params']['fc1']['kernel'].view(np.uint32))
+      state['params']['fc1']['kernel'].view(np.uint32)
+  )
   # Compacting again replaces the copy as a whole.
   compact.compact(workdir, tmp_path / 'copy', max_file_bytes=2**20)
   restored = compact.restore(tmp_path / 'copy', tmp_path / 'again')
@@ -188,12 +244,17 @@ def test_arrays_are_cut_across_files_and_read_back_exactly(tmp_path):
 def test_sgd_with_momentum_is_refused_in_one_line(tmp_path):
   state = _state(np.random.default_rng(1), momentum=True)
   workdir = _workdir(tmp_path, state, {'optimizer': 'sgd', 'momentum': 0.9})
-  out = _python('-m', 'beta_lasso.compact', f'--workdir={workdir}',
-                f'--out={tmp_path / "copy"}')
+  out = _python(
+      '-m',
+      'beta_lasso.compact',
+      f'--workdir={workdir}',
+      f'--out={tmp_path / "copy"}',
+  )
   assert out.returncode == 1
   lines = out.stderr.strip().splitlines()
-  assert lines[-1].startswith('error: refused: the optimizer state holds '
-                              '60,200 numbers in 2 arrays'), out.stderr
+  assert lines[-1].startswith(
+      'error: refused: the optimizer state holds ' '60,200 numbers in 2 arrays'
+  ), out.stderr
   assert 'optimizer sgd, momentum 0.9' in lines[-1]
   assert 'no compact copy is smaller than the checkpoint' in lines[-1]
   assert 'Traceback' not in out.stderr

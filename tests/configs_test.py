@@ -1,4 +1,5 @@
 """Every config and every sweep run is valid; unused settings are refused."""
+
 import importlib
 import pathlib
 import re
@@ -11,11 +12,16 @@ from configs import default
 from launch import planning
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p.stem for p in (REPO / 'configs').glob('*.py')
-                 if p.stem not in ('__init__', 'default'))
+CONFIGS = sorted(
+    p.stem
+    for p in (REPO / 'configs').glob('*.py')
+    if p.stem not in ('__init__', 'default')
+)
 SWEEPS = sorted((REPO / 'launch' / 'sweeps').glob('*.py'))
-_ARGS = {'resnet18': ('', 'cpu', '7,beta_lasso', '15,beta_lasso,4000'),
-         'study': ('', '3fc')}
+_ARGS = {
+    'resnet18': ('', 'cpu', '7,beta_lasso', '15,beta_lasso,4000'),
+    'study': ('', '3fc'),
+}
 
 
 @pytest.mark.parametrize('name', CONFIGS)
@@ -42,8 +48,10 @@ def test_paper_budgets_from_the_config_argument():
   sfc = importlib.import_module('configs.sfc')
   bl = importlib.import_module('configs.sfc_beta_lasso')
   assert sfc.get_config().num_epochs == 400.0
-  assert (sfc.get_config('4000').num_epochs,
-          sfc.get_config('4000').eval_every_epochs) == (4000.0, 50.0)
+  assert (
+      sfc.get_config('4000').num_epochs,
+      sfc.get_config('4000').eval_every_epochs,
+  ) == (4000.0, 50.0)
   assert bl.get_config().num_epochs == 4000.0
   assert bl.get_config('400').num_epochs == 400.0
   for arg in ('400,4000', 'cpu,4000'):
@@ -53,26 +61,49 @@ def test_paper_budgets_from_the_config_argument():
 
 def test_paper_configs_select_on_a_held_out_split():
   config = importlib.import_module('configs.sconv').get_config()
-  assert (config.train_split, config.val_split) == ('train[:45000]',
-                                                    'train[45000:]')
+  assert (config.train_split, config.val_split) == (
+      'train[:45000]',
+      'train[45000:]',
+  )
   cpu = importlib.import_module('configs.sconv').get_config('cpu')
   assert (cpu.train_split, cpu.val_split) == ('train', None)
   assert default.PAPER_EPOCHS['400'][0] == 400.0
 
 
-@pytest.mark.parametrize('config_name, field, value, message', [
-    ('sfc_beta_lasso', 'weight_decay', 5e-4,
-     r"config\.weight_decay=0\.0005 is not used with optimizer='beta_lasso' "
-     r'\(.*its L1 term replaces weight decay\); set it to 0 or None$'),
-    ('3fc', 'alpha', 8, r"config\.alpha=8 is not used with model='3fc' \(3-FC "
-     r'is sized by model_kwargs\.width'),
-    ('resnet18', 'alpha', 8, r"config\.alpha=8 is not used with "
-     r"model='resnet18'"),
-    ('sconv', 'beta', 50.0, r"config\.beta=50\.0 is not used with "
-     r"optimizer='sgd'"),
-])
-def test_unused_setting_is_refused_in_one_line(config_name, field, value,
-                                               message):
+@pytest.mark.parametrize(
+    'config_name, field, value, message',
+    [
+        (
+            'sfc_beta_lasso',
+            'weight_decay',
+            5e-4,
+            r"config\.weight_decay=0\.0005 is not used with optimizer='beta_lasso' "
+            r'\(.*its L1 term replaces weight decay\); set it to 0 or None$',
+        ),
+        (
+            '3fc',
+            'alpha',
+            8,
+            r"config\.alpha=8 is not used with model='3fc' \(3-FC "
+            r'is sized by model_kwargs\.width',
+        ),
+        (
+            'resnet18',
+            'alpha',
+            8,
+            r'config\.alpha=8 is not used with ' r"model='resnet18'",
+        ),
+        (
+            'sconv',
+            'beta',
+            50.0,
+            r'config\.beta=50\.0 is not used with ' r"optimizer='sgd'",
+        ),
+    ],
+)
+def test_unused_setting_is_refused_in_one_line(
+    config_name, field, value, message
+):
   config = importlib.import_module(f'configs.{config_name}').get_config('cpu')
   validation.check_fields(config)
   config[field] = value

@@ -1,4 +1,5 @@
 """Test setup: real CIFAR-10 from the offline TFDS copy when one is beside the repo."""
+
 import os
 import pathlib
 
@@ -15,12 +16,17 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import json
 import signal
 
+from cli_runs import CHECKPOINT_EVERY
+from cli_runs import NUM_STEPS
+from cli_runs import Interrupter
+from cli_runs import Reference
+from cli_runs import finish_run
+from cli_runs import saved_state
+from cli_runs import start_run
+import generated_datasets
 import pytest
 
 from beta_lasso.training import workdir as workdir_lib
-import generated_datasets
-from cli_runs import (CHECKPOINT_EVERY, NUM_STEPS, Reference, finish_run,
-                      Interrupter, saved_state, start_run)
 
 
 # First: pytest-xdist reads the groups in its own hook of the same name.
@@ -51,9 +57,11 @@ def first_runs(tmp_path_factory) -> dict:
   for name, min_step, signum in (
       ('killed', 1, signal.SIGKILL),
       # Two checkpoints: the corruption test needs an older one to go to.
-      ('preempted', 2 * CHECKPOINT_EVERY, signal.SIGTERM)):
-    runs[name] = Interrupter(start_run(root / name), root / name, min_step,
-                              signum)
+      ('preempted', 2 * CHECKPOINT_EVERY, signal.SIGTERM),
+  ):
+    runs[name] = Interrupter(
+        start_run(root / name), root / name, min_step, signum
+    )
   runs['root'] = root
   return runs
 

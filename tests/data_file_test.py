@@ -3,6 +3,7 @@
 Also: broken data files are refused in one line before any compute, and a data
 file of any image shape, of any TFDS dataset, trains and reports.
 """
+
 import ast
 import json
 import pathlib
@@ -11,14 +12,14 @@ import shutil
 import subprocess
 import sys
 
+from cli_runs import IMPORT_NOISE
+import generated_datasets
 import numpy as np
 import pytest
 
 from beta_lasso.data import data_file as data_file_lib
 from beta_lasso.data import datasets
 from beta_lasso.data import input_pipeline
-from cli_runs import IMPORT_NOISE
-import generated_datasets
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _JPEG_BUNDLE = REPO.parent / 'shared' / 'data' / 'cifar10_jpeg.npz'
@@ -28,16 +29,21 @@ _JPEG_BUNDLE = REPO.parent / 'shared' / 'data' / 'cifar10_jpeg.npz'
 def data_file(tmp_path_factory):
   """A cache of 1,024 training and 500 test images of real CIFAR-10."""
   path = tmp_path_factory.mktemp('data') / 'cifar10_small.npz'
-  data_file_lib.write(str(path), {
-      'train': input_pipeline.load_split('cifar10', 'train[:1024]'),
-      'test': input_pipeline.load_split('cifar10', 'test[:500]')})
+  data_file_lib.write(
+      str(path),
+      {
+          'train': input_pipeline.load_split('cifar10', 'train[:1024]'),
+          'test': input_pipeline.load_split('cifar10', 'test[:500]'),
+      },
+  )
   return path
 
 
 def test_a_cache_reads_back_exactly(data_file):
   images, labels = data_file_lib.load_split(str(data_file), 'train[100:300]')
-  tfds_images, tfds_labels = input_pipeline.load_split('cifar10',
-                                                       'train[100:300]')
+  tfds_images, tfds_labels = input_pipeline.load_split(
+      'cifar10', 'train[100:300]'
+  )
   np.testing.assert_array_equal(images, tfds_images)
   np.testing.assert_array_equal(labels, tfds_labels)
   assert data_file_lib.splits_in(str(data_file)) == ['test', 'train']
@@ -56,10 +62,13 @@ def test_the_jpeg_bundle_decodes_to_the_tfds_images():
   np.testing.assert_array_equal(tfds_labels[matches], labels)
 
 
-@pytest.mark.parametrize('split, message', [
-    ('validation', "has no split 'validation'"),
-    ('train[::2]', 'is not valid for a data file'),
-])
+@pytest.mark.parametrize(
+    'split, message',
+    [
+        ('validation', "has no split 'validation'"),
+        ('train[::2]', 'is not valid for a data file'),
+    ],
+)
 def test_bad_splits_are_named(data_file, split, message):
   with pytest.raises(data_file_lib.DataFileError, match=message):
     data_file_lib.load_split(str(data_file), split)
@@ -68,21 +77,35 @@ def test_bad_splits_are_named(data_file, split, message):
 def test_training_without_tensorflow(data_file, tmp_path):
   workdir = tmp_path / 'run'
   proc = subprocess.run(
-      [sys.executable, 'tests/without_tensorflow.py', 'beta_lasso.main',
-       '--config=configs/sfc.py:cpu', '--config.alpha=2',
-       '--config.batch_size=128', '--config.eval_batch_size=250',
-       '--config.num_epochs=2',
-       '--config.eval_every_epochs=1', f'--config.data_file={data_file}',
-       f'--workdir={workdir}'],
-      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+      [
+          sys.executable,
+          'tests/without_tensorflow.py',
+          'beta_lasso.main',
+          '--config=configs/sfc.py:cpu',
+          '--config.alpha=2',
+          '--config.batch_size=128',
+          '--config.eval_batch_size=250',
+          '--config.num_epochs=2',
+          '--config.eval_every_epochs=1',
+          f'--config.data_file={data_file}',
+          f'--workdir={workdir}',
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'tensorflow' not in proc.stderr.lower()
   results = json.loads((workdir / 'results.json').read_text())
   assert results['steps'] == 16  # 2 epochs of 8 batches of 128.
   assert results['train_examples'] == 1024
   # Metrics went to the writer that needs no TensorFlow.
-  records = [json.loads(line) for line in
-             (workdir / 'metrics.jsonl').read_text().splitlines()]
+  records = [
+      json.loads(line)
+      for line in (workdir / 'metrics.jsonl').read_text().splitlines()
+  ]
   evals = [r for r in records if 'test_accuracy' in r]
   assert [r['step'] for r in evals] == [8, 16]
   assert evals[-1]['test_accuracy'] == results['test_accuracy']
@@ -91,21 +114,46 @@ def test_training_without_tensorflow(data_file, tmp_path):
 
 def test_a_missing_data_file_is_one_line(tmp_path):
   proc = subprocess.run(
-      [sys.executable, '-m', 'beta_lasso.main', '--config=configs/sfc.py:cpu',
-       f'--config.data_file={tmp_path}/nope.npz', f'--workdir={tmp_path}/w'],
-      cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+      [
+          sys.executable,
+          '-m',
+          'beta_lasso.main',
+          '--config=configs/sfc.py:cpu',
+          f'--config.data_file={tmp_path}/nope.npz',
+          f'--workdir={tmp_path}/w',
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=120,
+      check=False,
+  )
   assert proc.returncode != 0
-  assert proc.stderr.strip().splitlines()[-1].endswith(
-      f'{tmp_path}/nope.npz does not exist')
+  assert (
+      proc.stderr.strip()
+      .splitlines()[-1]
+      .endswith(f'{tmp_path}/nope.npz does not exist')
+  )
   assert not (tmp_path / 'w').exists()
 
 
 def test_the_cache_command_writes_what_tfds_reads(tmp_path):
   out = tmp_path / 'cifar10_test.npz'
   proc = subprocess.run(
-      [sys.executable, '-m', 'beta_lasso.data.cache', '--dataset=cifar10',
-       f'--out={out}', '--splits=test[:300]'],
-      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+      [
+          sys.executable,
+          '-m',
+          'beta_lasso.data.cache',
+          '--dataset=cifar10',
+          f'--out={out}',
+          '--splits=test[:300]',
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f'Wrote {out}: test[:300] 300 examples' in proc.stdout
   images, labels = data_file_lib.load_split(str(out), 'test')  # Named 'test'.
@@ -117,12 +165,15 @@ def test_the_cache_command_writes_what_tfds_reads(tmp_path):
 def test_a_data_file_run_checks_its_splits_like_a_tfds_run(data_file):
   from beta_lasso.training import validation  # pylint: disable=g-import-not-at-top
   from configs import sfc  # pylint: disable=g-import-not-at-top
+
   config = sfc.get_config('cpu')
   config.data_file = str(data_file)
   config.eval_split = 'test[:100]'
   config.eval_batch_size = 200
-  with pytest.raises(validation.ConfigError,
-                     match=r"eval_batch_size=200 is larger than .* \(100 "):
+  with pytest.raises(
+      validation.ConfigError,
+      match=r'eval_batch_size=200 is larger than .* \(100 ',
+  ):
     validation.validate_config(config)
   config.eval_batch_size = 100
   config.train_split = 'train[:100]'  # Less than one batch of 256.
@@ -148,8 +199,12 @@ def _grey_split(count: int, seed: int = 0, shape=(28, 28, 1), classes=4):
 
 def _good_arrays():
   train, test = _grey_split(64), _grey_split(32, seed=1)
-  return {'train_images': train[0], 'train_labels': train[1],
-          'test_images': test[0], 'test_labels': test[1]}
+  return {
+      'train_images': train[0],
+      'train_labels': train[1],
+      'test_images': test[0],
+      'test_labels': test[1],
+  }
 
 
 def _objects(arrays):
@@ -160,39 +215,69 @@ def _objects(arrays):
 
 def _truncated(path):
   np.savez(path, **_good_arrays())
-  path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+  path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
 # Name -> (writes the broken file at the path, what the message says).
 _BROKEN = {
     'truncated': (_truncated, r'is not a readable \.npz \(BadZipFile: '),
-    'not_a_zip': (lambda p: p.write_text('images'),
-                  r'is not a readable \.npz \(BadZipFile: '),
-    'images_2d': (lambda p: np.savez(p, **{
-        **_good_arrays(), 'train_images': np.zeros((64, 784), np.uint8)}),
-                  r"'train_images' is uint8 of shape \(64, 784\); it must be "
-                  r'uint8 images of shape \[N, H, W, C\]$'),
-    'object_images': (lambda p: np.savez(p, **{
-        **_good_arrays(),
-        'train_images': _objects(_good_arrays()['train_images'])}),
-                      r"'train_images' is an array of Python objects, which a "
-                      'data file may not hold'),
-    'object_labels': (lambda p: np.savez(p, **{
-        **_good_arrays(), 'test_labels': _objects(['cat'] * 32)}),
-                      r"'test_labels' is an array of Python objects"),
-    'float_images': (lambda p: np.savez(p, **{
-        **_good_arrays(), 'test_images': np.zeros((32, 28, 28, 1))}),
-                     r"'test_images' is float64 of shape"),
-    'labels_missing': (lambda p: np.savez(p, **{
-        **_good_arrays(), 'train_labels': np.zeros(10, np.int32)}),
-                       r"split 'train' has 64 images and 10 labels$"),
-    'no_split': (lambda p: np.savez(p, images=np.zeros((4, 2, 2, 1))),
-                 r'holds no split: it has no <split>_labels array \(it holds: '
-                 r'images\)$'),
-    'shapes_differ': (lambda p: np.savez(p, **{
-        **_good_arrays(), 'test_images': np.zeros((32, 32, 32, 3), np.uint8)}),
-                      r'its splits hold images of different shapes \(test '
-                      r'\(32, 32, 3\), train \(28, 28, 1\)\)$'),
+    'not_a_zip': (
+        lambda p: p.write_text('images'),
+        r'is not a readable \.npz \(BadZipFile: ',
+    ),
+    'images_2d': (
+        lambda p: np.savez(
+            p,
+            **{**_good_arrays(), 'train_images': np.zeros((64, 784), np.uint8)},
+        ),
+        r"'train_images' is uint8 of shape \(64, 784\); it must be "
+        r'uint8 images of shape \[N, H, W, C\]$',
+    ),
+    'object_images': (
+        lambda p: np.savez(
+            p,
+            **{
+                **_good_arrays(),
+                'train_images': _objects(_good_arrays()['train_images']),
+            },
+        ),
+        r"'train_images' is an array of Python objects, which a "
+        'data file may not hold',
+    ),
+    'object_labels': (
+        lambda p: np.savez(
+            p, **{**_good_arrays(), 'test_labels': _objects(['cat'] * 32)}
+        ),
+        r"'test_labels' is an array of Python objects",
+    ),
+    'float_images': (
+        lambda p: np.savez(
+            p, **{**_good_arrays(), 'test_images': np.zeros((32, 28, 28, 1))}
+        ),
+        r"'test_images' is float64 of shape",
+    ),
+    'labels_missing': (
+        lambda p: np.savez(
+            p, **{**_good_arrays(), 'train_labels': np.zeros(10, np.int32)}
+        ),
+        r"split 'train' has 64 images and 10 labels$",
+    ),
+    'no_split': (
+        lambda p: np.savez(p, images=np.zeros((4, 2, 2, 1))),
+        r'holds no split: it has no <split>_labels array \(it holds: '
+        r'images\)$',
+    ),
+    'shapes_differ': (
+        lambda p: np.savez(
+            p,
+            **{
+                **_good_arrays(),
+                'test_images': np.zeros((32, 32, 32, 3), np.uint8),
+            },
+        ),
+        r'its splits hold images of different shapes \(test '
+        r'\(32, 32, 3\), train \(28, 28, 1\)\)$',
+    ),
 }
 
 
@@ -200,8 +285,11 @@ _BROKEN = {
 def test_a_broken_data_file_is_named_in_one_line(tmp_path, name):
   path = tmp_path / f'{name}.npz'
   _BROKEN[name][0](path)
-  for read in (data_file_lib.describe, data_file_lib.splits_in,
-               lambda p: data_file_lib.load_split(p, 'train')):
+  for read in (
+      data_file_lib.describe,
+      data_file_lib.splits_in,
+      lambda p: data_file_lib.load_split(p, 'train'),
+  ):
     with pytest.raises(data_file_lib.DataFileError) as error:
       read(str(path))
     message = str(error.value)
@@ -216,14 +304,24 @@ def test_broken_data_files_stop_the_cli_before_anything(tmp_path):
     path = tmp_path / f'{name}.npz'
     _BROKEN[name][0](path)
     procs[name] = subprocess.Popen(
-        [sys.executable, '-m', 'beta_lasso.main',
-         '--config=configs/sfc.py:cpu', f'--config.data_file={path}',
-         f'--workdir={tmp_path / name}'],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            '-m',
+            'beta_lasso.main',
+            '--config=configs/sfc.py:cpu',
+            f'--config.data_file={path}',
+            f'--workdir={tmp_path / name}',
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
   for name, proc in procs.items():
     stdout, stderr = proc.communicate(timeout=300)
-    lines = [line for line in stderr.splitlines()
-             if not IMPORT_NOISE.match(line)]
+    lines = [
+        line for line in stderr.splitlines() if not IMPORT_NOISE.match(line)
+    ]
     assert proc.returncode == 1, stderr[-3000:]
     assert len(lines) == 1, stderr[-3000:]
     assert lines[0].startswith(f'error: data file {tmp_path / name}.npz')
@@ -237,24 +335,31 @@ def test_broken_data_files_stop_the_cli_before_anything(tmp_path):
 # ----------------------------------------------------------------------------
 def test_the_image_shape_comes_from_the_data_file(tmp_path):
   from configs import sfc  # pylint: disable=g-import-not-at-top
+
   path = tmp_path / 'grey.npz'
-  data_file_lib.write(str(path), {'train': _grey_split(64),
-                                  'test': _grey_split(32)})
+  data_file_lib.write(
+      str(path), {'train': _grey_split(64), 'test': _grey_split(32)}
+  )
   assert data_file_lib.describe(str(path)) == data_file_lib.Contents(
-      {'test': 32, 'train': 64}, (28, 28, 1), 4)
+      {'test': 32, 'train': 64}, (28, 28, 1), 4
+  )
   config = sfc.get_config('cpu')
   config.data_file = str(path)  # config.dataset stays 'cifar10'.
   info = datasets.base_info(config)
   assert (info.image_shape, info.num_classes) == ((28, 28, 1), 4)
   assert info.mean is None  # Measured from the file, not CIFAR-10's.
   # A file of CIFAR-10's shape keeps the table's settings.
-  data_file_lib.write(str(path), {'train': (np.zeros((8, 32, 32, 3)),
-                                            np.arange(8))}, num_classes=10)
+  data_file_lib.write(
+      str(path),
+      {'train': (np.zeros((8, 32, 32, 3)), np.arange(8))},
+      num_classes=10,
+  )
   assert datasets.base_info(config) == input_pipeline.DATASETS['cifar10']
 
 
 def test_a_dataset_outside_the_table_trains_and_reports_from_its_data_file(
-    generated_data_dir, tmp_path):
+    generated_data_dir, tmp_path
+):
   """gray28_digits (28x28 grey, 4 classes): cache, train, report, export."""
   # pylint: disable=g-import-not-at-top
   from beta_lasso.report import filters
@@ -266,20 +371,44 @@ def test_a_dataset_outside_the_table_trains_and_reports_from_its_data_file(
   # pylint: enable=g-import-not-at-top
   out = tmp_path / 'gray28.npz'
   proc = subprocess.run(
-      [sys.executable, '-m', 'beta_lasso.data.cache', '--dataset=gray28_digits',
-       f'--data_dir={generated_data_dir}', f'--out={out}'],
-      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+      [
+          sys.executable,
+          '-m',
+          'beta_lasso.data.cache',
+          '--dataset=gray28_digits',
+          f'--data_dir={generated_data_dir}',
+          f'--out={out}',
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   shape, classes, train_size, _ = generated_datasets.SHAPES['gray28_digits']
   assert data_file_lib.describe(str(out)).num_classes == classes
   workdir = tmp_path / 'run'
   proc = subprocess.run(
-      [sys.executable, 'tests/without_tensorflow.py', 'beta_lasso.main',
-       '--config=configs/sfc.py:cpu', '--config.dataset=gray28_digits',
-       '--config.alpha=1', '--config.batch_size=100',
-       '--config.eval_batch_size=100', '--config.num_epochs=2',
-       f'--config.data_file={out}', f'--workdir={workdir}'],
-      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+      [
+          sys.executable,
+          'tests/without_tensorflow.py',
+          'beta_lasso.main',
+          '--config=configs/sfc.py:cpu',
+          '--config.dataset=gray28_digits',
+          '--config.alpha=1',
+          '--config.batch_size=100',
+          '--config.eval_batch_size=100',
+          '--config.num_epochs=2',
+          f'--config.data_file={out}',
+          f'--workdir={workdir}',
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.loads((workdir / 'results.json').read_text())
   assert results['steps'] == 2 * (train_size // 100)
@@ -300,10 +429,12 @@ def test_a_dataset_outside_the_table_trains_and_reports_from_its_data_file(
   shutil.copytree(workdir, killed)
   (killed / 'results.json').unlink()
   assert prune._last_accuracy(killed) == (  # pylint: disable=protected-access
-      f'{results["history"][-1]["test_accuracy"]:.4f}')
+      f'{results["history"][-1]["test_accuracy"]:.4f}'
+  )
   pruned = prune.prune_like(killed, workdir, tmp_path / 'pruned.npz')
   assert prune.accuracy(tmp_path / 'pruned.npz', pruned['meta']['config']) == (
-      pytest.approx(results['test_accuracy'], abs=1e-6))
+      pytest.approx(results['test_accuracy'], abs=1e-6)
+  )
 
 
 def test_data_code_imports_nothing_of_training():
@@ -316,7 +447,8 @@ def test_data_code_imports_nothing_of_training():
         imported.add(node.module)
       elif isinstance(node, ast.Import):
         imported.update(alias.name for alias in node.names)
-    assert not {m for m in imported
-                if m.startswith('beta_lasso.training')}, path.name
+    assert not {
+        m for m in imported if m.startswith('beta_lasso.training')
+    }, path.name
     if path.name == 'data_file.py':
       assert not {m for m in imported if m.startswith('beta_lasso.data')}

@@ -5,6 +5,7 @@ images (enough for non-trivial BatchNorm statistics and, with beta-LASSO,
 exact zeros), export them, and compare the sparse predictions with the dense
 network's on the whole test set (BCOO, slow on CPU: its first 100 images).
 """
+
 import json
 import pathlib
 import subprocess
@@ -16,15 +17,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from beta_lasso.data import augmentation
-from beta_lasso.sparse import csr
-from beta_lasso.sparse import export
-from beta_lasso.data import input_pipeline
-from beta_lasso.training import loading
 from beta_lasso import models
-from beta_lasso.sparse import prune
 from beta_lasso import sparse
 from beta_lasso import train
+from beta_lasso.data import augmentation
+from beta_lasso.data import input_pipeline
+from beta_lasso.sparse import csr
+from beta_lasso.sparse import export
+from beta_lasso.sparse import prune
+from beta_lasso.training import loading
 from configs import default
 from configs import sfc_beta_lasso
 
@@ -49,13 +50,13 @@ def test_csr_round_trip_is_exact():
   assert len(encoded['data']) == np.count_nonzero(matrix)
   np.testing.assert_array_equal(csr.to_dense(encoded), matrix)
   nonzero = matrix != 0  # Every bit of every stored value survives.
-  assert (csr.to_dense(encoded)[nonzero].tobytes() ==
-          matrix[nonzero].tobytes())
+  assert csr.to_dense(encoded)[nonzero].tobytes() == matrix[nonzero].tobytes()
   # Unordered triples give the same arrays.
   rows, cols = np.nonzero(matrix)
   order = rng.permutation(len(rows))
-  shuffled = csr.from_coo(rows[order], cols[order],
-                          matrix[rows, cols][order], matrix.shape)
+  shuffled = csr.from_coo(
+      rows[order], cols[order], matrix[rows, cols][order], matrix.shape
+  )
   for key in ('data', 'indices', 'indptr'):
     np.testing.assert_array_equal(shuffled[key], encoded[key])
   assert csr.index_dtype(65_536) == np.uint16
@@ -66,35 +67,55 @@ def test_batch_norm_folding_is_exact():
   rng = np.random.default_rng(1)
   kernel = rng.normal(size=(48, 24)).astype(np.float32)
   kernel[rng.random(kernel.shape) < 0.5] = 0
-  bn_params = {'scale': rng.uniform(0.5, 2, 24).astype(np.float32),
-               'bias': rng.normal(size=24).astype(np.float32)}
-  stats = {'mean': rng.normal(size=24).astype(np.float32),
-           'var': rng.uniform(0.1, 3, 24).astype(np.float32)}
+  bn_params = {
+      'scale': rng.uniform(0.5, 2, 24).astype(np.float32),
+      'bias': rng.normal(size=24).astype(np.float32),
+  }
+  stats = {
+      'mean': rng.normal(size=24).astype(np.float32),
+      'var': rng.uniform(0.1, 3, 24).astype(np.float32),
+  }
   layer = export.linear_layer(
-      'fc1', 'dense', kernel, bn=(stats, bn_params), relu=True,
-      geometry={'in_shape': [48], 'out_shape': [24]})
+      'fc1',
+      'dense',
+      kernel,
+      bn=(stats, bn_params),
+      relu=True,
+      geometry={'in_shape': [48], 'out_shape': [24]},
+  )
   # Zeros stay zeros: the fold scales stored entries only.
   assert len(layer['csr']['data']) == np.count_nonzero(kernel)
 
   x = rng.normal(size=(16, 48)).astype(np.float32)
   bn = nn.BatchNorm(use_running_average=True, epsilon=1e-5)
-  expected = bn.apply({'params': bn_params, 'batch_stats': stats},
-                      jnp.asarray(x @ kernel))
+  expected = bn.apply(
+      {'params': bn_params, 'batch_stats': stats}, jnp.asarray(x @ kernel)
+  )
   folded = x @ csr.to_dense(layer['csr']).T + layer['bias']
   np.testing.assert_allclose(folded, expected, rtol=1e-5, atol=1e-5)
   # In float64 the fold is the identity up to the final float32 rounding.
-  exact = ((x.astype(np.float64) @ kernel - stats['mean']) /
-           np.sqrt(stats['var'].astype(np.float64) + 1e-5) * bn_params['scale']
-           + bn_params['bias'])
-  folded64 = (x.astype(np.float64) @ csr.to_dense(layer['csr']).T.astype(
-      np.float64) + layer['bias'])
+  exact = (x.astype(np.float64) @ kernel - stats['mean']) / np.sqrt(
+      stats['var'].astype(np.float64) + 1e-5
+  ) * bn_params['scale'] + bn_params['bias']
+  folded64 = (
+      x.astype(np.float64) @ csr.to_dense(layer['csr']).T.astype(np.float64)
+      + layer['bias']
+  )
   np.testing.assert_allclose(folded64, exact, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize('kind,size,k,stride', [
-    ('conv', 8, 3, 2),  # SAME pads (0, 1): the high side only.
-    ('local', 9, 5, 2),  # Pads (2, 2); odd side, the window leaves the image.
-])
+@pytest.mark.parametrize(
+    'kind,size,k,stride',
+    [
+        ('conv', 8, 3, 2),  # SAME pads (0, 1): the high side only.
+        (
+            'local',
+            9,
+            5,
+            2,
+        ),  # Pads (2, 2); odd side, the window leaves the image.
+    ],
+)
 def test_unrolled_layer_matches_lax(kind, size, k, stride):
   rng = np.random.default_rng(2)
   c, features = 3, 4
@@ -102,8 +123,9 @@ def test_unrolled_layer_matches_lax(kind, size, k, stride):
   if kind == 'conv':
     layer_module = nn.Conv(features, (k, k), stride, 'SAME', use_bias=False)
   else:
-    layer_module = models.LocallyConnected2D(features, k, stride, 'SAME',
-                                             use_bias=False)
+    layer_module = models.LocallyConnected2D(
+        features, k, stride, 'SAME', use_bias=False
+    )
   params = layer_module.init(jax.random.key(0), x)
   weights = np.array(params['params']['kernel'])
   weights[rng.random(weights.shape) < 0.6] = 0
@@ -111,22 +133,33 @@ def test_unrolled_layer_matches_lax(kind, size, k, stride):
 
   out = -(-size // stride)
   layer = export.linear_layer(
-      'layer1', kind, weights, relu=False, geometry={
-          'in_shape': [size, size, c], 'out_shape': [out, out, features],
-          'kernel_size': [k, k], 'strides': [stride, stride],
-          'padding': [export._padding(size, out, k, stride)] * 2})
+      'layer1',
+      kind,
+      weights,
+      relu=False,
+      geometry={
+          'in_shape': [size, size, c],
+          'out_shape': [out, out, features],
+          'kernel_size': [k, k],
+          'strides': [stride, stride],
+          'padding': [export._padding(size, out, k, stride)] * 2,
+      },
+  )
   unrolled = sparse.unroll(layer, layer['csr'])
   assert unrolled['shape'] == (out * out * features, size * size * c)
   y = csr.to_dense(unrolled) @ x.reshape(2, -1).T
-  np.testing.assert_allclose(y.T.reshape(expected.shape), expected,
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+      y.T.reshape(expected.shape), expected, rtol=1e-5, atol=1e-5
+  )
 
 
 def test_unsupported_model_is_one_line(tmp_path):
-  (tmp_path / 'config.json').write_text(json.dumps(
-      {'model': 'resnet18', 'dataset': 'cifar10'}))
-  with pytest.raises(export.UnsupportedModelError,
-                     match='not supported for sparse inference') as error:
+  (tmp_path / 'config.json').write_text(
+      json.dumps({'model': 'resnet18', 'dataset': 'cifar10'})
+  )
+  with pytest.raises(
+      export.UnsupportedModelError, match='not supported for sparse inference'
+  ) as error:
     export.export(tmp_path, tmp_path / 'out.npz')
   assert '\n' not in str(error.value)
 
@@ -148,8 +181,14 @@ _MODELS = {  # name -> config overrides; all train 2 steps of 256 images.
 
 def _tiny_config(overrides):
   config = sfc_beta_lasso.get_config('cpu')
-  default.cpu_sized(config, num_epochs=1.0, train_split='train[:512]',
-                    eval_split=EVAL_SPLIT, eval_batch_size=250, augment='none')
+  default.cpu_sized(
+      config,
+      num_epochs=1.0,
+      train_split='train[:512]',
+      eval_split=EVAL_SPLIT,
+      eval_batch_size=250,
+      augment='none',
+  )
   # One eval and one checkpoint, at the end.
   config.update(overrides, eval_every_epochs=1.0, checkpoint_every_epochs=1.0)
   return config
@@ -185,19 +224,33 @@ def trained(request, train_once):
 
 def _dense_logits(config, workdir, images):
   info = input_pipeline.DATASETS[config.dataset]
-  model = models.create_model(config.model, num_classes=info.num_classes,
-                              alpha=config.alpha, **config.model_kwargs)
+  model = models.create_model(
+      config.model,
+      num_classes=info.num_classes,
+      alpha=config.alpha,
+      **config.model_kwargs,
+  )
   variables = loading.load_variables(workdir)
-  apply = jax.jit(lambda x: model.apply(
-      {'params': variables['params'], 'batch_stats': variables['batch_stats']},
-      augmentation.normalize(x, info), train=False))
+  apply = jax.jit(
+      lambda x: model.apply(
+          {
+              'params': variables['params'],
+              'batch_stats': variables['batch_stats'],
+          },
+          augmentation.normalize(x, info),
+          train=False,
+      )
+  )
   # In batches: S-LOCAL's patches of 10,000 images would take gigabytes.
-  return np.concatenate([np.asarray(apply(jnp.asarray(images[i:i + 1000])))
-                         for i in range(0, len(images), 1000)])
+  return np.concatenate(
+      [
+          np.asarray(apply(jnp.asarray(images[i : i + 1000])))
+          for i in range(0, len(images), 1000)
+      ]
+  )
 
 
-def test_export_predicts_like_the_dense_network(trained, test_images,
-                                                tmp_path):
+def test_export_predicts_like_the_dense_network(trained, test_images, tmp_path):
   name, config, workdir = trained
   path = tmp_path / 'net.npz'
   meta = export.export(workdir, path)
@@ -216,24 +269,43 @@ def test_export_predicts_like_the_dense_network(trained, test_images,
     backends.append(('bcoo', 1.0))
   for backend, dense_above in backends:
     net = sparse.load(path, backend=backend, dense_above=dense_above)
-    assert net.plan == (['dense'] * len(meta['layers']) if dense_above == 0
-                        else ['sparse'] * len(meta['layers']))
+    assert net.plan == (
+        ['dense'] * len(meta['layers'])
+        if dense_above == 0
+        else ['sparse'] * len(meta['layers'])
+    )
     images = test_images if backend != 'bcoo' else test_images[:100]
     logits = net.predict(images, batch_size=300)
-    np.testing.assert_allclose(logits, expected[:len(images)], rtol=0,
-                               atol=LOGIT_ATOL, err_msg=backend)
-    np.testing.assert_array_equal(logits.argmax(-1),
-                                  expected[:len(images)].argmax(-1))
+    np.testing.assert_allclose(
+        logits,
+        expected[: len(images)],
+        rtol=0,
+        atol=LOGIT_ATOL,
+        err_msg=backend,
+    )
+    np.testing.assert_array_equal(
+        logits.argmax(-1), expected[: len(images)].argmax(-1)
+    )
 
 
-def test_cli_writes_a_file_that_loads_without_training_code(train_once,
-                                                            tmp_path):
+def test_cli_writes_a_file_that_loads_without_training_code(
+    train_once, tmp_path
+):
   _, _, workdir = train_once('sfc_beta_lasso')
   path = tmp_path / 'net.npz'
   run = subprocess.run(
-      [sys.executable, '-m', 'beta_lasso.sparse.export', f'--workdir={workdir}',
-       f'--out={path}'], cwd=REPO, capture_output=True, text=True,
-      timeout=300)
+      [
+          sys.executable,
+          '-m',
+          'beta_lasso.sparse.export',
+          f'--workdir={workdir}',
+          f'--out={path}',
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert run.returncode == 0, run.stderr[-2000:]
   assert 'layer1' in run.stdout and 'non-zero' in run.stdout
   # Importing any training dependency fails in this interpreter.
@@ -247,8 +319,13 @@ net = sparse.load({str(path)!r})
 import numpy as np
 print(net.predict(np.zeros((2, 32, 32, 3), np.uint8)).shape)
 """
-  run = subprocess.run([sys.executable, '-c', script], cwd=REPO,
-                       capture_output=True, text=True, timeout=120)
+  run = subprocess.run(
+      [sys.executable, '-c', script],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
   assert run.returncode == 0, run.stderr[-2000:]
   assert run.stdout.strip().endswith('(2, 10)')
 
@@ -269,13 +346,16 @@ def test_prune_like_matches_the_per_layer_non_zeros(train_once, tmp_path):
   result = prune.prune_like(dense_run, sparse_run, tmp_path / 'pruned.npz')
   like = json.loads((sparse_run / 'results.json').read_text())['nnz']
   assert result['nnz'] == like
-  assert {layer['name']: layer['nnz']
-          for layer in result['meta']['layers']} == like
+  assert {
+      layer['name']: layer['nnz'] for layer in result['meta']['layers']
+  } == like
   # The survivors are the largest raw weights (BN folding keeps the pattern).
   raw = loading.load_params(dense_run)['layer1']['kernel']
   assert np.count_nonzero(raw) > like['layer1']  # There was work to do.
   meta, arrays = sparse.read(tmp_path / 'pruned.npz')
-  exported = sparse.kernel(meta['layers'][0],
-                           sparse.layer_csr(meta['layers'][0], arrays))
+  exported = sparse.kernel(
+      meta['layers'][0], sparse.layer_csr(meta['layers'][0], arrays)
+  )
   np.testing.assert_array_equal(
-      exported != 0, prune.magnitude_prune(raw, like['layer1']) != 0)
+      exported != 0, prune.magnitude_prune(raw, like['layer1']) != 0
+  )

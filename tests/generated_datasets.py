@@ -5,6 +5,7 @@
 hand, so they are read back exactly as any prepared TFDS dataset is: by name,
 with metadata (classes, image shape) and splits.
 """
+
 import numpy as np
 
 # Name -> (image shape, classes, train examples, test examples).
@@ -27,12 +28,21 @@ def _examples(shape, num_classes, count, seed):
 def build(data_dir: str):
   """Prepares every dataset of `SHAPES` in `data_dir`."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   for seed, (name, (shape, classes, train, test)) in enumerate(SHAPES.items()):
-    features = tfds.features.FeaturesDict({
-        'image': tfds.features.Image(shape=shape),
-        'label': tfds.features.ClassLabel(num_classes=classes)})
+    features = tfds.features.FeaturesDict(
+        {
+            'image': tfds.features.Image(shape=shape),
+            'label': tfds.features.ClassLabel(num_classes=classes),
+        }
+    )
     tfds.dataset_builders.store_as_tfds_dataset(
-        name=name, version='1.0.0', features=features, data_dir=data_dir,
+        name=name,
+        version='1.0.0',
+        features=features,
+        data_dir=data_dir,
         split_datasets={
             'train': list(_examples(shape, classes, train, 2 * seed)),
-            'test': list(_examples(shape, classes, test, 2 * seed + 1))})
+            'test': list(_examples(shape, classes, test, 2 * seed + 1)),
+        },
+    )

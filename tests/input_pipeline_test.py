@@ -56,8 +56,9 @@ def test_check_dataset_prepared():
 
 def test_check_dataset_missing(tmp_path):
   with pytest.raises(input_pipeline.DatasetNotFoundError) as e:
-    input_pipeline.check_dataset('cifar100', data_dir=str(tmp_path),
-                                 download=False)
+    input_pipeline.check_dataset(
+        'cifar100', data_dir=str(tmp_path), download=False
+    )
   message = str(e.value)
   assert 'cifar100' in message and str(tmp_path) in message
   assert '\n' not in message
@@ -66,15 +67,17 @@ def test_check_dataset_missing(tmp_path):
 
 def test_load_split_missing_no_download(tmp_path):
   with pytest.raises(input_pipeline.DatasetNotFoundError, match='cifar100'):
-    input_pipeline.load_split('cifar100', 'test', data_dir=str(tmp_path),
-                              download=False)
+    input_pipeline.load_split(
+        'cifar100', 'test', data_dir=str(tmp_path), download=False
+    )
   assert not os.listdir(tmp_path)
 
 
 def test_unknown_dataset(tmp_path):
   with pytest.raises(ValueError, match='imagenet') as e:
-    input_pipeline.check_dataset('imagenet', data_dir=str(tmp_path),
-                                 download=False)
+    input_pipeline.check_dataset(
+        'imagenet', data_dir=str(tmp_path), download=False
+    )
   assert not isinstance(e.value, input_pipeline.DatasetNotFoundError)
   for name in input_pipeline.DATASETS:
     assert name in str(e.value)
@@ -93,17 +96,21 @@ def test_train_indices_pure():
   assert a.dtype == np.int64 and a.shape == (64,)
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(
-      a, input_pipeline.train_indices(1000, 64, seed=4, step=17))
+      a, input_pipeline.train_indices(1000, 64, seed=4, step=17)
+  )
 
 
 def test_train_indices_epochs():
   n, batch = 1000, 64
   spe = input_pipeline.steps_per_epoch(n, batch)  # 15; 40 examples dropped.
   epochs = [
-      np.concatenate([
-          input_pipeline.train_indices(n, batch, seed=0, step=e * spe + s)
-          for s in range(spe)
-      ]) for e in range(2)
+      np.concatenate(
+          [
+              input_pipeline.train_indices(n, batch, seed=0, step=e * spe + s)
+              for s in range(spe)
+          ]
+      )
+      for e in range(2)
   ]
   for epoch in epochs:
     assert len(np.unique(epoch)) == spe * batch
@@ -118,8 +125,9 @@ def test_train_indices_processes():
   for step in (0, 5, 23):
     whole = input_pipeline.train_indices(n, batch, seed=1, step=step)
     parts = [
-        input_pipeline.train_indices(n, batch, seed=1, step=step,
-                                     process_index=p, process_count=count)
+        input_pipeline.train_indices(
+            n, batch, seed=1, step=step, process_index=p, process_count=count
+        )
         for p in range(count)
     ]
     assert all(p.shape == (batch // count,) for p in parts)
@@ -146,26 +154,38 @@ def _windows(image, padding):
   """All crops of `image` zero-padded by `padding`, keyed by (top, left)."""
   h, w, _ = image.shape
   padded = np.pad(image, ((padding, padding), (padding, padding), (0, 0)))
-  return {(t, l): padded[t:t + h, l:l + w]
-          for t in range(2 * padding + 1) for l in range(2 * padding + 1)}
+  return {
+      (t, l): padded[t : t + h, l : l + w]
+      for t in range(2 * padding + 1)
+      for l in range(2 * padding + 1)
+  }
 
 
 def test_augment_identity():
   images = _random_images()
-  out = augmentation.augment(jnp.asarray(images), jax.random.key(0),
-                               crop_padding=0, flip=False, cutout=0)
+  out = augmentation.augment(
+      jnp.asarray(images),
+      jax.random.key(0),
+      crop_padding=0,
+      flip=False,
+      cutout=0,
+  )
   assert out.dtype == jnp.uint8
   np.testing.assert_array_equal(out, images)
 
 
 def test_augment_crop_is_shifted_window():
   images = _random_images((32, 32, 32, 3))
-  out = np.asarray(augmentation.augment(
-      jnp.asarray(images), jax.random.key(1), crop_padding=4, flip=False))
+  out = np.asarray(
+      augmentation.augment(
+          jnp.asarray(images), jax.random.key(1), crop_padding=4, flip=False
+      )
+  )
   offsets = set()
   for image, crop in zip(images, out):
-    matches = [k for k, v in _windows(image, 4).items()
-               if np.array_equal(v, crop)]
+    matches = [
+        k for k, v in _windows(image, 4).items() if np.array_equal(v, crop)
+    ]
     assert len(matches) == 1
     offsets.add(matches[0])
   # Per-example randomness: 32 draws from 81 offsets are not all equal.
@@ -174,8 +194,11 @@ def test_augment_crop_is_shifted_window():
 
 def test_augment_flip_is_mirror_or_identity():
   images = _random_images((64, 32, 32, 3))
-  out = np.asarray(augmentation.augment(
-      jnp.asarray(images), jax.random.key(2), crop_padding=0, flip=True))
+  out = np.asarray(
+      augmentation.augment(
+          jnp.asarray(images), jax.random.key(2), crop_padding=0, flip=True
+      )
+  )
   flipped = [np.array_equal(o, i[:, ::-1]) for i, o in zip(images, out)]
   same = [np.array_equal(o, i) for i, o in zip(images, out)]
   assert all(f != s for f, s in zip(flipped, same))
@@ -186,9 +209,15 @@ def test_augment_flip_is_mirror_or_identity():
 def test_augment_cutout_square(size):
   # Values in [1, 255] so that zeros mark exactly the erased pixels.
   images = np.maximum(_random_images((64, 32, 32, 3), seed=size), 1)
-  out = np.asarray(augmentation.augment(
-      jnp.asarray(images), jax.random.key(3), crop_padding=0, flip=False,
-      cutout=size))
+  out = np.asarray(
+      augmentation.augment(
+          jnp.asarray(images),
+          jax.random.key(3),
+          crop_padding=0,
+          flip=False,
+          cutout=size,
+      )
+  )
   clipped = 0
   for image, o in zip(images, out):
     erased = o == 0
@@ -234,13 +263,16 @@ def test_augment_fn():
   images = jnp.asarray(_random_images((16, 32, 32, 3)))
   rng = jax.random.key(0)
   np.testing.assert_array_equal(
-      augmentation.augment_fn('none', CIFAR10)(images, rng), images)
+      augmentation.augment_fn('none', CIFAR10)(images, rng), images
+  )
   np.testing.assert_array_equal(
       augmentation.augment_fn('crop_flip', CIFAR10)(images, rng),
-      augmentation.augment(images, rng, crop_padding=4, flip=True))
+      augmentation.augment(images, rng, crop_padding=4, flip=True),
+  )
   # Cutout fills with the dataset mean, which normalizes to ~0.
   out = augmentation.augment_fn('crop_flip_cutout', CIFAR10)(
-      jnp.zeros((4, 32, 32, 3), jnp.uint8), rng)
+      jnp.zeros((4, 32, 32, 3), jnp.uint8), rng
+  )
   fill = np.round(CIFAR10.mean).astype(np.uint8)
   erased = (np.asarray(out) == fill).all(axis=-1)
   assert erased.sum() >= 4 * 8 * 8
@@ -263,8 +295,7 @@ def test_eval_batches(process_count):
   images = _random_images((n, 4, 4, 3))
   labels = np.arange(n, dtype=np.int32)
   per_process = [
-      list(input_pipeline.eval_batches(images, labels, batch, p,
-                                       process_count))
+      list(input_pipeline.eval_batches(images, labels, batch, p, process_count))
       for p in range(process_count)
   ]
   assert all(len(b) == 11 for b in per_process)
@@ -275,13 +306,15 @@ def test_eval_batches(process_count):
       assert b['image'].shape == (batch // process_count, 4, 4, 3)
       assert b['label'].dtype == np.int32 and b['mask'].dtype == bool
       assert not b['image'][~b['mask']].any()
-      np.testing.assert_array_equal(b['image'][b['mask']],
-                                    images[b['label'][b['mask']]])
+      np.testing.assert_array_equal(
+          b['image'][b['mask']], images[b['label'][b['mask']]]
+      )
       seen.append(b['label'][b['mask']])
   # In order, each example exactly once.
   np.testing.assert_array_equal(np.concatenate(seen), labels)
-  last = np.concatenate([per_process[p][-1]['mask']
-                         for p in range(process_count)])
+  last = np.concatenate(
+      [per_process[p][-1]['mask'] for p in range(process_count)]
+  )
   assert last.sum() == 3 and last[:3].all()
 
 
@@ -302,7 +335,10 @@ def test_normalize(cifar10):
   x = augmentation.normalize(images[:8], CIFAR10)
   assert x.dtype == jnp.float32 and x.shape == (8, 32, 32, 3)
   np.testing.assert_allclose(
-      x, (images[:8] - np.array(CIFAR10.mean)) / np.array(CIFAR10.std),
-      rtol=1e-6, atol=1e-6)
+      x,
+      (images[:8] - np.array(CIFAR10.mean)) / np.array(CIFAR10.std),
+      rtol=1e-6,
+      atol=1e-6,
+  )
   bf16 = augmentation.normalize(images[:8], CIFAR10, dtype=jnp.bfloat16)
   assert bf16.dtype == jnp.bfloat16

@@ -6,6 +6,7 @@ keep it readable: no cycles, nothing depends on the report package or on a
 command line, data code knows nothing of training, absl flags live in entry
 points, and the project's own modules are imported at the top of a file.
 """
+
 import ast
 import pathlib
 
@@ -16,8 +17,12 @@ PACKAGES = ('beta_lasso', 'launch', 'benchmarks')
 
 # Modules that are only a command line: importing one would define its flags.
 # They may import the report package; nothing imports them.
-COMMAND_LINES = ('beta_lasso.main', 'beta_lasso.params',
-                 'beta_lasso.report.__main__', 'launch.paper')
+COMMAND_LINES = (
+    'beta_lasso.main',
+    'beta_lasso.params',
+    'beta_lasso.report.__main__',
+    'launch.paper',
+)
 
 
 def _module_name(path: pathlib.Path) -> str:
@@ -27,8 +32,11 @@ def _module_name(path: pathlib.Path) -> str:
   return '.'.join(parts)
 
 
-SOURCES = {_module_name(p): p for package in PACKAGES
-           for p in sorted((ROOT / package).rglob('*.py'))}
+SOURCES = {
+    _module_name(p): p
+    for package in PACKAGES
+    for p in sorted((ROOT / package).rglob('*.py'))
+}
 
 
 def _resolve(name: str) -> str | None:
@@ -67,8 +75,11 @@ class _Imports(ast.NodeVisitor):
     base = node.module or ''
     if node.level:
       base = '.'.join(
-          self.package.split('.')[:len(self.package.split('.')) -
-                                  node.level + 1] + ([base] if base else []))
+          self.package.split('.')[
+              : len(self.package.split('.')) - node.level + 1
+          ]
+          + ([base] if base else [])
+      )
     # `from a import b` loads a, and a.b when b is a module.
     self._add([base] + [f'{base}.{alias.name}' for alias in node.names])
 
@@ -89,15 +100,20 @@ IMPORTS = {module: _imports(module) for module in SOURCES}
 
 def _edges(module: str) -> set[str]:
   imports = IMPORTS[module]
-  return {m for m in imports.top | imports.nested
-          if not module.startswith(m + '.')}
+  return {
+      m for m in imports.top | imports.nested if not module.startswith(m + '.')
+  }
 
 
 def test_the_rules_see_the_package():
   # A reader that found nothing would pass every rule.
-  assert {'beta_lasso.train', 'beta_lasso.data.input_pipeline',
-          'beta_lasso.training.checkpointing', 'beta_lasso.report.plots',
-          'beta_lasso.sparse.export'} <= set(SOURCES)
+  assert {
+      'beta_lasso.train',
+      'beta_lasso.data.input_pipeline',
+      'beta_lasso.training.checkpointing',
+      'beta_lasso.report.plots',
+      'beta_lasso.sparse.export',
+  } <= set(SOURCES)
   assert 'beta_lasso.optim' in IMPORTS['beta_lasso.train'].top
   assert 'beta_lasso.data.input_pipeline' in IMPORTS['beta_lasso.train'].top
 
@@ -110,7 +126,7 @@ def test_no_import_cycles():
     state[module] = 'open'
     for target in sorted(_edges(module)):
       if state.get(target) == 'open':
-        cycles.append(' -> '.join(stack[stack.index(target):] + [target]))
+        cycles.append(' -> '.join(stack[stack.index(target) :] + [target]))
       elif target not in state:
         visit(target, stack + [target])
     state[module] = 'done'
@@ -122,9 +138,11 @@ def test_no_import_cycles():
 
 
 def test_only_command_lines_import_the_report_package():
-  offenders = {m: sorted(t for t in _edges(m) if t.startswith('beta_lasso.report'))
-               for m in SOURCES
-               if not m.startswith('beta_lasso.report') and m not in COMMAND_LINES}
+  offenders = {
+      m: sorted(t for t in _edges(m) if t.startswith('beta_lasso.report'))
+      for m in SOURCES
+      if not m.startswith('beta_lasso.report') and m not in COMMAND_LINES
+  }
   assert not {m: t for m, t in offenders.items() if t}
 
 
@@ -134,10 +152,19 @@ def test_nothing_imports_a_command_line():
 
 
 def test_data_code_imports_nothing_of_training():
-  training = ('beta_lasso.training', 'beta_lasso.train', 'beta_lasso.main',
-              'beta_lasso.optim', 'beta_lasso.report', 'beta_lasso.sparse')
-  offenders = {m: sorted(t for t in _edges(m) if t.startswith(training))
-               for m in SOURCES if m.startswith('beta_lasso.data')}
+  training = (
+      'beta_lasso.training',
+      'beta_lasso.train',
+      'beta_lasso.main',
+      'beta_lasso.optim',
+      'beta_lasso.report',
+      'beta_lasso.sparse',
+  )
+  offenders = {
+      m: sorted(t for t in _edges(m) if t.startswith(training))
+      for m in SOURCES
+      if m.startswith('beta_lasso.data')
+  }
   assert not {m: t for m, t in offenders.items() if t}
 
 
@@ -146,8 +173,11 @@ def _defines_flags_at_top(tree: ast.Module) -> bool:
     if isinstance(node, ast.FunctionDef | ast.ClassDef):
       continue
     for call in ast.walk(node):
-      if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
-          and call.func.attr.startswith('DEFINE')):
+      if (
+          isinstance(call, ast.Call)
+          and isinstance(call.func, ast.Attribute)
+          and call.func.attr.startswith('DEFINE')
+      ):
         return True
   return False
 
@@ -157,9 +187,13 @@ def test_flags_are_defined_only_in_entry_points(package):
   # A module that defines flags when imported cannot be imported twice, or by
   # a program with flags of its own; library modules with a command line
   # define theirs in a function called under `if __name__ == '__main__'`.
-  offenders = [m for m in SOURCES if m.startswith(package)
-               and m not in COMMAND_LINES
-               and _defines_flags_at_top(ast.parse(SOURCES[m].read_text()))]
+  offenders = [
+      m
+      for m in SOURCES
+      if m.startswith(package)
+      and m not in COMMAND_LINES
+      and _defines_flags_at_top(ast.parse(SOURCES[m].read_text()))
+  ]
   assert not offenders
 
 
@@ -167,8 +201,11 @@ def test_own_modules_are_imported_at_the_top():
   # TensorFlow and TFDS are imported inside functions to keep them lazy; the
   # project's own modules need no such care, and a nested import hides a
   # dependency (or a cycle) from the reader.
-  offenders = {m: sorted(IMPORTS[m].nested) for m in SOURCES
-               if m.startswith('beta_lasso') and IMPORTS[m].nested}
+  offenders = {
+      m: sorted(IMPORTS[m].nested)
+      for m in SOURCES
+      if m.startswith('beta_lasso') and IMPORTS[m].nested
+  }
   assert not offenders
 
 

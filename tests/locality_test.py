@@ -1,4 +1,5 @@
 """unit_locality and the run summaries on kernels whose answers are known."""
+
 import math
 
 import jax
@@ -7,8 +8,8 @@ import numpy as np
 import pytest
 
 from beta_lasso.data import augmentation
-from beta_lasso.models import local
 from beta_lasso.metrics import locality
+from beta_lasso.models import local
 
 IMAGE = (32, 32, 3)
 
@@ -31,8 +32,9 @@ def test_a_unit_confined_to_a_5x5_patch():
 
 def test_a_flat_unit_and_a_dense_random_unit():
   rng = np.random.default_rng(0)
-  units = np.stack([np.ones(IMAGE, np.float32),
-                    rng.normal(size=IMAGE).astype(np.float32)])
+  units = np.stack(
+      [np.ones(IMAGE, np.float32), rng.normal(size=IMAGE).astype(np.float32)]
+  )
   out = locality.unit_locality(_dense(units), IMAGE)
   flat_spread = math.sqrt(2 * (32**2 - 1) / 12)  # 13.06 px.
   np.testing.assert_allclose(out['window_share'][0], 81 / 1024, rtol=1e-6)
@@ -80,9 +82,11 @@ def test_conv_and_locally_connected_layouts():
   tiled_out = locality.unit_locality(tiled, IMAGE)
   assert tiled_out['spread'].shape == (16 * 16 * 4,)
   for key in locality.METRICS:
-    np.testing.assert_allclose(tiled_out[key].reshape(256, 4),
-                               np.broadcast_to(out[key], (256, 4)),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        tiled_out[key].reshape(256, 4),
+        np.broadcast_to(out[key], (256, 4)),
+        rtol=1e-5,
+    )
 
 
 def test_unit_nonzeros_counts_weights():
@@ -90,7 +94,8 @@ def test_unit_nonzeros_counts_weights():
   units[0, 3, 3, :] = 1.0
   units[1, :2, :, 0] = 1.0
   np.testing.assert_array_equal(
-      locality.unit_nonzeros(_dense(units), IMAGE), [3, 64])
+      locality.unit_nonzeros(_dense(units), IMAGE), [3, 64]
+  )
 
 
 def test_summarize_separates_local_units_from_their_null():
@@ -98,7 +103,7 @@ def test_summarize_separates_local_units_from_their_null():
   units = np.zeros((64, *IMAGE), np.float32)
   for i in range(64):  # A random 7x7 patch per unit, dense inside.
     r, c = rng.integers(0, 26, size=2)
-    units[i, r:r + 7, c:c + 7, :] = rng.normal(size=(7, 7, 3))
+    units[i, r : r + 7, c : c + 7, :] = rng.normal(size=(7, 7, 3))
   units[0, :, :, :] = 0
   units[0, 5, 5, 0] = 1.0  # Below 20 non-zeros: 'all' only.
   summary = locality.summarize(_dense(units), IMAGE)
@@ -109,7 +114,8 @@ def test_summarize_separates_local_units_from_their_null():
   assert summary['spread/null_active/median'] > 10
   # Permuting pixels leaves each unit's energies, so its IPR, unchanged.
   assert summary['ipr/active/median'] == pytest.approx(
-      summary['ipr/null_active/median'])
+      summary['ipr/null_active/median']
+  )
 
 
 def test_a_permuted_run_is_measured_in_image_coordinates():
@@ -119,10 +125,13 @@ def test_a_permuted_run_is_measured_in_image_coordinates():
   # What the model sees at pixel q is image pixel permutation[q], so a unit
   # local in the image has its weights at the permuted rows.
   seen = unit.reshape(1, 32 * 32, 3)[:, permutation].reshape(1, *IMAGE)
-  assert locality.summarize(_dense(seen), IMAGE)[
-      'window_share/active/median'] < 0.5
-  summary = locality.summarize(_dense(seen), IMAGE,
-                               pixel_permutation=permutation)
+  assert (
+      locality.summarize(_dense(seen), IMAGE)['window_share/active/median']
+      < 0.5
+  )
+  summary = locality.summarize(
+      _dense(seen), IMAGE, pixel_permutation=permutation
+  )
   assert summary['window_share/active/median'] == 1.0
   np.testing.assert_allclose(summary['spread/active/median'], 2.0, rtol=1e-6)
 
@@ -133,8 +142,9 @@ def test_permute_pixels_moves_pixel_permutation_q_to_q():
   assert sorted(permutation) == list(range(16))
   out = np.asarray(augmentation.permute_pixels(images, permutation))
   for q, p in enumerate(permutation):
-    np.testing.assert_array_equal(out[:, q // 4, q % 4],
-                                  images[:, p // 4, p % 4])
+    np.testing.assert_array_equal(
+        out[:, q // 4, q % 4], images[:, p // 4, p % 4]
+    )
 
 
 def test_a_kernel_of_another_layout_is_refused():
@@ -148,11 +158,13 @@ def _patchy(rng, units: int, h: int, w: int) -> np.ndarray:
   ys, xs = np.arange(h)[:, None], np.arange(w)
   centre = rng.integers(0, (h, w), size=(units, 2))[:, :, None, None]
   half = rng.integers(0, 4, size=(units, 1, 1))
-  inside = ((np.abs(ys - centre[:, 0]) <= half)
-            & (np.abs(xs - centre[:, 1]) <= half))[..., None]
+  inside = (
+      (np.abs(ys - centre[:, 0]) <= half) & (np.abs(xs - centre[:, 1]) <= half)
+  )[..., None]
   weights = rng.normal(size=(units, h, w, 3)) * (
       inside * (rng.random((units, h, w, 3)) < 0.6)
-      + 0.05 * (rng.random((units, h, w, 3)) < 0.01))
+      + 0.05 * (rng.random((units, h, w, 3)) < 0.01)
+  )
   centre = centre[:, :, 0, 0]
   weights[np.arange(units), centre[:, 0], centre[:, 1], 0] = 1.0  # No empties.
   weights[0] = 0
@@ -173,31 +185,48 @@ def _kernel(layout: str) -> np.ndarray:
   return patches.transpose(0, 1, 5, 3, 4, 2).reshape(16, 16, 243, 20)
 
 
-@pytest.mark.parametrize('layout, permuted', [
-    ('dense', False), ('dense', True), ('conv', False), ('local', False)])
+@pytest.mark.parametrize(
+    'layout, permuted',
+    [('dense', False), ('dense', True), ('conv', False), ('local', False)],
+)
 def test_the_device_path_matches_the_float64_reference(layout, permuted):
   kernel = _kernel(layout)
-  permutation = (augmentation.pixel_permutation(IMAGE, seed=5) if permuted
-                 else None)
-  reference = locality.unit_metrics(kernel, IMAGE,
-                                    pixel_permutation=permutation)
-  on_device = jax.device_get(locality.unit_metrics(
-      jnp.asarray(kernel), IMAGE, pixel_permutation=permutation))
-  assert set(on_device) == set(reference) == {
-      *locality.METRICS, *(f'null_{m}' for m in locality.METRICS), 'nonzeros'}
-  np.testing.assert_array_equal(on_device.pop('nonzeros'),
-                                reference.pop('nonzeros'))
+  permutation = (
+      augmentation.pixel_permutation(IMAGE, seed=5) if permuted else None
+  )
+  reference = locality.unit_metrics(
+      kernel, IMAGE, pixel_permutation=permutation
+  )
+  on_device = jax.device_get(
+      locality.unit_metrics(
+          jnp.asarray(kernel), IMAGE, pixel_permutation=permutation
+      )
+  )
+  assert (
+      set(on_device)
+      == set(reference)
+      == {
+          *locality.METRICS,
+          *(f'null_{m}' for m in locality.METRICS),
+          'nonzeros',
+      }
+  )
+  np.testing.assert_array_equal(
+      on_device.pop('nonzeros'), reference.pop('nonzeros')
+  )
   for key, values in reference.items():
     assert values.dtype == np.float64 and on_device[key].dtype == np.float32
     # Float32 on device: ~1e-6 relative; NaN (the empty unit) where NaN.
-    np.testing.assert_allclose(on_device[key], values, rtol=1e-5, atol=1e-6,
-                               err_msg=key)
+    np.testing.assert_allclose(
+        on_device[key], values, rtol=1e-5, atol=1e-6, err_msg=key
+    )
     assert np.isnan(values[0]) and np.isfinite(np.delete(values, 0)).all()
   assert reference['ipr'][1] == 1.0 and reference['spread'][1] == 0.0
   # The quartiles: the same program, then numpy on the host.
-  summary = locality.summarize(jnp.asarray(kernel), IMAGE,
-                               pixel_permutation=permutation)
+  summary = locality.summarize(
+      jnp.asarray(kernel), IMAGE, pixel_permutation=permutation
+  )
   assert summary == pytest.approx(
-      locality.summarize(kernel, IMAGE, pixel_permutation=permutation),
-      rel=1e-5)
+      locality.summarize(kernel, IMAGE, pixel_permutation=permutation), rel=1e-5
+  )
   assert summary['units'] == len(values)

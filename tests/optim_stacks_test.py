@@ -3,6 +3,7 @@
 Each test checks the parameters against Algorithm 1 computed in numpy, with
 the default mask (floating leaves with ndim >= 2).
 """
+
 from typing import NamedTuple
 
 from flax import nnx
@@ -37,7 +38,8 @@ def _assert_close(actual, expected):
 
 def _normal(seed, shape, scale=0.1):
   return scale * np.random.default_rng(seed).standard_normal(shape).astype(
-      np.float32)
+      np.float32
+  )
 
 
 def _jit_step(tx):
@@ -45,6 +47,7 @@ def _jit_step(tx):
   def step(params, state, grads):
     updates, state = tx.update(grads, state, params)
     return optax.apply_updates(params, updates), state
+
   return step
 
 
@@ -74,7 +77,8 @@ def _expected_nnx(model, grads):
   return {
       'kernel': _lasso_step(model.dense.kernel[...], grads['kernel']),
       'bias': _sgd_step(model.dense.bias[...], grads['bias']),
-      'scale': _sgd_step(model.bn.scale[...], grads['scale'])}
+      'scale': _sgd_step(model.bn.scale[...], grads['scale']),
+  }
 
 
 def _check_nnx(model, expected):
@@ -86,17 +90,23 @@ def _check_nnx(model, expected):
 
 def test_nnx_optimizer():
   model = _Net(nnx.Rngs(0))
-  optimizer = nnx.Optimizer(model, optim.beta_lasso(LR, L1, BETA),
-                            wrt=nnx.Param)
+  optimizer = nnx.Optimizer(
+      model, optim.beta_lasso(LR, L1, BETA), wrt=nnx.Param
+  )
   grads = nnx.grad(_loss)(model, _x())
-  expected = _expected_nnx(model, {
-      'kernel': np.asarray(grads['dense']['kernel'][...]),
-      'bias': np.asarray(grads['dense']['bias'][...]),
-      'scale': np.asarray(grads['bn']['scale'][...])})
+  expected = _expected_nnx(
+      model,
+      {
+          'kernel': np.asarray(grads['dense']['kernel'][...]),
+          'bias': np.asarray(grads['dense']['bias'][...]),
+          'scale': np.asarray(grads['bn']['scale'][...]),
+      },
+  )
   optimizer.update(model, grads)
   _check_nnx(model, expected)
   assert optim.count_nonzero(nnx.state(model, nnx.Param)) == {
-      'dense': np.count_nonzero(expected['kernel'])}
+      'dense': np.count_nonzero(expected['kernel'])
+  }
 
 
 def test_nnx_functional_split_merge():
@@ -109,10 +119,14 @@ def test_nnx_functional_split_merge():
     return _loss(nnx.merge(graphdef, params, rest), _x())
 
   grads = jax.grad(loss)(params)
-  expected = _expected_nnx(model, {
-      'kernel': np.asarray(grads['dense']['kernel'][...]),
-      'bias': np.asarray(grads['dense']['bias'][...]),
-      'scale': np.asarray(grads['bn']['scale'][...])})
+  expected = _expected_nnx(
+      model,
+      {
+          'kernel': np.asarray(grads['dense']['kernel'][...]),
+          'bias': np.asarray(grads['dense']['bias'][...]),
+          'scale': np.asarray(grads['bn']['scale'][...]),
+      },
+  )
   params, state = _jit_step(tx)(params, state, grads)
   _check_nnx(nnx.merge(graphdef, params, rest), expected)
 
@@ -125,12 +139,16 @@ class _Linear(NamedTuple):
   b: jax.Array
 
 
-@pytest.mark.parametrize('make', [
-    lambda w, b: {'w': w, 'b': b},
-    lambda w, b: (w, b),
-    lambda w, b: [w, {'bias': b}],
-    _Linear,
-], ids=['dict', 'tuple', 'list', 'namedtuple'])
+@pytest.mark.parametrize(
+    'make',
+    [
+        lambda w, b: {'w': w, 'b': b},
+        lambda w, b: (w, b),
+        lambda w, b: [w, {'bias': b}],
+        _Linear,
+    ],
+    ids=['dict', 'tuple', 'list', 'namedtuple'],
+)
 def test_plain_trees(make):
   w, b = _normal(1, (5, 3), scale=0.3), _normal(2, (3,))
   tx = optim.beta_lasso(LR, L1, BETA)
@@ -141,8 +159,11 @@ def test_plain_trees(make):
     gw, gb = _normal(10 + seed, w.shape), _normal(20 + seed, b.shape)
     params, state = step(params, state, make(gw, gb))
     w, b = _lasso_step(w, gw), _sgd_step(b, gb)
-  got_w, got_b = jax.tree.leaves(params)[::-1] if isinstance(
-      params, dict) else jax.tree.leaves(params)
+  got_w, got_b = (
+      jax.tree.leaves(params)[::-1]
+      if isinstance(params, dict)
+      else jax.tree.leaves(params)
+  )
   _assert_close(got_w, w)
   _assert_close(got_b, b)
   assert 0 < np.mean(w == 0) < 0.9
@@ -151,20 +172,25 @@ def test_plain_trees(make):
 def test_bfloat16_params_stay_bfloat16():
   bf16 = jnp.bfloat16
   # Values exact in bfloat16: the step is exact too.
-  params = {'w': jnp.asarray([[2., -1., .25, .375]], bf16),
-            'b': jnp.asarray([1.], bf16)}
-  grads = {'w': jnp.asarray([[.5, 0., 0., 0.]], bf16),
-           'b': jnp.asarray([.5], bf16)}
+  params = {
+      'w': jnp.asarray([[2.0, -1.0, 0.25, 0.375]], bf16),
+      'b': jnp.asarray([1.0], bf16),
+  }
+  grads = {
+      'w': jnp.asarray([[0.5, 0.0, 0.0, 0.0]], bf16),
+      'b': jnp.asarray([0.5], bf16),
+  }
   # A float32 per-parameter lambda must not promote the bfloat16 updates.
-  l1 = {'w': np.float32(.125)}
+  l1 = {'w': np.float32(0.125)}
   tx = optim.beta_lasso(1.0, l1, 2.0)  # Threshold 0.25.
   updates, _ = tx.update(grads, tx.init(params), params)
   assert all(u.dtype == bf16 for u in jax.tree.leaves(updates))
   new = optax.apply_updates(params, updates)
   assert all(p.dtype == bf16 for p in jax.tree.leaves(new))
-  np.testing.assert_array_equal(np.asarray(new['w'], np.float32),
-                                [[1.375, -.875, 0., .25]])
-  np.testing.assert_array_equal(np.asarray(new['b'], np.float32), [.5])
+  np.testing.assert_array_equal(
+      np.asarray(new['w'], np.float32), [[1.375, -0.875, 0.0, 0.25]]
+  )
+  np.testing.assert_array_equal(np.asarray(new['b'], np.float32), [0.5])
 
 
 # ----------------------------------------------------------------------------
@@ -187,8 +213,10 @@ def test_vmap_over_an_ensemble_equals_each_member_alone():
 def test_sharded_params_keep_their_sharding():
   devices = len(jax.devices())
   mesh = jax.make_mesh((devices,), ('data',))
-  shardings = {'w': jax.NamedSharding(mesh, jax.P('data', None)),
-               'b': jax.NamedSharding(mesh, jax.P())}
+  shardings = {
+      'w': jax.NamedSharding(mesh, jax.P('data', None)),
+      'b': jax.NamedSharding(mesh, jax.P()),
+  }
   w, b = _normal(7, (4 * devices, 3)), _normal(8, (3,))
   gw, gb = _normal(9, w.shape), _normal(10, b.shape)
   params = jax.device_put({'w': w, 'b': b}, shardings)

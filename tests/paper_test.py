@@ -1,4 +1,5 @@
 """launch/paper.py: the paper's queue, window by window, carried on from packed files."""
+
 import json
 import os
 import pathlib
@@ -9,8 +10,8 @@ import tarfile
 import time
 
 from cli_runs import IGNORE_UNFINISHED_RESTORES
-from cli_runs import child_env
 from cli_runs import checkpoint_steps
+from cli_runs import child_env
 from compact_test import small_data_file
 import pytest
 
@@ -23,9 +24,18 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def test_the_queue_is_the_issues_order_with_the_papers_recipe():
   assert [row.name for row in paper.QUEUE] == [
-      'table2_beta50', 'table1_sconv', 'table1_slocal', 'table1_sfc',
-      'table1_3fc', 'table1_dconv', 'table1_dlocal', 'table1_dfc',
-      'table2_beta0', 'table2_beta1', 'table2_sgd']
+      'table2_beta50',
+      'table1_sconv',
+      'table1_slocal',
+      'table1_sfc',
+      'table1_3fc',
+      'table1_dconv',
+      'table1_dlocal',
+      'table1_dfc',
+      'table2_beta0',
+      'table2_beta1',
+      'table2_sgd',
+  ]
   planned = paper.plan('/r', paper.QUEUE, recipe_overrides=paper.recipe())
   by_name = {row.name: (run, config) for row, run, config in planned}
   run, config = by_name['table2_beta50']
@@ -33,9 +43,12 @@ def test_the_queue_is_the_issues_order_with_the_papers_recipe():
   assert config.alpha == 150 and config.num_epochs == 4000.0
   assert config.val_split == 'train[45000:]' and config.batch_size == 512
   assert run.overrides == {
-      'augment': 'fast_autoaugment', 'half_precision': True,
-      'device_loop': True, 'checkpoint_every_epochs': 400.0,
-      'compact_dir': '/r/table2_beta50.compact'}
+      'augment': 'fast_autoaugment',
+      'half_precision': True,
+      'device_loop': True,
+      'checkpoint_every_epochs': 400.0,
+      'compact_dir': '/r/table2_beta50.compact',
+  }
   assert by_name['table2_beta0'][0].overrides['beta'] == 0.0
   for name in ('table1_sconv', 'table1_sfc', 'table1_3fc', 'table1_dfc'):
     run, config = by_name[name]
@@ -46,45 +59,81 @@ def test_the_queue_is_the_issues_order_with_the_papers_recipe():
 
 def test_a_dense_run_starts_only_when_it_fits(monkeypatch, tmp_path):
   # S-FC, then S-CONV, whose rate no table holds.
-  planned = paper.plan(str(tmp_path), [paper.QUEUE[3], paper.QUEUE[1]],
-                       recipe_overrides=paper.recipe())
+  planned = paper.plan(
+      str(tmp_path),
+      [paper.QUEUE[3], paper.QUEUE[1]],
+      recipe_overrides=paper.recipe(),
+  )
   started = []
-  monkeypatch.setattr(paper.sweep_lib, 'execute',
-                      lambda runs, *a, **k: started.append(runs[0].name) or
-                      {runs[0].name: 'done'})
+  monkeypatch.setattr(
+      paper.sweep_lib,
+      'execute',
+      lambda runs, *a, **k: started.append(runs[0].name)
+      or {runs[0].name: 'done'},
+  )
   campaign = paper._empty_campaign()
   # 400 epochs of 87 steps: 34,800 steps, 348 s at 100 steps/s.
   outcomes = paper.run_window(
-      planned, [], campaign, deadline=time.time() + 400,
-      given_rates={'table1_sfc': 100.0}, startup_seconds=30)
+      planned,
+      [],
+      campaign,
+      deadline=time.time() + 400,
+      given_rates={'table1_sfc': 100.0},
+      startup_seconds=30,
+  )
   assert started == ['table1_sfc']
   assert outcomes['table1_sconv'] == 'not started: no steps/s known'
   started.clear()
   outcomes = paper.run_window(
-      planned, [], paper._empty_campaign(), deadline=time.time() + 300,
+      planned,
+      [],
+      paper._empty_campaign(),
+      deadline=time.time() + 300,
       given_rates={'table1_sfc': 100.0, 'table1_sconv': 1e6},
-      startup_seconds=30)
+      startup_seconds=30,
+  )
   assert outcomes['table1_sfc'].startswith('not started: needs about 378 s')
   assert started == ['table1_sconv'] and outcomes['table1_sconv'] == 'done'
 
 
 def _command(root, out, budget, *extra) -> list[str]:
   return [
-      sys.executable, '-m', 'launch.paper', f'--workdir_root={root / out}',
-      f'--out={root / out}_packed', f'--budget={budget}', '--pack_seconds=2',
-      '--startup_seconds=5', '--only=table2_beta50,table1_dfc', '--alpha=1',
-      '--epochs=60', '--eval_every_epochs=30', '--augment=crop_flip',
-      '--half_precision=false', '--steps_per_second=table1_dfc=0.01', *extra,
-      '--', f'--config.data_file={root / "data.npz"}',
-      '--config.batch_size=128', '--config.eval_batch_size=128',
-      '--config.train_split=train[:896]', '--config.val_split=train[896:]',
-      '--config.log_every_steps=42']
+      sys.executable,
+      '-m',
+      'launch.paper',
+      f'--workdir_root={root / out}',
+      f'--out={root / out}_packed',
+      f'--budget={budget}',
+      '--pack_seconds=2',
+      '--startup_seconds=5',
+      '--only=table2_beta50,table1_dfc',
+      '--alpha=1',
+      '--epochs=60',
+      '--eval_every_epochs=30',
+      '--augment=crop_flip',
+      '--half_precision=false',
+      '--steps_per_second=table1_dfc=0.01',
+      *extra,
+      '--',
+      f'--config.data_file={root / "data.npz"}',
+      '--config.batch_size=128',
+      '--config.eval_batch_size=128',
+      '--config.train_split=train[:896]',
+      '--config.val_split=train[896:]',
+      '--config.log_every_steps=42',
+  ]
 
 
 def _campaign(root, out, budget, *extra):
-  proc = subprocess.run(_command(root, out, budget, *extra), cwd=REPO,
-                        env=child_env(), capture_output=True, text=True,
-                        timeout=600, check=False)
+  proc = subprocess.run(
+      _command(root, out, budget, *extra),
+      cwd=REPO,
+      env=child_env(),
+      capture_output=True,
+      text=True,
+      timeout=600,
+      check=False,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc, root / f'{out}_packed'
 
@@ -95,8 +144,14 @@ def _held_until_the_budget(root, out, budget):
   workdir = root / out / 'table2_beta50'
   log = root / f'{out}.out'
   with open(log, 'w') as stdout, open(root / f'{out}.err', 'w') as stderr:
-    proc = subprocess.Popen(_command(root, out, budget), cwd=REPO, env=child_env(),
-                            text=True, stdout=stdout, stderr=stderr)
+    proc = subprocess.Popen(
+        _command(root, out, budget),
+        cwd=REPO,
+        env=child_env(),
+        text=True,
+        stdout=stdout,
+        stderr=stderr,
+    )
   held = None
   deadline = time.monotonic() + 300
   while proc.poll() is None and time.monotonic() < deadline:
@@ -129,10 +184,12 @@ def test_stops_at_the_budget_and_carries_on_elsewhere(tmp_path):
   assert (packed / 'compact_table2_beta50' / 'compact.json').exists()
 
   # A fresh directory, as on the next machine, with only the packed files.
-  second, packed2 = _campaign(tmp_path, 'window2', 300,
-                              f'--resume_from={packed}')
+  second, packed2 = _campaign(
+      tmp_path, 'window2', 300, f'--resume_from={packed}'
+  )
   assert f'restored from {packed}/compact_table2_beta50 at step' in (
-      second.stdout)
+      second.stdout
+  )
   assert 'Resumed from step ' in second.stderr
   assert 'table2_beta50: finished, test accuracy' in second.stdout
   # D-FC's momentum cannot travel: at 0.01 steps/s it never fits.
@@ -152,15 +209,30 @@ def test_stops_at_the_budget_and_carries_on_elsewhere(tmp_path):
     assert (tmp_path / 'stored' / 'table2_beta50' / name).exists()
 
 
-@pytest.mark.parametrize('flags, message', [
-    (['--only=table9'], '--only: unknown rows table9'),
-    (['--steps_per_second=table1_sfc'], "'table1_sfc' is not ROW=RATE"),
-])
+@pytest.mark.parametrize(
+    'flags, message',
+    [
+        (['--only=table9'], '--only: unknown rows table9'),
+        (['--steps_per_second=table1_sfc'], "'table1_sfc' is not ROW=RATE"),
+    ],
+)
 def test_bad_flags_fail_in_one_line(tmp_path, flags, message):
   proc = subprocess.run(
-      [sys.executable, '-m', 'launch.paper', f'--workdir_root={tmp_path}/r',
-       f'--out={tmp_path}/o', *flags], cwd=REPO, env=child_env(),
-      capture_output=True, text=True, timeout=120, check=False)
+      [
+          sys.executable,
+          '-m',
+          'launch.paper',
+          f'--workdir_root={tmp_path}/r',
+          f'--out={tmp_path}/o',
+          *flags,
+      ],
+      cwd=REPO,
+      env=child_env(),
+      capture_output=True,
+      text=True,
+      timeout=120,
+      check=False,
+  )
   assert proc.returncode == 1
   assert message in proc.stderr.strip().splitlines()[-1]
   assert not (tmp_path / 'o').exists()

@@ -2,17 +2,18 @@
 
 Exact counts, the memory model, the search and the CLI.
 """
+
 import importlib
 import pathlib
 import subprocess
 import sys
 
 from absl import flags
+from models_test import _GOLDEN  # Table 1 sizes: one golden table.
 import pytest
 
 from beta_lasso import models
 from beta_lasso.models import sizes
-from models_test import _GOLDEN  # Table 1 sizes: one golden table.
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -46,7 +47,8 @@ def test_counts_follow_image_side_and_classes():
   # S-FC: 6 s^2 a^2 + (3 s^4 / 4 + 24 c) a; ResNet18: 1,220,800 k^2 + 177,152.
   s, a, c = 16, 5, 100
   assert sizes.weight_count('sfc', a, s, c) == (
-      6 * s**2 * a**2 + (3 * s**4 // 4 + 24 * c) * a)
+      6 * s**2 * a**2 + (3 * s**4 // 4 + 24 * c) * a
+  )
   assert sizes.weight_count('resnet18', 7) == 1_220_800 * 49 + 177_152
 
 
@@ -62,8 +64,9 @@ def test_memory_components_of_sconv():
   assert m.grads == m.optimizer == 4 * n_params
   assert m.compute_copy == 0
   # Input, layer1 and bn1 outputs (16x16xa), fc1 and bn2 outputs, logits.
-  assert m.activations == 4 * batch * (32 * 32 * 3 + 2 * 16 * 16 * a +
-                                       2 * 24 * a + 10)
+  assert m.activations == 4 * batch * (
+      32 * 32 * 3 + 2 * 16 * 16 * a + 2 * 24 * a + 10
+  )
   assert m.total == sum(m[1:])
 
 
@@ -115,7 +118,8 @@ def test_max_size_agrees_with_a_linear_scan():
   budget_gb = 0.03
   scan = 0
   while sizes.memory('sconv', scan + 1, batch_size=64).total <= (
-      budget_gb * 2**30):
+      budget_gb * 2**30
+  ):
     scan += 1
   assert scan > 10
   assert sizes.max_size('sconv', budget_gb, batch_size=64) == scan
@@ -130,16 +134,34 @@ def test_cli_prints_tables_and_writes_the_figure_without_allocating(tmp_path):
   # The child reports its own peak: RUSAGE_CHILDREN would also count every
   # earlier subprocess of the test session (training runs included).
   peak_report = tmp_path / 'peak_kb'
-  program = ('import atexit, resource, runpy, sys; path = sys.argv.pop(1); '
-             'atexit.register(lambda: open(path, "w").write(str('
-             'resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))); '
-             'runpy.run_module("beta_lasso.params", run_name="__main__")')
+  program = (
+      'import atexit, resource, runpy, sys; path = sys.argv.pop(1); '
+      'atexit.register(lambda: open(path, "w").write(str('
+      'resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))); '
+      'runpy.run_module("beta_lasso.params", run_name="__main__")'
+  )
   result = subprocess.run(
-      [sys.executable, '-c', program, str(peak_report), f'--out={out}',
-       '--memory_gb=80', '--precision=bf16', '--optimizer=beta_lasso',
-       '--batch_size=256', '--alphas_s=1,150', '--alphas_d=15,64',
-       '--kernel_sizes=3,15', '--image_sides=32,64'],
-      cwd=_REPO, capture_output=True, text=True, check=True, timeout=120)
+      [
+          sys.executable,
+          '-c',
+          program,
+          str(peak_report),
+          f'--out={out}',
+          '--memory_gb=80',
+          '--precision=bf16',
+          '--optimizer=beta_lasso',
+          '--batch_size=256',
+          '--alphas_s=1,150',
+          '--alphas_d=15,64',
+          '--kernel_sizes=3,15',
+          '--image_sides=32,64',
+      ],
+      cwd=_REPO,
+      capture_output=True,
+      text=True,
+      check=True,
+      timeout=120,
+  )
   peak_gb = int(peak_report.read_text()) / 2**20
   # JAX and matplotlib alone take 1.5-2.5 GB here (it varies with the load);
   # D-FC at alpha 64 in these tables would take 18 GB if allocated.
@@ -152,6 +174,7 @@ def test_cli_prints_tables_and_writes_the_figure_without_allocating(tmp_path):
   assert '4.48G' in text  # D-FC at alpha 64.
   assert '3.42M *' in text and 'undercounts the layers after the first' in text
   assert 'Largest size that trains in 80 GB, bf16, beta_lasso, batch 256' in (
-      text)
+      text
+  )
   assert out.stat().st_size > 10_000
   assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

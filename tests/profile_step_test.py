@@ -1,14 +1,22 @@
 """benchmarks.profile_step: the full-size step's timing, floor and trace, run
 tiny on real CIFAR-10 (the GPU window runs it at alpha 150)."""
+
 import json
 
 from benchmarks import profile_step
 
 
 def test_profile_times_counts_and_traces(tmp_path):
-  result = profile_step.main([f'--out={tmp_path}', '--alpha=1',
-                              '--batch_size=64', '--steps_per_dispatch=2',
-                              '--timed_blocks=1', '--profile_steps=2'])
+  result = profile_step.main(
+      [
+          f'--out={tmp_path}',
+          '--alpha=1',
+          '--batch_size=64',
+          '--steps_per_dispatch=2',
+          '--timed_blocks=1',
+          '--profile_steps=2',
+      ]
+  )
   # S-FC at alpha 1 on 32x32x3: layer1 3072 x (16 x 16 x 1), fc1, head.
   assert result['weights'] == {'layer1': 786_432, 'fc1': 6_144, 'head': 240}
   # 4 FLOPs a layer-1 weight and 6 an other weight, per image.

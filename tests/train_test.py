@@ -1,4 +1,5 @@
 """End-to-end training on real CIFAR-10, through `train_and_evaluate` and the CLI."""
+
 import json
 import logging
 import pathlib
@@ -30,31 +31,44 @@ def _final_params(workdir: pathlib.Path):
   with ocp.PyTreeCheckpointer() as checkpointer:
     # As host numpy arrays, whatever the device topology that saved them.
     metadata = checkpointer.metadata(path).item_metadata.tree
-    state = checkpointer.restore(path, restore_args=jax.tree.map(
-        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata))
+    state = checkpointer.restore(
+        path,
+        restore_args=jax.tree.map(
+            lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata
+        ),
+    )
   return state['params']
 
 
 # create_optimizer: what is regularized, and the schedule.
-_PARAMS = {'layer1': {'kernel': jnp.ones((3, 3, 3, 4))},
-           'bn1': {'scale': jnp.ones((4,)), 'bias': jnp.ones((4,))},
-           'head': {'kernel': jnp.ones((4, 10)), 'bias': jnp.ones((10,))}}
+_PARAMS = {
+    'layer1': {'kernel': jnp.ones((3, 3, 3, 4))},
+    'bn1': {'scale': jnp.ones((4,)), 'bias': jnp.ones((4,))},
+    'head': {'kernel': jnp.ones((4, 10)), 'bias': jnp.ones((10,))},
+}
 
 
 def _first_update(config):
   tx, _ = train.create_optimizer(config, _PARAMS, 100, 10)
   zeros = jax.tree.map(jnp.zeros_like, _PARAMS)
   updates, _ = tx.update(zeros, tx.init(_PARAMS), _PARAMS)
-  return {f'{layer}/{name}': bool(jnp.any(u != 0))
-          for layer, leaves in updates.items() for name, u in leaves.items()}
+  return {
+      f'{layer}/{name}': bool(jnp.any(u != 0))
+      for layer, leaves in updates.items()
+      for name, u in leaves.items()
+  }
 
 
 def test_sgd_weight_decay_skips_biases_and_batchnorm_unless_all():
   config = sconv.get_config('cpu')
   # With zero gradients only weight decay moves a parameter.
   assert _first_update(config) == {
-      'layer1/kernel': True, 'bn1/scale': False, 'bn1/bias': False,
-      'head/kernel': True, 'head/bias': False}
+      'layer1/kernel': True,
+      'bn1/scale': False,
+      'bn1/bias': False,
+      'head/kernel': True,
+      'head/bias': False,
+  }
   config.regularize = 'all'
   assert all(_first_update(config).values())
 
@@ -62,8 +76,13 @@ def test_sgd_weight_decay_skips_biases_and_batchnorm_unless_all():
 def test_beta_lasso_regularize_all_reaches_biases():
   config = sfc_beta_lasso.get_config('cpu')
   kernels = _first_update(config)
-  assert kernels == {'layer1/kernel': True, 'bn1/scale': False,
-                     'bn1/bias': False, 'head/kernel': True, 'head/bias': False}
+  assert kernels == {
+      'layer1/kernel': True,
+      'bn1/scale': False,
+      'bn1/bias': False,
+      'head/kernel': True,
+      'head/bias': False,
+  }
   config.regularize = 'all'
   assert all(_first_update(config).values())
 
@@ -96,15 +115,19 @@ def test_sconv_learns_real_cifar10(tmp_path):
   assert results['steps'] == 98 == train.epochs_to_steps(0.5, 50_000 // 256)
   # S-CONV = 6 s^2 a^2 + (243 + 24 c) a weights at s = 32, c = 10, a = 8.
   assert sum(results['weights'].values()) == 6 * 32**2 * 8**2 + (243 + 240) * 8
-  assert results['weights'] == {'layer1': 3 * 81 * 8, 'fc1': 16 * 16 * 8 * 192,
-                                'head': 192 * 10}
+  assert results['weights'] == {
+      'layer1': 3 * 81 * 8,
+      'fc1': 16 * 16 * 8 * 192,
+      'head': 192 * 10,
+  }
   assert results['nnz'] == results['weights']  # SGD leaves weights dense.
   assert [h['step'] for h in results['history']] == [49, 98]
   saved = json.loads((tmp_path / 'results.json').read_text())
   assert saved['test_accuracy'] == results['test_accuracy']
   assert saved['config']['model'] == 'sconv'
-  assert any(p.name.startswith('events.out.tfevents')
-             for p in tmp_path.iterdir())
+  assert any(
+      p.name.startswith('events.out.tfevents') for p in tmp_path.iterdir()
+  )
 
 
 def test_beta_lasso_sparsifies_sfc(tmp_path):
@@ -129,15 +152,21 @@ def test_beta_lasso_sparsifies_sfc(tmp_path):
   assert np.count_nonzero(kernel) == nnz['layer1']
 
 
-
 # ----------------------------------------------------------------------------
 # The pieces of train_and_evaluate, alone.
 # ----------------------------------------------------------------------------
 def _small_splits_config(model_config, **overrides):
   config = model_config.get_config('cpu')
-  config.update(dict(alpha=2, batch_size=128, eval_batch_size=128,
-                     train_split='train[:1280]', eval_split='test[:300]',
-                     **overrides))
+  config.update(
+      dict(
+          alpha=2,
+          batch_size=128,
+          eval_batch_size=128,
+          train_split='train[:1280]',
+          eval_split='test[:300]',
+          **overrides,
+      )
+  )
   return config
 
 
@@ -158,8 +187,9 @@ def test_load_splits_reads_each_split_once(monkeypatch):
     assert images.shape == (size, 32, 32, 3) and images.dtype == np.uint8
     assert labels.shape == (size,) and set(np.unique(labels)) <= set(range(10))
   # The same examples as a split read alone.
-  np.testing.assert_array_equal(splits.test[0],
-                                train.load_split(config, 'test[:300]')[0])
+  np.testing.assert_array_equal(
+      splits.test[0], train.load_split(config, 'test[:300]')[0]
+  )
   config.val_split = None
   assert train.load_splits(config).val is None
 
@@ -168,16 +198,19 @@ def _evaluator(config):
   """(state, evaluator, splits, model) of a fresh model of `config`."""
   splits = train.load_splits(config)
   durations = train.Durations.of(config, len(splits.train[1]))
-  info = datasets.with_stats(datasets.base_info(config), config,
-                             splits.train[0], None)
+  info = datasets.with_stats(
+      datasets.base_info(config), config, splits.train[0], None
+  )
   _, normalize, _ = train.input_fns(config, info, None, jnp.float32)
   model = train.create_model(config, info.num_classes, jnp.float32)
   mesh = sharding.create_mesh(config)
-  sharded = train.create_train_state(config, model, mesh, (32, 32, 3),
-                                     jnp.float32, durations)
+  sharded = train.create_train_state(
+      config, model, mesh, (32, 32, 3), jnp.float32, durations
+  )
   steps = train.Steps(config, model, mesh, sharded, lambda x, _: x, normalize)
-  evaluator = evaluation.Evaluator(steps, model=config.model,
-                              image_shape=(32, 32, 3))
+  evaluator = evaluation.Evaluator(
+      steps, model=config.model, image_shape=(32, 32, 3)
+  )
   return sharded.state, evaluator, splits, model, normalize
 
 
@@ -188,21 +221,32 @@ def test_evaluator_on_a_fresh_sfc():
 
   # The accuracy and loss of the whole split, its last partial batch included.
   images, labels = splits.test
-  logits = model.apply({'params': state.params,
-                        'batch_stats': state.batch_stats},
-                       normalize(jnp.asarray(images)), train=False)
+  logits = model.apply(
+      {'params': state.params, 'batch_stats': state.batch_stats},
+      normalize(jnp.asarray(images)),
+      train=False,
+  )
   log_probs = jax.nn.log_softmax(np.asarray(logits, np.float64))
   assert entry['test_accuracy'] == pytest.approx(
-      np.mean(np.argmax(logits, -1) == labels), abs=1e-7)
+      np.mean(np.argmax(logits, -1) == labels), abs=1e-7
+  )
   assert entry['test_loss'] == pytest.approx(
-      -np.mean(log_probs[np.arange(len(labels)), labels]), rel=1e-5)
-  assert set(entry) == {'test_accuracy', 'test_loss', 'val_accuracy',
-                        'val_loss', 'nnz', 'locality'}
+      -np.mean(log_probs[np.arange(len(labels)), labels]), rel=1e-5
+  )
+  assert set(entry) == {
+      'test_accuracy',
+      'test_loss',
+      'val_accuracy',
+      'val_loss',
+      'nnz',
+      'locality',
+  }
   # Freshly initialized: every kernel weight is non-zero.
   assert entry['nnz'] == optim.count_weights(state.params)
   # Dense: locality is measured, and S-FC's layer 1 can be non-local.
   assert entry['locality'] == locality.summarize(
-      state.params['layer1']['kernel'], (32, 32, 3))
+      state.params['layer1']['kernel'], (32, 32, 3)
+  )
   assert evaluator.can_be_nonlocal(state.params)
   # A random dense unit spreads over the image about as its null does.
   share = results_lib.Locality.from_json(entry['locality']).window_share
@@ -218,27 +262,52 @@ def test_evaluator_of_sconv_measures_locality_but_does_not_show_it():
 
 
 def test_eval_line():
-  entry = {'test_accuracy': 0.39123, 'val_accuracy': 0.38, 'nnz':
-           {'layer1': 1944, 'head': 10},
-           'locality': {'window_share/active/median': 0.4123,
-                        'window_share/null_active/median': 0.1181}}
-  line = evaluation.eval_line(98, entry, epoch=0.5, train_accuracy=0.37211,
-                         first_layer='layer1', weights={'layer1': 3888},
-                         show_locality=True, eta_seconds=65.2)
-  assert line == ('Step 98: test accuracy 0.3912, train 0.3721, val 0.3800 | '
-                  'epoch 0.50 | layer1 1,944/3,888 non-zero | '
-                  'window share 0.412 vs null 0.118 | ETA 1m05s')
+  entry = {
+      'test_accuracy': 0.39123,
+      'val_accuracy': 0.38,
+      'nnz': {'layer1': 1944, 'head': 10},
+      'locality': {
+          'window_share/active/median': 0.4123,
+          'window_share/null_active/median': 0.1181,
+      },
+  }
+  line = evaluation.eval_line(
+      98,
+      entry,
+      epoch=0.5,
+      train_accuracy=0.37211,
+      first_layer='layer1',
+      weights={'layer1': 3888},
+      show_locality=True,
+      eta_seconds=65.2,
+  )
+  assert line == (
+      'Step 98: test accuracy 0.3912, train 0.3721, val 0.3800 | '
+      'epoch 0.50 | layer1 1,944/3,888 non-zero | '
+      'window share 0.412 vs null 0.118 | ETA 1m05s'
+  )
   del entry['val_accuracy']
-  line = evaluation.eval_line(98, entry, epoch=0.5, train_accuracy=None,
-                         first_layer=None, weights={}, show_locality=False,
-                         eta_seconds=None)
+  line = evaluation.eval_line(
+      98,
+      entry,
+      epoch=0.5,
+      train_accuracy=None,
+      first_layer=None,
+      weights={},
+      show_locality=False,
+      eta_seconds=None,
+  )
   assert line == 'Step 98: test accuracy 0.3912 | epoch 0.50'
 
 
 def test_console_has_one_short_line_per_eval(tmp_path, caplog):
-  config = _small_splits_config(sfc_beta_lasso, val_split='train[45000:45200]',
-                                num_epochs=2.0, eval_every_epochs=0.5,
-                                log_every_steps=2)
+  config = _small_splits_config(
+      sfc_beta_lasso,
+      val_split='train[45000:45200]',
+      num_epochs=2.0,
+      eval_every_epochs=0.5,
+      log_every_steps=2,
+  )
   with caplog.at_level(logging.INFO):
     results = train.train_and_evaluate(config, str(tmp_path))
 
@@ -246,20 +315,26 @@ def test_console_has_one_short_line_per_eval(tmp_path, caplog):
   evals = [line for line in lines if line.startswith('Step ')]
   # One line per eval, with its accuracies, layer 1 and locality against the
   # null, and the time left.
-  assert [int(line.split(':')[0].split()[1]) for line in evals] == [
-      h['step'] for h in results['history']] == [5, 10, 15, 20]
+  assert (
+      [int(line.split(':')[0].split()[1]) for line in evals]
+      == [h['step'] for h in results['history']]
+      == [5, 10, 15, 20]
+  )
   number = r'\d\.\d{4}'
   for line, h in zip(evals, results['history']):
     assert re.fullmatch(
         rf'Step {h["step"]}: test accuracy {number}, train {number}, '
         rf'val {number} \| epoch {h["epoch"]:.2f} \| layer1 [\d,]+/'
         rf'{results["weights"]["layer1"]:,} non-zero \| window share '
-        r'\d\.\d{3} vs null \d\.\d{3} \| ETA \d+(s|m\d\ds)', line), line
+        r'\d\.\d{3} vs null \d\.\d{3} \| ETA \d+(s|m\d\ds)',
+        line,
+    ), line
     assert f'test accuracy {h["test_accuracy"]:.4f}' in line
   # The full record goes to TensorBoard and results.json, not the console:
   # no line lists the locality keys or the step's metrics.
-  assert not any('window_share/' in line or 'train_loss' in line
-                 for line in lines)
+  assert not any(
+      'window_share/' in line or 'train_loss' in line for line in lines
+  )
   # results.json is the record's JSON, and reads back as the record.
   saved = json.loads((tmp_path / 'results.json').read_text())
   record = results_lib.Results.load(tmp_path)

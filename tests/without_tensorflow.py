@@ -6,6 +6,7 @@ TensorFlow, TFDS, clu (whose writers import TensorFlow) and TensorBoard are
 hidden from the import system: importing them fails as on a host without
 them, and `importlib.util.find_spec` finds nothing.
 """
+
 import importlib.machinery
 import os
 import runpy
@@ -24,8 +25,9 @@ class _Hide(importlib.machinery.PathFinder):
 
 
 if __name__ == '__main__':
-  sys.meta_path = [_Hide if f is importlib.machinery.PathFinder else f
-                   for f in sys.meta_path]
+  sys.meta_path = [
+      _Hide if f is importlib.machinery.PathFinder else f for f in sys.meta_path
+  ]
   sys.path.insert(0, os.getcwd())
   module = sys.argv[1]
   sys.argv = [module, *sys.argv[2:]]

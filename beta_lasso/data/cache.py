@@ -9,6 +9,7 @@ one image shape works (e.g. `--dataset=mnist`); its number of classes is kept
 in the file. The file's layout, and its reader, are in
 `beta_lasso.data.data_file`.
 """
+
 import os
 
 from absl import app
@@ -28,8 +29,11 @@ def _define_flags():
   """
   flags.DEFINE_string('dataset', 'cifar10', 'TFDS dataset name.')
   flags.DEFINE_string('out', None, 'The .npz to write.')
-  flags.DEFINE_string('data_dir', None, 'TFDS data dir (default: '
-                      'TFDS_DATA_DIR or ~/tensorflow_datasets).')
+  flags.DEFINE_string(
+      'data_dir',
+      None,
+      'TFDS data dir (default: ' 'TFDS_DATA_DIR or ~/tensorflow_datasets).',
+  )
   flags.DEFINE_list('splits', ['train', 'test'], 'Splits to write.')
   flags.mark_flag_as_required('out')
 
@@ -46,25 +50,30 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   args = flags.FLAGS
   if os.path.isdir(args.out):
-    raise data_file.DataFileError(f'--out={args.out} is a folder; give the '
-                                  '.npz file to write')
+    raise data_file.DataFileError(
+        f'--out={args.out} is a folder; give the ' '.npz file to write'
+    )
   flag = f'--dataset={args.dataset}'
   try:
     input_pipeline.check_dataset(args.dataset, args.data_dir)
     splits = {}
     for split in args.splits:
       flag = f'--splits={split}'
-      splits[split] = input_pipeline.load_split(args.dataset, split,
-                                                args.data_dir)
+      splits[split] = input_pipeline.load_split(
+          args.dataset, split, args.data_dir
+      )
   except ValueError as e:  # TFDS's unknown dataset or split.
     if isinstance(e, errors.UserError):
       raise
     raise data_file.DataFileError(f'{flag}: {errors.one_line(e)}') from None
-  data_file.write(args.out, splits,
-                  num_classes=num_classes(args.dataset, args.data_dir))
+  data_file.write(
+      args.out, splits, num_classes=num_classes(args.dataset, args.data_dir)
+  )
   sizes = ', '.join(f'{s} {len(v[1]):,}' for s, v in splits.items())
-  print(f'Wrote {args.out}: {sizes} examples, '
-        f'{os.path.getsize(args.out) / 2**20:.0f} MiB')
+  print(
+      f'Wrote {args.out}: {sizes} examples, '
+      f'{os.path.getsize(args.out) / 2**20:.0f} MiB'
+  )
 
 
 if __name__ == '__main__':

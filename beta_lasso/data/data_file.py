@@ -21,6 +21,7 @@ Every array's shape and type are checked from the file's headers before any
 image is read (`describe`): a damaged or malformed file is refused in one line
 naming the file and what is wrong with it.
 """
+
 import concurrent.futures
 import functools
 import io
@@ -52,6 +53,7 @@ class Contents(NamedTuple):
     image_shape: (height, width, channels), shared by every split.
     num_classes: the file's `num_classes`, else the largest label + 1.
   """
+
   splits: dict[str, int]
   image_shape: tuple[int, int, int]
   num_classes: int
@@ -65,8 +67,10 @@ def parse_split(split: str) -> tuple[str, slice]:
   """
   match = _SPLIT.match(split.strip())
   if not match:
-    raise DataFileError(f'split {split!r} is not valid for a data file; use '
-                        "NAME or NAME[A:B] with integers, e.g. 'train[:45000]'")
+    raise DataFileError(
+        f'split {split!r} is not valid for a data file; use '
+        "NAME or NAME[A:B] with integers, e.g. 'train[:45000]'"
+    )
   name, start, stop = match.groups()
   return name, slice(int(start) if start else None, int(stop) if stop else None)
 
@@ -75,13 +79,15 @@ def _decode_jpegs(data: bytes, offsets: np.ndarray) -> np.ndarray:
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
   def decode(bounds):
-    return np.asarray(Image.open(io.BytesIO(data[bounds[0]:bounds[1]])).convert(
-        'RGB'))
+    return np.asarray(
+        Image.open(io.BytesIO(data[bounds[0] : bounds[1]])).convert('RGB')
+    )
 
   # Pillow decodes without the GIL: threads use every core.
   with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
-    images = list(pool.map(decode, zip(offsets[:-1], offsets[1:]),
-                           chunksize=256))
+    images = list(
+        pool.map(decode, zip(offsets[:-1], offsets[1:]), chunksize=256)
+    )
   return np.stack(images) if images else np.zeros((0, 0, 0, 3), np.uint8)
 
 
@@ -101,12 +107,13 @@ def _headers(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
             shape, _, dtype = np.lib.format.read_array_header_1_0(f)
           else:
             shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-        headers[member[:-len('.npy')]] = (tuple(shape), dtype)
+        headers[member[: -len('.npy')]] = (tuple(shape), dtype)
   except _READ_ERRORS as e:
     raise DataFileError(
         f'data file {path} is not a readable .npz '
         f'({errors.one_line(e, with_type=True)}); write it again, e.g. with '
-        'python -m beta_lasso.data.cache') from None
+        'python -m beta_lasso.data.cache'
+    ) from None
   return headers
 
 
@@ -115,17 +122,21 @@ def _read(path: str, data, name: str) -> np.ndarray:
   try:
     return data[name]
   except _READ_ERRORS as e:
-    raise DataFileError(f'data file {path}: array {name!r} does not read '
-                        f'({errors.one_line(e, with_type=True)}); write the '
-                        'file again') from None
+    raise DataFileError(
+        f'data file {path}: array {name!r} does not read '
+        f'({errors.one_line(e, with_type=True)}); write the '
+        'file again'
+    ) from None
 
 
 def _open(path: str):
   try:
     return np.load(path, allow_pickle=False)
   except _READ_ERRORS as e:
-    raise DataFileError(f'data file {path} is not a readable .npz '
-                        f'({errors.one_line(e, with_type=True)})') from None
+    raise DataFileError(
+        f'data file {path} is not a readable .npz '
+        f'({errors.one_line(e, with_type=True)})'
+    ) from None
 
 
 def _check_array(path, name, headers, ndim, kinds, what):
@@ -133,10 +144,13 @@ def _check_array(path, name, headers, ndim, kinds, what):
   if dtype.hasobject:
     raise DataFileError(
         f'data file {path}: {name!r} is an array of Python objects, which a '
-        f'data file may not hold (it would need pickle); store {what}')
+        f'data file may not hold (it would need pickle); store {what}'
+    )
   if len(shape) != ndim or dtype.kind not in kinds:
-    raise DataFileError(f'data file {path}: {name!r} is {dtype} of shape '
-                        f'{shape}; it must be {what}')
+    raise DataFileError(
+        f'data file {path}: {name!r} is {dtype} of shape '
+        f'{shape}; it must be {what}'
+    )
   return shape
 
 
@@ -144,53 +158,85 @@ def _check_array(path, name, headers, ndim, kinds, what):
 def _describe(path: str, mtime_ns: int, size: int) -> Contents:
   del mtime_ns, size  # Only the cache's key: a rewritten file is read again.
   headers = _headers(path)
-  names = sorted(k[:-len('_labels')] for k in headers if k.endswith('_labels'))
+  names = sorted(k[: -len('_labels')] for k in headers if k.endswith('_labels'))
   if not names:
     raise DataFileError(
         f'data file {path} holds no split: it has no <split>_labels array '
-        f'(it holds: {", ".join(sorted(headers)) or "nothing"})')
+        f'(it holds: {", ".join(sorted(headers)) or "nothing"})'
+    )
   splits, shapes = {}, {}
   labels_max = -1
   with _open(path) as data:
     for name in names:
-      (count,) = _check_array(path, f'{name}_labels', headers, 1, 'iu',
-                              'integer labels of shape [N]')
+      (count,) = _check_array(
+          path,
+          f'{name}_labels',
+          headers,
+          1,
+          'iu',
+          'integer labels of shape [N]',
+      )
       if f'{name}_images' in headers:
-        shape = _check_array(path, f'{name}_images', headers, 4, 'u',
-                             'uint8 images of shape [N, H, W, C]')
+        shape = _check_array(
+            path,
+            f'{name}_images',
+            headers,
+            4,
+            'u',
+            'uint8 images of shape [N, H, W, C]',
+        )
         if headers[f'{name}_images'][1] != np.uint8:
           raise DataFileError(
               f'data file {path}: {name + "_images"!r} is '
-              f'{headers[name + "_images"][1]}; it must be uint8 images')
+              f'{headers[name + "_images"][1]}; it must be uint8 images'
+          )
         if shape[0] != count:
           raise DataFileError(
               f'data file {path}: split {name!r} has {shape[0]} images and '
-              f'{count} labels')
+              f'{count} labels'
+          )
         shapes[name] = shape[1:]
       elif f'{name}_jpeg' in headers and f'{name}_offsets' in headers:
-        _check_array(path, f'{name}_jpeg', headers, 1, 'u',
-                     'the uint8 bytes of the JPEG images')
-        (bounds,) = _check_array(path, f'{name}_offsets', headers, 1, 'iu',
-                                 f'integer offsets of shape [{count + 1}]')
+        _check_array(
+            path,
+            f'{name}_jpeg',
+            headers,
+            1,
+            'u',
+            'the uint8 bytes of the JPEG images',
+        )
+        (bounds,) = _check_array(
+            path,
+            f'{name}_offsets',
+            headers,
+            1,
+            'iu',
+            f'integer offsets of shape [{count + 1}]',
+        )
         if bounds != count + 1:
           raise DataFileError(
               f'data file {path}: {name + "_offsets"!r} has {bounds} entries '
-              f'for {count} labels; it must have {count + 1}')
+              f'for {count} labels; it must have {count + 1}'
+          )
         if count:
           offsets = _read(path, data, f'{name}_offsets')
-          first = _read(path, data, f'{name}_jpeg')[offsets[0]:offsets[1]]
-          shapes[name] = _decode_jpegs(first.tobytes(), offsets[:2] -
-                                       offsets[0]).shape[1:]
+          first = _read(path, data, f'{name}_jpeg')[offsets[0] : offsets[1]]
+          shapes[name] = _decode_jpegs(
+              first.tobytes(), offsets[:2] - offsets[0]
+          ).shape[1:]
       else:
         raise DataFileError(
             f'data file {path}: split {name!r} has labels but neither '
-            f'{name}_images nor {name}_jpeg with {name}_offsets')
+            f'{name}_images nor {name}_jpeg with {name}_offsets'
+        )
       splits[name] = count
       labels = _read(path, data, f'{name}_labels')
       if count:
         if labels.min() < 0:
-          raise DataFileError(f'data file {path}: split {name!r} has a '
-                              f'negative label ({labels.min()})')
+          raise DataFileError(
+              f'data file {path}: split {name!r} has a '
+              f'negative label ({labels.min()})'
+          )
         labels_max = max(labels_max, int(labels.max()))
     num_classes = labels_max + 1
     if NUM_CLASSES in headers:
@@ -198,18 +244,22 @@ def _describe(path: str, mtime_ns: int, size: int) -> Contents:
       if labels_max >= num_classes:
         raise DataFileError(
             f'data file {path}: a label is {labels_max}, but {NUM_CLASSES} '
-            f'is {num_classes}')
+            f'is {num_classes}'
+        )
   image_shapes = set(shapes.values())
   if len(image_shapes) > 1:
     raise DataFileError(
         f'data file {path}: its splits hold images of different shapes ('
-        + ', '.join(f'{n} {s}' for n, s in sorted(shapes.items())) + ')')
+        + ', '.join(f'{n} {s}' for n, s in sorted(shapes.items()))
+        + ')'
+    )
   if not image_shapes:
     raise DataFileError(f'data file {path} holds no image')
   if num_classes < 1:
     raise DataFileError(f'data file {path} holds no label')
-  return Contents(splits, tuple(int(d) for d in image_shapes.pop()),
-                  num_classes)
+  return Contents(
+      splits, tuple(int(d) for d in image_shapes.pop()), num_classes
+  )
 
 
 def describe(path: str) -> Contents:
@@ -266,7 +316,8 @@ def load_split(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
   if name not in available:
     raise DataFileError(
         f'data file {path} has no split {name!r}; it holds: '
-        f'{", ".join(sorted(available))}')
+        f'{", ".join(sorted(available))}'
+    )
   with _open(path) as data:
     labels = _read(path, data, f'{name}_labels').astype(np.int32)
     if f'{name}_images' in data.files:
@@ -277,9 +328,10 @@ def load_split(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
       if len(indices) and not np.all(np.diff(indices) == 1):
         raise DataFileError(f'split {split!r}: only contiguous slices')
       lo = indices[0] if len(indices) else 0
-      offsets = offsets[lo:lo + len(indices) + 1]
-      images = _decode_jpegs(_read(path, data, f'{name}_jpeg').tobytes(),
-                             offsets)
+      offsets = offsets[lo : lo + len(indices) + 1]
+      images = _decode_jpegs(
+          _read(path, data, f'{name}_jpeg').tobytes(), offsets
+      )
   labels = labels[part]
   images = np.ascontiguousarray(images, dtype=np.uint8)
   images.flags.writeable = False
@@ -287,8 +339,11 @@ def load_split(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
   return images, labels
 
 
-def write(path: str, splits: dict[str, tuple[np.ndarray, np.ndarray]],
-          num_classes: int | None = None):
+def write(
+    path: str,
+    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    num_classes: int | None = None,
+):
   """Writes {split: (images, labels)} as a cache, atomically.
 
   A sliced split is stored under its name: 'train[:1000]' becomes 'train'.
@@ -312,7 +367,8 @@ def write(path: str, splits: dict[str, tuple[np.ndarray, np.ndarray]],
     if images.ndim != 4 or labels.shape != images.shape[:1]:
       raise DataFileError(
           f'split {split!r}: images of shape {images.shape} and labels of '
-          f'shape {labels.shape}; they must be [N, H, W, C] and [N]')
+          f'shape {labels.shape}; they must be [N, H, W, C] and [N]'
+      )
     arrays[f'{name}_images'] = images
     arrays[f'{name}_labels'] = labels
   if num_classes is not None:

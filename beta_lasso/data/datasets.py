@@ -21,6 +21,7 @@ dataset.json is written for every run: what the run used, table or measured.
 This module reads and writes no file of the workdir: the caller passes what
 `training.workdir.read_dataset` read.
 """
+
 import functools
 from typing import Optional
 
@@ -53,8 +54,11 @@ def base_info(config: ml_collections.ConfigDict) -> DatasetInfo:
   table = input_pipeline.DATASETS.get(name)
   if config.get('data_file'):
     contents = data_file_lib.describe(config.data_file)
-    if (table is not None and contents.image_shape == table.image_shape and
-        contents.num_classes <= table.num_classes):
+    if (
+        table is not None
+        and contents.image_shape == table.image_shape
+        and contents.num_classes <= table.num_classes
+    ):
       info = table
     else:
       info = _unknown(name, contents.image_shape, contents.num_classes)
@@ -62,18 +66,28 @@ def base_info(config: ml_collections.ConfigDict) -> DatasetInfo:
     info = table
   else:
     info = tfds_info(name, config.data_dir)
-  overrides = {field: config[field] for field in ('flip', 'cutout')
-               if config.get(field) is not None}
+  overrides = {
+      field: config[field]
+      for field in ('flip', 'cutout')
+      if config.get(field) is not None
+  }
   return info._replace(**overrides)
 
 
-def _unknown(name: str, shape: tuple[int, int, int],
-             num_classes: int) -> DatasetInfo:
+def _unknown(
+    name: str, shape: tuple[int, int, int], num_classes: int
+) -> DatasetInfo:
   """The settings of a dataset outside the table, statistics still unknown."""
   return DatasetInfo(
-      tfds_name=name, num_classes=num_classes, image_shape=tuple(shape),
-      flip=False, cutout=min(shape[:2]) // 2, autoaugment_policy=None,
-      mean=None, std=None)
+      tfds_name=name,
+      num_classes=num_classes,
+      image_shape=tuple(shape),
+      flip=False,
+      cutout=min(shape[:2]) // 2,
+      autoaugment_policy=None,
+      mean=None,
+      std=None,
+  )
 
 
 def tfds_info(name: str, data_dir: str | None = None) -> DatasetInfo:
@@ -89,6 +103,7 @@ def tfds_info(name: str, data_dir: str | None = None) -> DatasetInfo:
 @functools.lru_cache(maxsize=16)
 def _from_tfds(name: str, data_dir: str) -> DatasetInfo:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   try:
     builder = input_pipeline.dataset_builder(name, data_dir)
   except ValueError as e:
@@ -97,29 +112,35 @@ def _from_tfds(name: str, data_dir: str) -> DatasetInfo:
   features = builder.info.features
   image = features[image_key] if image_key in features else None
   label = features[label_key] if label_key in features else None
-  if (not isinstance(image, tfds.features.Image) or
-      not isinstance(label, tfds.features.ClassLabel)):
+  if not isinstance(image, tfds.features.Image) or not isinstance(
+      label, tfds.features.ClassLabel
+  ):
     raise DatasetError(
         f'config.dataset={name!r} is not an image classification dataset: '
         f'its features are {sorted(features)}, not an Image {image_key!r} '
-        f'and a ClassLabel {label_key!r}')
+        f'and a ClassLabel {label_key!r}'
+    )
   shape = tuple(image.shape)
   if None in shape:
     raise DatasetError(
         f'config.dataset={name!r} has images of varying size {shape}; choose '
-        'one whose images share one shape (e.g. a resized variant)')
+        'one whose images share one shape (e.g. a resized variant)'
+    )
   return _unknown(name, shape, label.num_classes)
 
 
-def measure_stats(images: np.ndarray) -> tuple[tuple[float, ...],
-                                               tuple[float, ...]]:
+def measure_stats(
+    images: np.ndarray,
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
   """Per-channel mean and (population) std over every pixel, 0-255 scale."""
   channels = images.shape[-1]
   total = np.zeros(channels)
   squares = np.zeros(channels)
   # In chunks: a float64 copy of a whole split would be 8x its size.
   for start in range(0, len(images), 4096):
-    chunk = images[start:start + 4096].reshape(-1, channels).astype(np.float64)
+    chunk = (
+        images[start : start + 4096].reshape(-1, channels).astype(np.float64)
+    )
     total += chunk.sum(0)
     squares += np.square(chunk).sum(0)
   count = images.size // channels
@@ -128,8 +149,12 @@ def measure_stats(images: np.ndarray) -> tuple[tuple[float, ...],
   return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
-def with_stats(info: DatasetInfo, config: ml_collections.ConfigDict,
-               train_images: np.ndarray, saved: dict | None) -> DatasetInfo:
+def with_stats(
+    info: DatasetInfo,
+    config: ml_collections.ConfigDict,
+    train_images: np.ndarray,
+    saved: dict | None,
+) -> DatasetInfo:
   """`info` with its statistics: the table's, cached, or measured now.
 
   Args:
@@ -144,15 +169,17 @@ def with_stats(info: DatasetInfo, config: ml_collections.ConfigDict,
   if info.mean is not None:
     return info
   if saved is not None and saved.get('stats_from') == _stats_source(
-      config, measured=True):
+      config, measured=True
+  ):
     mean, std = saved['mean'], saved['std']
   else:
     mean, std = measure_stats(train_images)
   return info._replace(mean=tuple(mean), std=tuple(std))
 
 
-def _stats_source(config: ml_collections.ConfigDict,
-                  measured: bool) -> Optional[str]:
+def _stats_source(
+    config: ml_collections.ConfigDict, measured: bool
+) -> Optional[str]:
   if not measured:
     return None  # Published values.
   if config.get('data_file'):
@@ -162,15 +189,20 @@ def _stats_source(config: ml_collections.ConfigDict,
 
 def describe(info: DatasetInfo, config: ml_collections.ConfigDict) -> dict:
   """What the run used, for dataset.json and results.json."""
-  return {'dataset': config.dataset, 'num_classes': info.num_classes,
-          'image_shape': list(info.image_shape), 'flip': info.flip,
-          'cutout': info.cutout,
-          'autoaugment_policy': info.autoaugment_policy,
-          'mean': list(info.mean),
-          'std': list(info.std),
-          # None: the table's published values.
-          'stats_from': _stats_source(config, measured=not _published(
-              info, config.dataset))}
+  return {
+      'dataset': config.dataset,
+      'num_classes': info.num_classes,
+      'image_shape': list(info.image_shape),
+      'flip': info.flip,
+      'cutout': info.cutout,
+      'autoaugment_policy': info.autoaugment_policy,
+      'mean': list(info.mean),
+      'std': list(info.std),
+      # None: the table's published values.
+      'stats_from': _stats_source(
+          config, measured=not _published(info, config.dataset)
+      ),
+  }
 
 
 def _published(info: DatasetInfo, name: str) -> bool:
@@ -191,13 +223,17 @@ def load(saved: dict | None, name: str, where: str) -> DatasetInfo:
   """
   if saved is not None:
     return DatasetInfo(
-        tfds_name=name, num_classes=saved['num_classes'],
-        image_shape=tuple(saved['image_shape']), flip=saved['flip'],
+        tfds_name=name,
+        num_classes=saved['num_classes'],
+        image_shape=tuple(saved['image_shape']),
+        flip=saved['flip'],
         cutout=saved['cutout'],
         autoaugment_policy=saved.get('autoaugment_policy'),
         mean=tuple(saved['mean']),
-        std=tuple(saved['std']))
+        std=tuple(saved['std']),
+    )
   if name in input_pipeline.DATASETS:
     return input_pipeline.DATASETS[name]
-  raise DatasetError(f'there is no {where} and dataset {name!r} is not in '
-                     'the table')
+  raise DatasetError(
+      f'there is no {where} and dataset {name!r} is not in ' 'the table'
+  )

@@ -33,7 +33,9 @@ Typical use::
 import functools
 import os
 import re
-from typing import Iterator, NamedTuple, Optional
+from typing import Iterator
+from typing import NamedTuple
+from typing import Optional
 
 import jax
 import numpy as np
@@ -65,6 +67,7 @@ class DatasetInfo(NamedTuple):
     mean: per-channel mean of the training images, 0-255 scale.
     std: per-channel standard deviation over all training pixels, 0-255 scale.
   """
+
   tfds_name: str
   num_classes: int
   image_shape: tuple[int, int, int]
@@ -156,6 +159,7 @@ def dataset_builder(name: str, data_dir: Optional[str]):
     ValueError: TFDS knows no dataset `name`.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   data_dir = resolve_data_dir(data_dir)
   tfds_name = DATASETS[name].tfds_name if name in DATASETS else name
   try:
@@ -165,14 +169,18 @@ def dataset_builder(name: str, data_dir: Optional[str]):
     raise ValueError(
         f'Unknown dataset {name!r}: not one of {", ".join(DATASETS)} nor a '
         f'TFDS dataset (tfds.list_builders()) or one prepared in data dir '
-        f'{data_dir}.') from None
+        f'{data_dir}.'
+    ) from None
 
 
 def supervised_keys(info) -> tuple[str, str]:
   """The (image, label) feature names of a TFDS DatasetInfo."""
   keys = info.supervised_keys
-  if isinstance(keys, tuple) and len(keys) == 2 and all(
-      isinstance(k, str) for k in keys):
+  if (
+      isinstance(keys, tuple)
+      and len(keys) == 2
+      and all(isinstance(k, str) for k in keys)
+  ):
     return keys
   return 'image', 'label'  # What image classification builders mostly use.
 
@@ -182,12 +190,13 @@ def _not_found_message(name: str, builder) -> str:
       f'Dataset {name!r} (TFDS {builder.info.full_name}) is not prepared in '
       f'data dir {builder.data_dir_root} (looked for {builder.data_dir}); '
       'set --config.data_dir or TFDS_DATA_DIR to a TFDS data dir holding it, '
-      'or set --config.download=True on a machine with internet.')
+      'or set --config.download=True on a machine with internet.'
+  )
 
 
-def check_dataset(name: str,
-                  data_dir: Optional[str] = None,
-                  download: bool = True) -> Optional[DatasetInfo]:
+def check_dataset(
+    name: str, data_dir: Optional[str] = None, download: bool = True
+) -> Optional[DatasetInfo]:
   """Fails fast, before any compute, if `name` cannot be loaded.
 
   Cheap (well under a second): reads at most the dataset's metadata.
@@ -219,6 +228,7 @@ def _hide_gpus_from_tf() -> None:
   # TF only decodes records here; left alone, a GPU build of TF would reserve
   # most of the accelerator memory that JAX needs.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   try:
     tf.config.set_visible_devices([], 'GPU')
   except RuntimeError:
@@ -226,11 +236,13 @@ def _hide_gpus_from_tf() -> None:
     pass
 
 
-def load_split(name: str,
-               split: str,
-               data_dir: Optional[str] = None,
-               download: bool = True,
-               data_file: Optional[str] = None) -> tuple[np.ndarray, np.ndarray]:
+def load_split(
+    name: str,
+    split: str,
+    data_dir: Optional[str] = None,
+    download: bool = True,
+    data_file: Optional[str] = None,
+) -> tuple[np.ndarray, np.ndarray]:
   """Reads a whole split into host memory.
 
   The order is TFDS's file order, which is fixed, so indices into the returned
@@ -274,27 +286,30 @@ def load_split(name: str,
 
 
 @functools.lru_cache(maxsize=4)
-def _read_split(name: str, split: str,
-                data_dir: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_split(
+    name: str, split: str, data_dir: str
+) -> tuple[np.ndarray, np.ndarray]:
   """Decodes a prepared split once per process; the arrays are read-only."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   builder = tfds.builder_from_directory(data_dir)
   # batch_size=-1 decodes the split into one tensor; nearly all of its time is
   # PNG decoding.
   try:
     data = tfds.as_numpy(
-        builder.as_dataset(split=split, batch_size=-1, shuffle_files=False))
+        builder.as_dataset(split=split, batch_size=-1, shuffle_files=False)
+    )
   except tf.errors.OpError as e:
     # TF wraps the cause in the names of its ops.
-    cause = re.sub(r'\{\{.*?\}\}|\[Op:.*', '', e.message,
-                   flags=re.S).strip()
+    cause = re.sub(r'\{\{.*?\}\}|\[Op:.*', '', e.message, flags=re.S).strip()
     shard = _damaged_shard(data_dir, split)
     raise DatasetReadError(
         f'cannot read split {split!r} of dataset {name!r}: '
         f'{shard or data_dir} is damaged ({type(e).__name__}: {cause}); '
         f'delete {data_dir} and run again with --config.download=True (or '
-        f'`tfds build {builder.info.name}`) to prepare it anew') from None
+        f'`tfds build {builder.info.name}`) to prepare it anew'
+    ) from None
   image_key, label_key = supervised_keys(builder.info)
   images = np.asarray(data[image_key], dtype=np.uint8)
   labels = np.asarray(data[label_key], dtype=np.int32)
@@ -306,9 +321,11 @@ def _read_split(name: str, split: str,
 def _damaged_shard(data_dir: str, split: str) -> Optional[str]:
   """The first record file of `split` that does not read to its end."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   base = split.split('[')[0]
-  for path in sorted(tf.io.gfile.glob(os.path.join(data_dir,
-                                                   f'*-{base}.tfrecord*'))):
+  for path in sorted(
+      tf.io.gfile.glob(os.path.join(data_dir, f'*-{base}.tfrecord*'))
+  ):
     try:
       for _ in tf.data.TFRecordDataset(path):
         pass
@@ -350,7 +367,8 @@ def epoch_permutation(num_examples: int, seed: int, epoch) -> jax.Array:
     int32 [num_examples], a permutation of range(num_examples).
   """
   key = jax.random.fold_in(
-      jax.random.fold_in(jax.random.key(seed), _DATA_ORDER), epoch)
+      jax.random.fold_in(jax.random.key(seed), _DATA_ORDER), epoch
+  )
   return jax.random.permutation(key, num_examples)
 
 
@@ -366,12 +384,14 @@ def _epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
   return perm
 
 
-def train_indices(num_examples: int,
-                  global_batch_size: int,
-                  seed: int,
-                  step: int,
-                  process_index: int = 0,
-                  process_count: int = 1) -> np.ndarray:
+def train_indices(
+    num_examples: int,
+    global_batch_size: int,
+    seed: int,
+    step: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> np.ndarray:
   """Indices of this process's share of the training batch for `step`.
 
   Each epoch visits a fresh permutation of the examples,
@@ -398,35 +418,41 @@ def train_indices(num_examples: int,
   if global_batch_size % process_count:
     raise ValueError(
         f'global_batch_size {global_batch_size} is not divisible by '
-        f'process_count {process_count}.')
+        f'process_count {process_count}.'
+    )
   if not 0 <= process_index < process_count:
     raise ValueError(
-        f'process_index {process_index} is not in [0, {process_count}).')
+        f'process_index {process_index} is not in [0, {process_count}).'
+    )
   if seed < 0 or step < 0:
     raise ValueError(f'seed ({seed}) and step ({step}) must be non-negative.')
   spe = steps_per_epoch(num_examples, global_batch_size)
   if spe == 0:
     raise ValueError(
         f'global_batch_size {global_batch_size} exceeds the {num_examples} '
-        'training examples.')
+        'training examples.'
+    )
   epoch, step_in_epoch = divmod(step, spe)
   local = global_batch_size // process_count
   start = step_in_epoch * global_batch_size + process_index * local
   perm = _epoch_permutation(num_examples, seed, epoch)
-  return perm[start:start + local].astype(np.int64)
+  return perm[start : start + local].astype(np.int64)
 
 
-def train_batch(images: np.ndarray, labels: np.ndarray,
-                indices: np.ndarray) -> dict[str, np.ndarray]:
+def train_batch(
+    images: np.ndarray, labels: np.ndarray, indices: np.ndarray
+) -> dict[str, np.ndarray]:
   """Gathers the examples at `indices` into {'image', 'label'}."""
   return {'image': images[indices], 'label': labels[indices]}
 
 
-def eval_batches(images: np.ndarray,
-                 labels: np.ndarray,
-                 global_batch_size: int,
-                 process_index: int = 0,
-                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(
+    images: np.ndarray,
+    labels: np.ndarray,
+    global_batch_size: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
   """Yields the whole split in order, in batches of one fixed shape.
 
   A single shape means the jitted eval step compiles once; the last batch is
@@ -451,7 +477,8 @@ def eval_batches(images: np.ndarray,
   if global_batch_size % process_count:
     raise ValueError(
         f'global_batch_size {global_batch_size} is not divisible by '
-        f'process_count {process_count}.')
+        f'process_count {process_count}.'
+    )
   num_examples = len(labels)
   local = global_batch_size // process_count
   for start in range(0, num_examples, global_batch_size):

@@ -25,6 +25,7 @@ float32 every sum is of non-negative terms (no difference of large sums, as an
 integral image or E[x^2] - E[x]^2 would take), so the two agree to ~1e-6
 relative.
 """
+
 from collections.abc import Sequence
 import functools
 
@@ -46,8 +47,9 @@ def _xp(x):
   return jnp if isinstance(x, jax.Array) else np
 
 
-def _layout(shape: Sequence[int],
-            image_shape: Sequence[int]) -> tuple[str, tuple[int, int], int]:
+def _layout(
+    shape: Sequence[int], image_shape: Sequence[int]
+) -> tuple[str, tuple[int, int], int]:
   """How a kernel of `shape` sees (H, W, C) images.
 
   Returns:
@@ -70,7 +72,8 @@ def _layout(shape: Sequence[int],
   raise ValueError(
       f'kernel of shape {shape} fits no layout for {tuple(image_shape)} '
       f'images: expected ({h * w * c}, units), (k, k, {c}, features) '
-      f'or (out_h, out_w, {c}*k*k, features)')
+      f'or (out_h, out_w, {c}*k*k, features)'
+  )
 
 
 def pixel_energy(kernel, image_shape: Sequence[int]):
@@ -142,14 +145,22 @@ def energy_locality(energy, window: int = 9) -> dict:
     cx = (col * xs).sum(axis=1) / total
     # The variance as a centred second moment: never negative, and exact for
     # compact units far from the origin, where E[y^2] - E[y]^2 cancels.
-    var = ((row * xp.square(ys - cy[:, None])).sum(axis=1)
-           + (col * xp.square(xs - cx[:, None])).sum(axis=1)) / total
+    var = (
+        (row * xp.square(ys - cy[:, None])).sum(axis=1)
+        + (col * xp.square(xs - cx[:, None])).sum(axis=1)
+    ) / total
     spread = xp.sqrt(var)
 
     ipr = xp.square(energy).sum(axis=2).sum(axis=1) / xp.square(total)
   empty = ~(total > 0)
-  return {k: xp.where(empty, np.nan, v) for k, v in
-          (('window_share', window_share), ('spread', spread), ('ipr', ipr))}
+  return {
+      k: xp.where(empty, np.nan, v)
+      for k, v in (
+          ('window_share', window_share),
+          ('spread', spread),
+          ('ipr', ipr),
+      )
+  }
 
 
 def unit_nonzeros(kernel, image_shape: Sequence[int]):
@@ -181,8 +192,9 @@ def unpermute(energy, pixel_permutation):
   return energy.reshape(units, h * w)[:, inverse].reshape(units, h, w)
 
 
-def _block_metrics(kernel, image_shape, window, pixel_permutation,
-                   null_order) -> dict:
+def _block_metrics(
+    kernel, image_shape, window, pixel_permutation, null_order
+) -> dict:
   """Per-unit numbers of a kernel (or a block of one), in unit order.
 
   Returns:
@@ -205,8 +217,9 @@ def _block_metrics(kernel, image_shape, window, pixel_permutation,
   return out
 
 
-def _per_unit(kernel, image_shape, window, pixel_permutation, null_order,
-              shards=1):
+def _per_unit(
+    kernel, image_shape, window, pixel_permutation, null_order, shards=1
+):
   """`_block_metrics` in blocks of about `_CHUNK` units, for bounded memory.
 
   A block is a slice of the kernel's last axis: the units of a dense or conv
@@ -218,14 +231,22 @@ def _per_unit(kernel, image_shape, window, pixel_permutation, null_order,
   device reads its own part of the kernel and none gathers the rest.
   """
   block = functools.partial(
-      _block_metrics, image_shape=image_shape, window=window,
-      pixel_permutation=pixel_permutation, null_order=null_order)
+      _block_metrics,
+      image_shape=image_shape,
+      window=window,
+      pixel_permutation=pixel_permutation,
+      null_order=null_order,
+  )
   positions, features = _layout(kernel.shape, image_shape)[2], kernel.shape[-1]
   if _xp(kernel) is np:
     size = max(1, _CHUNK // positions)
-    parts = [block(kernel[..., s:s + size]) for s in range(0, features, size)]
-    return {k: np.concatenate([p[k].reshape(positions, -1) for p in parts],
-                              axis=1).reshape(-1) for k in parts[0]}
+    parts = [block(kernel[..., s : s + size]) for s in range(0, features, size)]
+    return {
+        k: np.concatenate(
+            [p[k].reshape(positions, -1) for p in parts], axis=1
+        ).reshape(-1)
+        for k in parts[0]
+    }
   shard = features // shards
   kernel = kernel.reshape(*kernel.shape[:-1], shards, shard)
   size = max(1, min(shard, _CHUNK // (positions * shards)))
@@ -235,39 +256,51 @@ def _per_unit(kernel, image_shape, window, pixel_permutation, null_order,
     part = lax.dynamic_slice_in_dim(kernel, start, size, axis=kernel.ndim - 1)
     return block(part.reshape(*part.shape[:-2], shards * size))
 
-  out = lax.map(one_block,
-                jnp.minimum(jnp.arange(count) * size, shard - size))
+  out = lax.map(one_block, jnp.minimum(jnp.arange(count) * size, shard - size))
 
   def in_unit_order(values):  # (count, units per block) -> (units,)
     values = values.reshape(count, positions * shards, size)
-    head = values[:-1].transpose(1, 0, 2).reshape(
-        positions * shards, (count - 1) * size)
-    tail = values[-1][:, count * size - shard:]
+    head = (
+        values[:-1]
+        .transpose(1, 0, 2)
+        .reshape(positions * shards, (count - 1) * size)
+    )
+    tail = values[-1][:, count * size - shard :]
     return jnp.concatenate([head, tail], axis=1).reshape(-1)
 
   return {k: in_unit_order(v) for k, v in out.items()}
 
 
 _per_unit_on_device = jax.jit(
-    _per_unit, static_argnames=('image_shape', 'window', 'shards'))
+    _per_unit, static_argnames=('image_shape', 'window', 'shards')
+)
 
 
-def _measure(kernel, image_shape, window, pixel_permutation=None,
-             null_order=None) -> dict:
+def _measure(
+    kernel, image_shape, window, pixel_permutation=None, null_order=None
+) -> dict:
   """`_per_unit` with the kernel's library: jitted for a jax array."""
   if _xp(kernel) is np:
-    return _per_unit(np.asarray(kernel), tuple(image_shape), window,
-                     pixel_permutation, null_order)
+    return _per_unit(
+        np.asarray(kernel),
+        tuple(image_shape),
+        window,
+        pixel_permutation,
+        null_order,
+    )
   features = kernel.shape[-1]
   shard = kernel.sharding.shard_shape(kernel.shape)[-1]
   return _per_unit_on_device(
-      kernel, image_shape=tuple(image_shape), window=window,
-      pixel_permutation=pixel_permutation, null_order=null_order,
-      shards=features // shard if features % shard == 0 else 1)
+      kernel,
+      image_shape=tuple(image_shape),
+      window=window,
+      pixel_permutation=pixel_permutation,
+      null_order=null_order,
+      shards=features // shard if features % shard == 0 else 1,
+  )
 
 
-def unit_locality(kernel, image_shape: Sequence[int],
-                  window: int = 9) -> dict:
+def unit_locality(kernel, image_shape: Sequence[int], window: int = 9) -> dict:
   """Per-unit locality of a first-layer kernel.
 
   Args:
@@ -285,9 +318,14 @@ def unit_locality(kernel, image_shape: Sequence[int],
   return {k: values[k] for k in METRICS}
 
 
-def unit_metrics(kernel, image_shape: Sequence[int], *, window: int = 9,
-                 pixel_permutation: np.ndarray | None = None,
-                 null_seed: int = 0) -> dict:
+def unit_metrics(
+    kernel,
+    image_shape: Sequence[int],
+    *,
+    window: int = 9,
+    pixel_permutation: np.ndarray | None = None,
+    null_seed: int = 0,
+) -> dict:
   """Everything that `summarize` needs to know of each unit.
 
   Args:
@@ -310,8 +348,10 @@ def unit_metrics(kernel, image_shape: Sequence[int], *, window: int = 9,
   _, (h, w), _ = _layout(np.shape(kernel), image_shape)
   if pixel_permutation is not None:
     if (h, w) != tuple(image_shape[:2]):
-      raise ValueError('pixel_permutation needs a kernel that sees the whole '
-                       f'image; this one sees {h}x{w} patches')
+      raise ValueError(
+          'pixel_permutation needs a kernel that sees the whole '
+          f'image; this one sees {h}x{w} patches'
+      )
     pixel_permutation = np.asarray(pixel_permutation)
   null_order = np.random.default_rng(null_seed).permutation(h * w)
   return _measure(kernel, image_shape, window, pixel_permutation, null_order)
@@ -325,10 +365,15 @@ def _stats(values: np.ndarray) -> dict[str, float]:
   return {'median': float(median), 'q25': float(q25), 'q75': float(q75)}
 
 
-def summarize(kernel, image_shape: Sequence[int], *,
-              window: int = 9, pixel_permutation: np.ndarray | None = None,
-              min_nonzeros: int = MIN_NONZEROS,
-              null_seed: int = 0) -> dict[str, float]:
+def summarize(
+    kernel,
+    image_shape: Sequence[int],
+    *,
+    window: int = 9,
+    pixel_permutation: np.ndarray | None = None,
+    min_nonzeros: int = MIN_NONZEROS,
+    null_seed: int = 0,
+) -> dict[str, float]:
   """A run's locality: quartiles over units, against a permuted-pixel null.
 
   A jax kernel is measured where it lives (sharded or not, on every process
@@ -352,19 +397,27 @@ def summarize(kernel, image_shape: Sequence[int], *,
     'all', 'null_active', 'null_all', STAT in 'median', 'q25', 'q75'; plus
     'units' and 'active_units'.
   """
-  values = unit_metrics(kernel, image_shape, window=window,
-                        pixel_permutation=pixel_permutation,
-                        null_seed=null_seed)
+  values = unit_metrics(
+      kernel,
+      image_shape,
+      window=window,
+      pixel_permutation=pixel_permutation,
+      null_seed=null_seed,
+  )
   # A few hundred KB, from every process where the kernel is sharded.
-  values = {k: sharding.gather(v) if isinstance(v, jax.Array) else v
-            for k, v in values.items()}
+  values = {
+      k: sharding.gather(v) if isinstance(v, jax.Array) else v
+      for k, v in values.items()
+  }
   active = values['nonzeros'] >= min_nonzeros
   out = {'units': float(len(active)), 'active_units': float(active.sum())}
   for prefix in ('', 'null_'):
     for metric in METRICS:
       unit_values = np.asarray(values[prefix + metric], np.float64)
-      for subset, chosen in (('active', unit_values[active]),
-                             ('all', unit_values)):
+      for subset, chosen in (
+          ('active', unit_values[active]),
+          ('all', unit_values),
+      ):
         for stat, value in _stats(chosen).items():
           out[f'{metric}/{prefix}{subset}/{stat}'] = value
   return out

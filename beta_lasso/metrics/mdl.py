@@ -20,24 +20,28 @@ Description lengths are in bits and the confidence terms in nats, as in the
 proof of Theorem 7.7 (a hypothesis of |d| bits has prior weight 2^-|d|, and
 ln 2^|d| <= |d|). Losses are 0-1 errors.
 """
+
 import math
 from typing import NamedTuple
 
 
 class Bounds(NamedTuple):
   """Both bounds on the test error and the description lengths behind them."""
+
   theorem1: float  # Test error bound describing every weight.
   theorem2: float  # Test error bound describing the non-zero weights.
   dense_bits: float  # n b.
   sparse_bits: float  # k b + |d(g)|.
 
 
-def theorem1_bound(train_error: float, description_bits: float, m: int,
-                   delta: float = 0.05) -> float:
+def theorem1_bound(
+    train_error: float, description_bits: float, m: int, delta: float = 0.05
+) -> float:
   """Theorem 1: train error plus sqrt((|d(h)| + ln(2/delta)) / (2m))."""
   _check(train_error, m, delta)
   return train_error + math.sqrt(
-      (description_bits + math.log(2 / delta)) / (2 * m))
+      (description_bits + math.log(2 / delta)) / (2 * m)
+  )
 
 
 def sharing_bits(nonzeros: int, k: int, n: int) -> float:
@@ -47,8 +51,15 @@ def sharing_bits(nonzeros: int, k: int, n: int) -> float:
   return nonzeros * math.log2(k * n) + 2 * math.log2(n)
 
 
-def theorem2_bound(train_error: float, k: int, n: int, bits: int, m: int,
-                   delta: float = 0.05, nonzeros: int | None = None) -> float:
+def theorem2_bound(
+    train_error: float,
+    k: int,
+    n: int,
+    bits: int,
+    m: int,
+    delta: float = 0.05,
+    nonzeros: int | None = None,
+) -> float:
   """Theorem 2: train error plus sqrt((k b + |d(g)| + ln(2n/delta)) / (2m)).
 
   Args:
@@ -67,18 +78,27 @@ def theorem2_bound(train_error: float, k: int, n: int, bits: int, m: int,
   nonzeros = k if nonzeros is None else nonzeros
   return train_error + math.sqrt(
       (k * bits + sharing_bits(nonzeros, k, n) + math.log(2 * n / delta))
-      / (2 * m))
+      / (2 * m)
+  )
 
 
-def bounds(train_error: float, nonzeros: int, weights: int, m: int, *,
-           bits: int = 32, delta: float = 0.05) -> Bounds:
+def bounds(
+    train_error: float,
+    nonzeros: int,
+    weights: int,
+    m: int,
+    *,
+    bits: int = 32,
+    delta: float = 0.05,
+) -> Bounds:
   """Both theorems for a network with `nonzeros` of `weights` non-zero."""
   k = max(1, nonzeros)
   return Bounds(
       theorem1=theorem1_bound(train_error, weights * bits, m, delta),
       theorem2=theorem2_bound(train_error, k, weights, bits, m, delta),
       dense_bits=float(weights * bits),
-      sparse_bits=k * bits + sharing_bits(k, k, weights))
+      sparse_bits=k * bits + sharing_bits(k, k, weights),
+  )
 
 
 def _check(train_error: float, m: int, delta: float):

@@ -24,6 +24,7 @@ ResNet18: layer0 = stem, layer1..layer4 = stages), dense layers are
 and kernels are leaves named `kernel`, so `CONV_KERNEL_REGEX` and
 `FC_KERNEL_REGEX` split the weights the paper tunes lambda for separately.
 """
+
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -43,8 +44,12 @@ spec = registry.spec
 family = registry.family
 display_name = registry.display_name
 first_layer_name = registry.first_layer_name
-SHALLOW, DEEP, THREE_FC, RESNET = (registry.SHALLOW, registry.DEEP,
-                                   registry.THREE_FC, registry.RESNET)
+SHALLOW, DEEP, THREE_FC, RESNET = (
+    registry.SHALLOW,
+    registry.DEEP,
+    registry.THREE_FC,
+    registry.RESNET,
+)
 PAPER_WIDTH_3FC = MODELS['3fc'].paper_size
 
 # Kernels of conv-standing layers (in ResNet18 every conv) and of dense layers.
@@ -52,9 +57,16 @@ CONV_KERNEL_REGEX = r'^layer\d+/(.+/)?kernel$'
 FC_KERNEL_REGEX = r'^(fc\d+|head)/kernel$'
 
 
-def create_model(name: str, *, num_classes: int, alpha: int | None = None,
-                 dtype: jnp.dtype | None = None, dropout_rate: float = 0.0,
-                 local_impl: str = 'auto', **kwargs) -> nn.Module:
+def create_model(
+    name: str,
+    *,
+    num_classes: int,
+    alpha: int | None = None,
+    dtype: jnp.dtype | None = None,
+    dropout_rate: float = 0.0,
+    local_impl: str = 'auto',
+    **kwargs,
+) -> nn.Module:
   """Builds a registered model.
 
   Args:
@@ -87,16 +99,18 @@ def create_model(name: str, *, num_classes: int, alpha: int | None = None,
   elif model.default_size() is None and kwargs.get(model.size_kwarg) is None:
     raise ValueError(
         f'Model {name!r} needs {model.size_kwarg} (the paper-sized one is '
-        f'{model.paper_size}).')
+        f'{model.paper_size}).'
+    )
   if model.layer_type is not None:
     kwargs['local_impl'] = local_impl
-  return model.constructor(num_classes=num_classes, dtype=dtype,
-                           dropout_rate=dropout_rate, **kwargs)
+  return model.constructor(
+      num_classes=num_classes, dtype=dtype, dropout_rate=dropout_rate, **kwargs
+  )
 
 
 def kernel_counts(
-    model: nn.Module,
-    input_shape: Sequence[int] = (1, 32, 32, 3)) -> dict[str, int]:
+    model: nn.Module, input_shape: Sequence[int] = (1, 32, 32, 3)
+) -> dict[str, int]:
   """Weights per layer, from shapes only (nothing is allocated).
 
   Args:
@@ -110,6 +124,8 @@ def kernel_counts(
     and BatchNorm parameters are not weights here, as in the paper's counts.
   """
   variables = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros(input_shape, jnp.float32),
-                         train=False))
+      lambda: model.init(
+          jax.random.key(0), jnp.zeros(input_shape, jnp.float32), train=False
+      )
+  )
   return pytree.count_weights(variables['params'], pytree.kernel_mask)

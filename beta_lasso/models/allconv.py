@@ -8,6 +8,7 @@ head (`bn1`..`bnN` after the layers, `bn{N+1}` after fc1); only the head has a
 bias. Dropout, when on, is on the inputs of fc1 and head (the paper's "last
 two FC layers").
 """
+
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -33,6 +34,7 @@ class AllConvNet(nn.Module):
     local_impl: how 'local' layers compute (`local.IMPLEMENTATIONS`); the
       parameters are the same for every one.
   """
+
   alpha: int
   num_classes: int
   layer_type: str
@@ -46,19 +48,31 @@ class AllConvNet(nn.Module):
   def __call__(self, images: jax.Array, train: bool) -> jax.Array:
     """Returns logits (in `dtype`) for NHWC `images`."""
     x = images
-    for i, (multiplier, kernel_size, strides) in enumerate(self.conv_layers,
-                                                           start=1):
-      x = layers.make_layer(self.layer_type, multiplier * self.alpha,
-                            kernel_size, strides, dtype=self.dtype,
-                            local_impl=self.local_impl, name=f'layer{i}')(x)
-      x = layers.batch_norm(train, axis=layers.bn_axis(self.layer_type),
-                            name=f'bn{i}')(x)
+    for i, (multiplier, kernel_size, strides) in enumerate(
+        self.conv_layers, start=1
+    ):
+      x = layers.make_layer(
+          self.layer_type,
+          multiplier * self.alpha,
+          kernel_size,
+          strides,
+          dtype=self.dtype,
+          local_impl=self.local_impl,
+          name=f'layer{i}',
+      )(x)
+      x = layers.batch_norm(
+          train, axis=layers.bn_axis(self.layer_type), name=f'bn{i}'
+      )(x)
       x = nn.relu(x)
     x = x.reshape(x.shape[0], -1)
 
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    x = nn.Dense(self.fc_multiplier * self.alpha, use_bias=False,
-                 dtype=self.dtype, name='fc1')(x)
+    x = nn.Dense(
+        self.fc_multiplier * self.alpha,
+        use_bias=False,
+        dtype=self.dtype,
+        name='fc1',
+    )(x)
     x = layers.batch_norm(train, name=f'bn{len(self.conv_layers) + 1}')(x)
     x = nn.relu(x)
 

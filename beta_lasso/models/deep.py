@@ -16,6 +16,7 @@ D-FC (127 s^4 / 128 + 4 s^2) a^2 + (3 s^4 + 64 c) a.
 
 3-FC: two hidden dense layers fc1, fc2 of equal `width` (BN + ReLU), then head.
 """
+
 import functools
 
 import flax.linen as nn
@@ -26,13 +27,22 @@ from beta_lasso.models import allconv
 from beta_lasso.models import layers
 
 # (channel multiplier of alpha, kernel size, stride) of layer1..layer8.
-D_LAYERS = ((1, 3, 1), (2, 3, 2), (2, 3, 1), (4, 3, 2), (4, 3, 1), (8, 3, 2),
-            (8, 3, 1), (16, 3, 2))
+D_LAYERS = (
+    (1, 3, 1),
+    (2, 3, 2),
+    (2, 3, 1),
+    (4, 3, 2),
+    (4, 3, 1),
+    (8, 3, 2),
+    (8, 3, 1),
+    (16, 3, 2),
+)
 
 # D-CONV, D-LOCAL and D-FC bind its `layer_type` ('conv', 'local', 'fc') in
 # the registry (registry.py).
-DeepNet = functools.partial(allconv.AllConvNet, conv_layers=D_LAYERS,
-                            fc_multiplier=64)
+DeepNet = functools.partial(
+    allconv.AllConvNet, conv_layers=D_LAYERS, fc_multiplier=64
+)
 
 
 class ThreeFC(nn.Module):
@@ -45,6 +55,7 @@ class ThreeFC(nn.Module):
     dropout_rate: dropout on the inputs of fc2 and head; 0 disables it.
     dtype: computation dtype; params and BatchNorm stay float32.
   """
+
   width: int
   num_classes: int
   dropout_rate: float = 0.0

@@ -28,11 +28,13 @@ size plus a layer in flight: D-CONV at alpha 15 -> D-FC (282M weights, 1.1
 GB) peaks at 2.1 GB and takes ~7 s on 2 CPU cores. Leaves come back as jax
 arrays of the source's dtype.
 """
-from collections.abc import Mapping
-from typing import Any, NamedTuple
 
-import flax.linen as nn
+from collections.abc import Mapping
+from typing import Any
+from typing import NamedTuple
+
 from flax import traverse_util
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,14 +43,21 @@ from beta_lasso import models
 from beta_lasso.models import local
 
 # (source, target) pairs `embed` supports.
-EMBEDDINGS = (('sconv', 'slocal'), ('sconv', 'sfc'), ('slocal', 'sfc'),
-              ('dconv', 'dlocal'), ('dconv', 'dfc'), ('dlocal', 'dfc'))
+EMBEDDINGS = (
+    ('sconv', 'slocal'),
+    ('sconv', 'sfc'),
+    ('slocal', 'sfc'),
+    ('dconv', 'dlocal'),
+    ('dconv', 'dfc'),
+    ('dlocal', 'dfc'),
+)
 
 Variables = Mapping[str, Any]
 
 
 class Geometry(NamedTuple):
   """Where a conv-standing layer reads from: what its kernel does not say."""
+
   in_hw: tuple[int, int]
   kernel_size: tuple[int, int]
   strides: tuple[int, int]
@@ -57,12 +66,14 @@ class Geometry(NamedTuple):
   @property
   def out_hw(self) -> tuple[int, int]:
     return tuple(
-        (n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(
-            self.in_hw, self.kernel_size, self.strides, self.pads))
+        (n + lo + hi - k) // s + 1
+        for n, k, s, (lo, hi) in zip(
+            self.in_hw, self.kernel_size, self.strides, self.pads
+        )
+    )
 
 
-def geometry(in_hw: tuple[int, int], kernel_size, strides,
-             padding) -> Geometry:
+def geometry(in_hw: tuple[int, int], kernel_size, strides, padding) -> Geometry:
   """The `Geometry` of a conv or local layer on `in_hw` inputs.
 
   Args:
@@ -80,8 +91,12 @@ def geometry(in_hw: tuple[int, int], kernel_size, strides,
     pads = jax.lax.padtype_to_pads(in_hw, kernel_size, strides, padding)
   else:
     pads = padding
-  return Geometry(tuple(in_hw), kernel_size, strides,
-                  tuple(tuple(int(p) for p in pair) for pair in pads))
+  return Geometry(
+      tuple(in_hw),
+      kernel_size,
+      strides,
+      tuple(tuple(int(p) for p in pair) for pair in pads),
+  )
 
 
 def conv_kernel_to_local(kernel, geom: Geometry) -> np.ndarray:
@@ -113,11 +128,15 @@ def local_kernel_to_dense(kernel, geom: Geometry) -> np.ndarray:
   """
   kernel = np.asarray(kernel)
   out_h, out_w, fused, c_out = kernel.shape
-  (k_h, k_w), (s_h, s_w), (h_in, w_in) = (geom.kernel_size, geom.strides,
-                                          geom.in_hw)
+  (k_h, k_w), (s_h, s_w), (h_in, w_in) = (
+      geom.kernel_size,
+      geom.strides,
+      geom.in_hw,
+  )
   if (out_h, out_w) != geom.out_hw or fused % (k_h * k_w):
-    raise ValueError(f'local kernel of shape {kernel.shape} does not fit '
-                     f'{geom}')
+    raise ValueError(
+        f'local kernel of shape {kernel.shape} does not fit ' f'{geom}'
+    )
   c_in = fused // (k_h * k_w)
   filters = kernel.reshape(out_h, out_w, c_in, k_h, k_w, c_out)
   dense = np.zeros((h_in, w_in, c_in, out_h, out_w, c_out), kernel.dtype)
@@ -135,37 +154,49 @@ def local_kernel_to_dense(kernel, geom: Geometry) -> np.ndarray:
   return dense.reshape(h_in * w_in * c_in, out_h * out_w * c_out)
 
 
-def _layer_geometries(model: nn.Module,
-                      image_shape: tuple[int, int, int]) -> dict[str, Geometry]:
+def _layer_geometries(
+    model: nn.Module, image_shape: tuple[int, int, int]
+) -> dict[str, Geometry]:
   """Geometry of every conv and local layer of `model`, by parameter path."""
   found = {}
 
   def record(next_fun, args, kwargs, context):
     module = context.module
     if context.method_name == '__call__' and isinstance(
-        module, (nn.Conv, local.LocallyConnected2D)):
+        module, (nn.Conv, local.LocallyConnected2D)
+    ):
       found['/'.join(module.scope.path)] = geometry(
-          args[0].shape[1:3], module.kernel_size, module.strides,
-          module.padding)
+          args[0].shape[1:3], module.kernel_size, module.strides, module.padding
+      )
     return next_fun(*args, **kwargs)
 
   with nn.intercept_methods(record):
-    jax.eval_shape(lambda: model.init(
-        jax.random.key(0), jnp.zeros((1,) + tuple(image_shape)), train=False))
+    jax.eval_shape(
+        lambda: model.init(
+            jax.random.key(0), jnp.zeros((1,) + tuple(image_shape)), train=False
+        )
+    )
   return found
 
 
 def _shapes(model: nn.Module, image_shape) -> dict[str, Any]:
-  return jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1,) + tuple(image_shape)), train=False))
+  return jax.eval_shape(
+      lambda: model.init(
+          jax.random.key(0), jnp.zeros((1,) + tuple(image_shape)), train=False
+      )
+  )
 
 
 def _flat(tree) -> dict[str, Any]:
   return traverse_util.flatten_dict(tree, sep='/')
 
 
-def embed(variables: Variables, source: str, target: str,
-          image_shape: tuple[int, int, int] = (32, 32, 3)) -> dict[str, Any]:
+def embed(
+    variables: Variables,
+    source: str,
+    target: str,
+    image_shape: tuple[int, int, int] = (32, 32, 3),
+) -> dict[str, Any]:
   """Variables of `target` computing the same function as `source`'s.
 
   Args:
@@ -188,14 +219,13 @@ def embed(variables: Variables, source: str, target: str,
   if (source, target) not in EMBEDDINGS:
     raise ValueError(
         f'Cannot embed {source!r} in {target!r}; valid (source, target) '
-        f'pairs: {", ".join(f"{s}->{t}" for s, t in EMBEDDINGS)}.')
+        f'pairs: {", ".join(f"{s}->{t}" for s, t in EMBEDDINGS)}.'
+    )
   params = variables['params']
   alpha = params['layer1']['kernel'].shape[-1]
   num_classes = params['head']['kernel'].shape[-1]
-  src_model = models.create_model(source, num_classes=num_classes,
-                                  alpha=alpha)
-  tgt_model = models.create_model(target, num_classes=num_classes,
-                                  alpha=alpha)
+  src_model = models.create_model(source, num_classes=num_classes, alpha=alpha)
+  tgt_model = models.create_model(target, num_classes=num_classes, alpha=alpha)
 
   src_template = _shapes(src_model, image_shape)
   for collection, tree in src_template.items():
@@ -205,7 +235,8 @@ def embed(variables: Variables, source: str, target: str,
       raise ValueError(
           f'variables[{collection!r}] are not those of {source!r} at alpha '
           f'{alpha} on {tuple(image_shape)} images: expected {expected}, '
-          f'got {given}.')
+          f'got {given}.'
+      )
 
   geometries = _layer_geometries(src_model, image_shape)
   from_conv = source.endswith('conv')
@@ -233,20 +264,28 @@ def embed(variables: Variables, source: str, target: str,
   return out
 
 
-def conv_to_local(variables: Variables, source: str = 'sconv',
-                  image_shape: tuple[int, int, int] = (32, 32, 3)):
+def conv_to_local(
+    variables: Variables,
+    source: str = 'sconv',
+    image_shape: tuple[int, int, int] = (32, 32, 3),
+):
   """S-CONV -> S-LOCAL or D-CONV -> D-LOCAL (source 'sconv' | 'dconv')."""
-  return embed(variables, source, source.replace('conv', 'local'),
-               image_shape)
+  return embed(variables, source, source.replace('conv', 'local'), image_shape)
 
 
-def local_to_fc(variables: Variables, source: str = 'slocal',
-                image_shape: tuple[int, int, int] = (32, 32, 3)):
+def local_to_fc(
+    variables: Variables,
+    source: str = 'slocal',
+    image_shape: tuple[int, int, int] = (32, 32, 3),
+):
   """S-LOCAL -> S-FC or D-LOCAL -> D-FC (source 'slocal' | 'dlocal')."""
   return embed(variables, source, source.replace('local', 'fc'), image_shape)
 
 
-def conv_to_fc(variables: Variables, source: str = 'sconv',
-               image_shape: tuple[int, int, int] = (32, 32, 3)):
+def conv_to_fc(
+    variables: Variables,
+    source: str = 'sconv',
+    image_shape: tuple[int, int, int] = (32, 32, 3),
+):
   """S-CONV -> S-FC or D-CONV -> D-FC (source 'sconv' | 'dconv')."""
   return embed(variables, source, source.replace('conv', 'fc'), image_shape)

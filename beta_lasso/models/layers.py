@@ -5,6 +5,7 @@ The paper compares a convolution with two replacements of the same geometry
 dense layer. `make_layer` builds any of the three from one spec, so each
 family is written once.
 """
+
 from collections.abc import Sequence
 import math
 
@@ -36,6 +37,7 @@ class FeatureMapDense(nn.Module):
     param_dtype: dtype of the parameters.
     kernel_init: initializer for the 2D kernel (fan-in H * W * C_in).
   """
+
   features: int
   strides: int | Sequence[int] = 1
   use_bias: bool = True
@@ -50,20 +52,33 @@ class FeatureMapDense(nn.Module):
     s_h, s_w = local.as_pair(self.strides)
     out_shape = (-(-h // s_h), -(-w // s_w), self.features)
     out_units = math.prod(out_shape)
-    kernel = self.param('kernel', self.kernel_init, (h * w * c, out_units),
-                        self.param_dtype)
-    bias = (self.param('bias', self.bias_init, (out_units,), self.param_dtype)
-            if self.use_bias else None)
+    kernel = self.param(
+        'kernel', self.kernel_init, (h * w * c, out_units), self.param_dtype
+    )
+    bias = (
+        self.param('bias', self.bias_init, (out_units,), self.param_dtype)
+        if self.use_bias
+        else None
+    )
     x, kernel, bias = nn.dtypes.promote_dtype(
-        inputs.reshape(n, h * w * c), kernel, bias, dtype=self.dtype)
+        inputs.reshape(n, h * w * c), kernel, bias, dtype=self.dtype
+    )
     y = x @ kernel
     if bias is not None:
       y = y + bias
     return y.reshape((n,) + out_shape)
 
 
-def make_layer(layer_type: str, features: int, kernel_size: int, strides: int,
-               *, dtype, name: str, local_impl: str = 'auto') -> nn.Module:
+def make_layer(
+    layer_type: str,
+    features: int,
+    kernel_size: int,
+    strides: int,
+    *,
+    dtype,
+    name: str,
+    local_impl: str = 'auto',
+) -> nn.Module:
   """A conv, or the locally connected / dense layer of the same geometry.
 
   Always SAME padding and no bias (BatchNorm follows).
@@ -81,20 +96,36 @@ def make_layer(layer_type: str, features: int, kernel_size: int, strides: int,
     A module mapping NHWC to NHWC.
   """
   if layer_type == 'conv':
-    return nn.Conv(features, (kernel_size, kernel_size), strides, 'SAME',
-                   use_bias=False, dtype=dtype, name=name)
+    return nn.Conv(
+        features,
+        (kernel_size, kernel_size),
+        strides,
+        'SAME',
+        use_bias=False,
+        dtype=dtype,
+        name=name,
+    )
   if layer_type == 'local':
-    return local.LocallyConnected2D(features, kernel_size, strides, 'SAME',
-                                    use_bias=False, dtype=dtype,
-                                    impl=local_impl, name=name)
+    return local.LocallyConnected2D(
+        features,
+        kernel_size,
+        strides,
+        'SAME',
+        use_bias=False,
+        dtype=dtype,
+        impl=local_impl,
+        name=name,
+    )
   if layer_type == 'fc':
-    return FeatureMapDense(features, strides, use_bias=False, dtype=dtype,
-                           name=name)
+    return FeatureMapDense(
+        features, strides, use_bias=False, dtype=dtype, name=name
+    )
   raise ValueError(f'layer_type {layer_type!r} is not one of {LAYER_TYPES}')
 
 
-def batch_norm(train: bool, *, name: str,
-               axis: int | tuple[int, ...] = -1) -> nn.BatchNorm:
+def batch_norm(
+    train: bool, *, name: str, axis: int | tuple[int, ...] = -1
+) -> nn.BatchNorm:
   """BatchNorm as the paper uses it: computed and stored in float32.
 
   Args:
@@ -107,9 +138,15 @@ def batch_norm(train: bool, *, name: str,
     The BatchNorm module (momentum 0.9, epsilon 1e-5).
   """
   # float32 even when the layers compute in bf16: the paper keeps BN in 32-bit.
-  return nn.BatchNorm(use_running_average=not train, axis=axis, momentum=0.9,
-                      epsilon=1e-5, dtype=jnp.float32,
-                      param_dtype=jnp.float32, name=name)
+  return nn.BatchNorm(
+      use_running_average=not train,
+      axis=axis,
+      momentum=0.9,
+      epsilon=1e-5,
+      dtype=jnp.float32,
+      param_dtype=jnp.float32,
+      name=name,
+  )
 
 
 def bn_axis(layer_type: str) -> int | tuple[int, ...]:
@@ -117,4 +154,3 @@ def bn_axis(layer_type: str) -> int | tuple[int, ...]:
   # A dense layer's output units share no filter, so grouping them into
   # "channels" for BN would be arbitrary; BatchNorm1d semantics instead.
   return (1, 2, 3) if layer_type == 'fc' else -1
-

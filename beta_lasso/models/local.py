@@ -38,8 +38,8 @@ output positions as part of the fan-in (out_h * out_w times too large, so the
 weights start e.g. 16x too small for S-LOCAL), the default init here uses
 fan-in = k_h * k_w * C_in, the same as `nn.Conv` for the same geometry.
 """
-from collections.abc import Sequence
 
+from collections.abc import Sequence
 import functools
 
 import flax.linen as nn
@@ -59,8 +59,10 @@ AUTO = {'cpu': 'patches', 'gpu': 'patches', 'tpu': 'patches'}
 # elsewhere, so 'patches' throughout.
 MASKED_DENSE_MAX_WASTE = {'cpu': 16.0}
 
-def default_kernel_init(key: jax.Array, shape: Sequence[int],
-                        dtype=jnp.float32) -> jax.Array:
+
+def default_kernel_init(
+    key: jax.Array, shape: Sequence[int], dtype=jnp.float32
+) -> jax.Array:
   """LeCun truncated normal with fan-in k_h * k_w * C_in (`shape[-2]`).
 
   Output positions are batch axes: each position's filter is an independent
@@ -70,7 +72,7 @@ def default_kernel_init(key: jax.Array, shape: Sequence[int],
   CPU (seconds per layer for D-LOCAL).
   """
   # 0.8796... is the std of a standard normal truncated to [-2, 2].
-  stddev = np.sqrt(1.0 / shape[-2]) / .87962566103423978
+  stddev = np.sqrt(1.0 / shape[-2]) / 0.87962566103423978
   flat = jax.random.truncated_normal(key, -2, 2, (int(np.prod(shape)),), dtype)
   return (flat * stddev).reshape(shape)
 
@@ -88,8 +90,9 @@ def as_pair(x: int | Sequence[int]) -> tuple[int, int]:
   return x
 
 
-def tile_conv_kernel(conv_kernel: jax.Array,
-                     out_spatial: tuple[int, int]) -> jax.Array:
+def tile_conv_kernel(
+    conv_kernel: jax.Array, out_spatial: tuple[int, int]
+) -> jax.Array:
   """Turns a conv kernel into the local kernel that computes the same thing.
 
   Args:
@@ -104,7 +107,8 @@ def tile_conv_kernel(conv_kernel: jax.Array,
   k_h, k_w, c_in, features = conv_kernel.shape
   # The local kernel's fused input axis is ordered (C_in, k_h, k_w).
   fused = jnp.transpose(conv_kernel, (2, 0, 1, 3)).reshape(
-      c_in * k_h * k_w, features)
+      c_in * k_h * k_w, features
+  )
   return jnp.broadcast_to(fused, tuple(out_spatial) + fused.shape)
 
 
@@ -120,8 +124,10 @@ def resolve_impl(impl: str, waste: float | None = None) -> str:
     ValueError: `impl` is not one of `IMPLEMENTATIONS`.
   """
   if impl not in IMPLEMENTATIONS:
-    raise ValueError(f'local_impl {impl!r} is not valid; choose one of: '
-                     f'{", ".join(IMPLEMENTATIONS)}')
+    raise ValueError(
+        f'local_impl {impl!r} is not valid; choose one of: '
+        f'{", ".join(IMPLEMENTATIONS)}'
+    )
   if impl != 'auto':
     return impl
   backend = jax.default_backend()
@@ -130,18 +136,24 @@ def resolve_impl(impl: str, waste: float | None = None) -> str:
   return AUTO.get(backend, 'conv_local')
 
 
-def masked_dense_waste(in_spatial: Sequence[int],
-                       kernel_size: Sequence[int]) -> float:
+def masked_dense_waste(
+    in_spatial: Sequence[int], kernel_size: Sequence[int]
+) -> float:
   """Multiply-adds of 'masked_dense' over the layer's own: H W / (k_h k_w)."""
   return float(np.prod(in_spatial)) / float(np.prod(kernel_size))
 
 
 def _pads_and_out(in_hw, kernel_size, strides, padding):
   """((lo, hi), (lo, hi)) padding and (out_h, out_w) of the geometry."""
-  pads = (jax.lax.padtype_to_pads(in_hw, kernel_size, strides, padding)
-          if isinstance(padding, str) else tuple(padding))
-  out = tuple((n + lo + hi - k) // s + 1 for n, (lo, hi), k, s in
-              zip(in_hw, pads, kernel_size, strides))
+  pads = (
+      jax.lax.padtype_to_pads(in_hw, kernel_size, strides, padding)
+      if isinstance(padding, str)
+      else tuple(padding)
+  )
+  out = tuple(
+      (n + lo + hi - k) // s + 1
+      for n, (lo, hi), k, s in zip(in_hw, pads, kernel_size, strides)
+  )
   return pads, out
 
 
@@ -156,11 +168,19 @@ def _patch_rows(in_hw, in_features, kernel_size, strides, padding):
   """
   (h, w), c = in_hw, in_features
   pads, (out_h, out_w) = _pads_and_out(in_hw, kernel_size, strides, padding)
-  ci, ki, kj = (a.ravel() for a in np.meshgrid(
-      np.arange(c), np.arange(kernel_size[0]), np.arange(kernel_size[1]),
-      indexing='ij'))
-  oi, oj = (a.ravel()[:, None] for a in np.meshgrid(
-      np.arange(out_h), np.arange(out_w), indexing='ij'))
+  ci, ki, kj = (
+      a.ravel()
+      for a in np.meshgrid(
+          np.arange(c),
+          np.arange(kernel_size[0]),
+          np.arange(kernel_size[1]),
+          indexing='ij',
+      )
+  )
+  oi, oj = (
+      a.ravel()[:, None]
+      for a in np.meshgrid(np.arange(out_h), np.arange(out_w), indexing='ij')
+  )
   ih = oi * strides[0] - pads[0][0] + ki
   iw = oj * strides[1] - pads[1][0] + kj
   inside = (ih >= 0) & (ih < h) & (iw >= 0) & (iw < w)
@@ -171,15 +191,20 @@ def _local_patches(inputs, kernel, kernel_size, strides, padding, precision):
   """'patches': gathered patches, one matmul per output position."""
   n = inputs.shape[0]
   out_h, out_w, fused, features = kernel.shape
-  rows = _patch_rows(inputs.shape[1:3], inputs.shape[3], kernel_size,
-                     strides, padding)
+  rows = _patch_rows(
+      inputs.shape[1:3], inputs.shape[3], kernel_size, strides, padding
+  )
   # Batch last: every gathered row is N contiguous values.
-  table = jnp.concatenate([inputs.reshape(n, -1).T,
-                           jnp.zeros((1, n), inputs.dtype)])
+  table = jnp.concatenate(
+      [inputs.reshape(n, -1).T, jnp.zeros((1, n), inputs.dtype)]
+  )
   patches = table[rows]  # (positions, fused, N)
   y = jax.lax.dot_general(
-      patches, kernel.reshape(out_h * out_w, fused, features),
-      (((1,), (1,)), ((0,), (0,))), precision=precision)  # (positions, N, F)
+      patches,
+      kernel.reshape(out_h * out_w, fused, features),
+      (((1,), (1,)), ((0,), (0,))),
+      precision=precision,
+  )  # (positions, N, F)
   return jnp.transpose(y, (1, 0, 2)).reshape(n, out_h, out_w, features)
 
 
@@ -192,21 +217,26 @@ def _skew(a: jax.Array, stride: int, length: int) -> jax.Array:
   o, k = a.shape[:2]
   rest = a.shape[2:]
   a = jnp.pad(a, ((0, 0), (0, length + stride - k)) + ((0, 0),) * len(rest))
-  a = a.reshape((o * (length + stride),) + rest)[:o * length]
+  a = a.reshape((o * (length + stride),) + rest)[: o * length]
   return a.reshape((o, length) + rest)
 
 
 def _crop(a: jax.Array, axis: int, start: int, size: int) -> jax.Array:
   """a[start:start + size] along `axis`, zero-padded past its end."""
   a = jnp.moveaxis(a, axis, 0)
-  a = jnp.pad(a, ((0, max(0, start + size - a.shape[0])),) +
-              ((0, 0),) * (a.ndim - 1))[start:start + size]
+  a = jnp.pad(
+      a, ((0, max(0, start + size - a.shape[0])),) + ((0, 0),) * (a.ndim - 1)
+  )[start : start + size]
   return jnp.moveaxis(a, 0, axis)
 
 
-def dense_kernel(kernel: jax.Array, in_shape: tuple[int, int, int],
-                 kernel_size: tuple[int, int], strides: tuple[int, int],
-                 padding) -> jax.Array:
+def dense_kernel(
+    kernel: jax.Array,
+    in_shape: tuple[int, int, int],
+    kernel_size: tuple[int, int],
+    strides: tuple[int, int],
+    padding,
+) -> jax.Array:
   """The local kernel as the dense matrix of the same layer.
 
   Args:
@@ -237,8 +267,9 @@ def dense_kernel(kernel: jax.Array, in_shape: tuple[int, int, int],
   return a.reshape(h * w * c, out_h * out_w * features)
 
 
-def _local_masked_dense(inputs, kernel, kernel_size, strides, padding,
-                        precision):
+def _local_masked_dense(
+    inputs, kernel, kernel_size, strides, padding, precision
+):
   """'masked_dense': one matmul with the zero-filled dense kernel."""
   n = inputs.shape[0]
   out_h, out_w, _, features = kernel.shape
@@ -247,23 +278,36 @@ def _local_masked_dense(inputs, kernel, kernel_size, strides, padding,
   return y.reshape(n, out_h, out_w, features)
 
 
-def _local_reference(inputs, kernel, kernel_size, strides, padding,
-                     precision):
+def _local_reference(inputs, kernel, kernel_size, strides, padding, precision):
   """'conv_local': XLA's own locally connected convolution."""
   return jax.lax.conv_general_dilated_local(
-      lhs=inputs, rhs=kernel, window_strides=strides, padding=padding,
-      filter_shape=kernel_size, dimension_numbers=_DIMENSION_NUMBERS,
-      precision=precision)
+      lhs=inputs,
+      rhs=kernel,
+      window_strides=strides,
+      padding=padding,
+      filter_shape=kernel_size,
+      dimension_numbers=_DIMENSION_NUMBERS,
+      precision=precision,
+  )
 
 
-_IMPLS = {'conv_local': _local_reference, 'patches': _local_patches,
-          'masked_dense': _local_masked_dense}
+_IMPLS = {
+    'conv_local': _local_reference,
+    'patches': _local_patches,
+    'masked_dense': _local_masked_dense,
+}
 
 
-def local_conv(inputs: jax.Array, kernel: jax.Array,
-               kernel_size: tuple[int, int], strides: tuple[int, int],
-               padding, *, impl: str = 'auto',
-               precision: jax.lax.PrecisionLike = None) -> jax.Array:
+def local_conv(
+    inputs: jax.Array,
+    kernel: jax.Array,
+    kernel_size: tuple[int, int],
+    strides: tuple[int, int],
+    padding,
+    *,
+    impl: str = 'auto',
+    precision: jax.lax.PrecisionLike = None,
+) -> jax.Array:
   """The locally connected convolution of NHWC `inputs` with `kernel`.
 
   Args:
@@ -280,11 +324,13 @@ def local_conv(inputs: jax.Array, kernel: jax.Array,
     (N, out_h, out_w, features), equal across implementations up to float
     rounding.
   """
-  padding = padding if isinstance(padding, str) else tuple(
-      tuple(p) for p in padding)
+  padding = (
+      padding if isinstance(padding, str) else tuple(tuple(p) for p in padding)
+  )
   waste = masked_dense_waste(inputs.shape[1:3], kernel_size)
-  return _IMPLS[resolve_impl(impl, waste)](inputs, kernel, tuple(kernel_size),
-                                    tuple(strides), padding, precision)
+  return _IMPLS[resolve_impl(impl, waste)](
+      inputs, kernel, tuple(kernel_size), tuple(strides), padding, precision
+  )
 
 
 class LocallyConnected2D(nn.Module):
@@ -305,6 +351,7 @@ class LocallyConnected2D(nn.Module):
     precision: of the matmuls.
     impl: one of `IMPLEMENTATIONS`; every one takes the same parameters.
   """
+
   features: int
   kernel_size: int | Sequence[int]
   strides: int | Sequence[int] = 1
@@ -324,29 +371,49 @@ class LocallyConnected2D(nn.Module):
       raise ValueError(f'expected NHWC inputs, got shape {inputs.shape}')
     kernel_size = as_pair(self.kernel_size)
     strides = as_pair(self.strides)
-    padding = self.padding if isinstance(self.padding, str) else tuple(
-        tuple(p) for p in self.padding)
+    padding = (
+        self.padding
+        if isinstance(self.padding, str)
+        else tuple(tuple(p) for p in self.padding)
+    )
     in_features = inputs.shape[-1]
 
     # The kernel needs the output spatial shape; a shared conv of the same
     # geometry has it.
     out_shape = jax.eval_shape(
         lambda x, w: jax.lax.conv_general_dilated(
-            x, w, strides, padding, dimension_numbers=_DIMENSION_NUMBERS),
+            x, w, strides, padding, dimension_numbers=_DIMENSION_NUMBERS
+        ),
         jax.ShapeDtypeStruct(inputs.shape, jnp.float32),
-        jax.ShapeDtypeStruct(kernel_size + (in_features, self.features),
-                             jnp.float32)).shape
+        jax.ShapeDtypeStruct(
+            kernel_size + (in_features, self.features), jnp.float32
+        ),
+    ).shape
     kernel_shape = out_shape[1:3] + (
-        int(np.prod(kernel_size)) * in_features, self.features)
-    kernel = self.param('kernel', self.kernel_init, kernel_shape,
-                        self.param_dtype)
-    bias = (self.param('bias', self.bias_init, out_shape[1:], self.param_dtype)
-            if self.use_bias else None)
+        int(np.prod(kernel_size)) * in_features,
+        self.features,
+    )
+    kernel = self.param(
+        'kernel', self.kernel_init, kernel_shape, self.param_dtype
+    )
+    bias = (
+        self.param('bias', self.bias_init, out_shape[1:], self.param_dtype)
+        if self.use_bias
+        else None
+    )
 
     inputs, kernel, bias = nn.dtypes.promote_dtype(
-        inputs, kernel, bias, dtype=self.dtype)
-    y = local_conv(inputs, kernel, kernel_size, strides, padding,
-                   impl=self.impl, precision=self.precision)
+        inputs, kernel, bias, dtype=self.dtype
+    )
+    y = local_conv(
+        inputs,
+        kernel,
+        kernel_size,
+        strides,
+        padding,
+        impl=self.impl,
+        precision=self.precision,
+    )
     if bias is not None:
       y = y + bias
     return y

@@ -8,7 +8,10 @@ the layer that stands for the first convolution (Figure 4, locality), and
 what `beta_lasso.sparse.export` needs to write a model as a chain of linear
 layers. Adding a model is one entry here and its module.
 """
-from collections.abc import Callable, Mapping, Sequence
+
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
 import dataclasses
 import functools
 import inspect
@@ -43,6 +46,7 @@ class FirstLayer:
     window: the kernel size of 'conv' and 'local', the stride of 'fc'; None
       for 'dense'.
   """
+
   name: str
   kind: str
   window: int | None
@@ -83,6 +87,7 @@ class ModelSpec:
       size, {optimizer label: {epochs: accuracy}}, labels as the report
       writes them ('SGD', 'β-LASSO β=50').
   """
+
   name: str
   display_name: str
   family: str
@@ -97,7 +102,8 @@ class ModelSpec:
   conv_layers: Sequence[tuple[int, int, int]] = ()
   exports: bool = True
   paper_cifar10: Mapping[str, Mapping[int, float]] = dataclasses.field(
-      default_factory=dict)
+      default_factory=dict
+  )
 
   @property
   def constructor(self) -> Callable[..., nn.Module]:
@@ -122,7 +128,8 @@ class ModelSpec:
     """
     millions = self.paper_millions
     return millions is None or abs(weights / 1e6 - millions) <= (
-        PAPER_TOLERANCE * millions)
+        PAPER_TOLERANCE * millions
+    )
 
   def default_size(self) -> int | None:
     """The size the module takes when none is given; None: it needs one."""
@@ -132,63 +139,144 @@ class ModelSpec:
     return parameter.default
 
 
-def _allconv(name: str, display_name: str, family: str, module,
-             conv_layers: Sequence[tuple[int, int, int]], layer_type: str,
-             **fields) -> ModelSpec:
+def _allconv(
+    name: str,
+    display_name: str,
+    family: str,
+    module,
+    conv_layers: Sequence[tuple[int, int, int]],
+    layer_type: str,
+    **fields,
+) -> ModelSpec:
   """The spec of an S or D model: its first layer follows from its layers."""
   _, kernel_size, strides = conv_layers[0]
   # A dense layer over feature-map units has no window but a stride.
   window = strides if layer_type == 'fc' else kernel_size
   return ModelSpec(
-      name=name, display_name=display_name, family=family, module=module,
-      size_field='alpha', layer_type=layer_type, conv_layers=conv_layers,
-      first_layer=FirstLayer('layer1', layer_type, window), **fields)
+      name=name,
+      display_name=display_name,
+      family=family,
+      module=module,
+      size_field='alpha',
+      layer_type=layer_type,
+      conv_layers=conv_layers,
+      first_layer=FirstLayer('layer1', layer_type, window),
+      **fields,
+  )
 
 
 # In the paper's order (Table 1 lists D before S; the report lists S first).
 _SPECS = (
     # Table 1: the S family at alpha 150.
-    _allconv('sconv', 'S-CONV', SHALLOW, shallow.ShallowNet, shallow.S_LAYERS,
-             'conv', paper_size=150, paper_millions=138, fc_embedding='sfc',
-             paper_cifar10={'SGD': {400: 84.14, 4000: 87.05}}),
-    _allconv('slocal', 'S-LOCAL', SHALLOW, shallow.ShallowNet,
-             shallow.S_LAYERS, 'local', paper_size=150, paper_millions=147,
-             fc_embedding='sfc',
-             paper_cifar10={'SGD': {400: 81.52, 4000: 85.86}}),
-    _allconv('sfc', 'S-FC', SHALLOW, shallow.ShallowNet, shallow.S_LAYERS,
-             'fc', paper_size=150, paper_millions=256, fc_embedding='sfc',
-             # Table 2: beta-LASSO at 4000 epochs only; 85.19 is the
-             # arXiv version's (84.50 in the camera-ready abstract).
-             paper_cifar10={'SGD': {400: 72.77, 4000: 78.63},
-                            'β-LASSO β=0': {4000: 82.45},
-                            'β-LASSO β=1': {4000: 82.52},
-                            'β-LASSO β=50': {4000: 85.19}}),
+    _allconv(
+        'sconv',
+        'S-CONV',
+        SHALLOW,
+        shallow.ShallowNet,
+        shallow.S_LAYERS,
+        'conv',
+        paper_size=150,
+        paper_millions=138,
+        fc_embedding='sfc',
+        paper_cifar10={'SGD': {400: 84.14, 4000: 87.05}},
+    ),
+    _allconv(
+        'slocal',
+        'S-LOCAL',
+        SHALLOW,
+        shallow.ShallowNet,
+        shallow.S_LAYERS,
+        'local',
+        paper_size=150,
+        paper_millions=147,
+        fc_embedding='sfc',
+        paper_cifar10={'SGD': {400: 81.52, 4000: 85.86}},
+    ),
+    _allconv(
+        'sfc',
+        'S-FC',
+        SHALLOW,
+        shallow.ShallowNet,
+        shallow.S_LAYERS,
+        'fc',
+        paper_size=150,
+        paper_millions=256,
+        fc_embedding='sfc',
+        # Table 2: beta-LASSO at 4000 epochs only; 85.19 is the
+        # arXiv version's (84.50 in the camera-ready abstract).
+        paper_cifar10={
+            'SGD': {400: 72.77, 4000: 78.63},
+            'β-LASSO β=0': {4000: 82.45},
+            'β-LASSO β=1': {4000: 82.52},
+            'β-LASSO β=50': {4000: 85.19},
+        },
+    ),
     # Table 1: the D family at alpha 15.
-    _allconv('dconv', 'D-CONV', DEEP, deep.DeepNet, deep.D_LAYERS, 'conv',
-             paper_size=15, paper_millions=1.45, fc_embedding='dfc',
-             paper_cifar10={'SGD': {400: 88.84, 4000: 89.79}}),
+    _allconv(
+        'dconv',
+        'D-CONV',
+        DEEP,
+        deep.DeepNet,
+        deep.D_LAYERS,
+        'conv',
+        paper_size=15,
+        paper_millions=1.45,
+        fc_embedding='dfc',
+        paper_cifar10={'SGD': {400: 88.84, 4000: 89.79}},
+    ),
     # Table 1's 3.42M undercounts (deep.py says why).
-    _allconv('dlocal', 'D-LOCAL', DEEP, deep.DeepNet, deep.D_LAYERS, 'local',
-             paper_size=15, paper_millions=3.42, fc_embedding='dfc',
-             paper_cifar10={'SGD': {400: 86.13, 4000: 86.07}}),
+    _allconv(
+        'dlocal',
+        'D-LOCAL',
+        DEEP,
+        deep.DeepNet,
+        deep.D_LAYERS,
+        'local',
+        paper_size=15,
+        paper_millions=3.42,
+        fc_embedding='dfc',
+        paper_cifar10={'SGD': {400: 86.13, 4000: 86.07}},
+    ),
     # Table 1 prints the target "roughly 256M"; alpha 15 gives 282M.
-    _allconv('dfc', 'D-FC', DEEP, deep.DeepNet, deep.D_LAYERS, 'fc',
-             paper_size=15, paper_millions=256, fc_embedding='dfc',
-             paper_cifar10={'SGD': {400: 64.78, 4000: 63.62}}),
+    _allconv(
+        'dfc',
+        'D-FC',
+        DEEP,
+        deep.DeepNet,
+        deep.D_LAYERS,
+        'fc',
+        paper_size=15,
+        paper_millions=256,
+        fc_embedding='dfc',
+        paper_cifar10={'SGD': {400: 64.78, 4000: 63.62}},
+    ),
     # The paper gives no width; 14,541 units come closest to S-FC's weights
     # at alpha 150 on 32x32x3 with 10 classes (256,256,043 vs 256,240,800),
     # as Table 1 gives both as 256M.
     ModelSpec(
-        name='3fc', display_name='3-FC', family=THREE_FC, module=deep.ThreeFC,
-        size_field='model_kwargs.width', paper_size=14_541,
-        model_kwargs=('width',), paper_millions=256, fc_embedding='3fc',
+        name='3fc',
+        display_name='3-FC',
+        family=THREE_FC,
+        module=deep.ThreeFC,
+        size_field='model_kwargs.width',
+        paper_size=14_541,
+        model_kwargs=('width',),
+        paper_millions=256,
+        fc_embedding='3fc',
         first_layer=FirstLayer('fc1', 'dense', None),
-        paper_cifar10={'SGD': {400: 69.19, 4000: 75.12}}),
+        paper_cifar10={'SGD': {400: 69.19, 4000: 75.12}},
+    ),
     # Figure 5's ResNet18 at its smallest kernel, 3 x 3.
     ModelSpec(
-        name='resnet18', display_name='ResNet18', family=RESNET,
-        module=resnet.ResNet18, size_field='model_kwargs.kernel_size',
-        paper_size=3, model_kwargs=('width', 'kernel_size'), exports=False),
+        name='resnet18',
+        display_name='ResNet18',
+        family=RESNET,
+        module=resnet.ResNet18,
+        size_field='model_kwargs.kernel_size',
+        paper_size=3,
+        model_kwargs=('width', 'kernel_size'),
+        exports=False,
+    ),
 )
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
@@ -202,7 +290,8 @@ def spec(name: str) -> ModelSpec:
   """
   if name not in MODELS:
     raise ValueError(
-        f'Unknown model {name!r}; valid names: {", ".join(MODELS)}.')
+        f'Unknown model {name!r}; valid names: {", ".join(MODELS)}.'
+    )
   return MODELS[name]
 
 

@@ -14,6 +14,7 @@ zoo's conv-kernel regex `^layer\d+/(.+/)?kernel$` selects every conv here
 Weights (kernels only, width 64, 10 classes): 1,220,800 k^2 + 177,152, i.e.
 11,164,352 at k = 3.
 """
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -34,6 +35,7 @@ class BasicBlock(nn.Module):
     kernel_size: k of both convs.
     dtype: computation dtype.
   """
+
   features: int
   strides: int
   kernel_size: int
@@ -42,21 +44,43 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     k = (self.kernel_size, self.kernel_size)
-    y = nn.Conv(self.features, k, self.strides, 'SAME', use_bias=False,
-                dtype=self.dtype, name='conv1')(x)
+    y = nn.Conv(
+        self.features,
+        k,
+        self.strides,
+        'SAME',
+        use_bias=False,
+        dtype=self.dtype,
+        name='conv1',
+    )(x)
     y = nn.relu(layers.batch_norm(train, name='bn1')(y))
-    y = nn.Conv(self.features, k, 1, 'SAME', use_bias=False, dtype=self.dtype,
-                name='conv2')(y)
+    y = nn.Conv(
+        self.features,
+        k,
+        1,
+        'SAME',
+        use_bias=False,
+        dtype=self.dtype,
+        name='conv2',
+    )(y)
     y = layers.batch_norm(train, name='bn2')(y)
     if self.strides != 1 or x.shape[-1] != self.features:
-      x = nn.Conv(self.features, (1, 1), self.strides, 'SAME', use_bias=False,
-                  dtype=self.dtype, name='proj')(x)
+      x = nn.Conv(
+          self.features,
+          (1, 1),
+          self.strides,
+          'SAME',
+          use_bias=False,
+          dtype=self.dtype,
+          name='proj',
+      )(x)
       x = layers.batch_norm(train, name='proj_bn')(x)
     return nn.relu(x + y)
 
 
 class ResNetStage(nn.Module):
   """Basic blocks at one resolution; the first one may downsample."""
+
   features: int
   strides: int
   kernel_size: int
@@ -65,9 +89,13 @@ class ResNetStage(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     for i in range(_BLOCKS_PER_STAGE):
-      x = BasicBlock(self.features, self.strides if i == 0 else 1,
-                     self.kernel_size, self.dtype, name=f'block{i + 1}')(
-                         x, train)
+      x = BasicBlock(
+          self.features,
+          self.strides if i == 0 else 1,
+          self.kernel_size,
+          self.dtype,
+          name=f'block{i + 1}',
+      )(x, train)
     return x
 
 
@@ -84,6 +112,7 @@ class ResNet18(nn.Module):
       disables it.
     dtype: computation dtype; params and BatchNorm stay float32.
   """
+
   num_classes: int
   kernel_size: int = 3
   width: int = 64
@@ -94,12 +123,24 @@ class ResNet18(nn.Module):
   def __call__(self, images: jax.Array, train: bool) -> jax.Array:
     """Returns logits (in `dtype`) for NHWC `images`."""
     k = (self.kernel_size, self.kernel_size)
-    x = nn.Conv(self.width, k, 1, 'SAME', use_bias=False, dtype=self.dtype,
-                name='layer0')(images)
+    x = nn.Conv(
+        self.width,
+        k,
+        1,
+        'SAME',
+        use_bias=False,
+        dtype=self.dtype,
+        name='layer0',
+    )(images)
     x = nn.relu(layers.batch_norm(train, name='bn0')(x))
     for i, (multiplier, strides) in enumerate(_STAGES, start=1):
-      x = ResNetStage(multiplier * self.width, strides, self.kernel_size,
-                      self.dtype, name=f'layer{i}')(x, train)
+      x = ResNetStage(
+          multiplier * self.width,
+          strides,
+          self.kernel_size,
+          self.dtype,
+          name=f'layer{i}',
+      )(x, train)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     return nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x)

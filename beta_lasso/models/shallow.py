@@ -14,6 +14,7 @@ Weights (kernels only; s even, c classes):
 S-CONV 6 s^2 a^2 + (243 + 24 c) a; S-LOCAL 6 s^2 a^2 + (243 s^2 / 4 + 24 c) a;
 S-FC 6 s^2 a^2 + (3 s^4 / 4 + 24 c) a.
 """
+
 import functools
 
 from beta_lasso.models import allconv
@@ -23,5 +24,6 @@ S_LAYERS = ((1, 9, 2),)
 
 # S-CONV, S-LOCAL and S-FC bind its `layer_type` ('conv', 'local', 'fc') in
 # the registry (registry.py).
-ShallowNet = functools.partial(allconv.AllConvNet, conv_layers=S_LAYERS,
-                               fc_multiplier=24)
+ShallowNet = functools.partial(
+    allconv.AllConvNet, conv_layers=S_LAYERS, fc_multiplier=24
+)

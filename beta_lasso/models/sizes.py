@@ -25,7 +25,9 @@ measurement:
 Transient buffers (activation gradients, XLA workspace) are left out, so
 real peaks are somewhat higher. GB means GiB (2^30 bytes).
 """
-from collections.abc import Callable, Sequence
+
+from collections.abc import Callable
+from collections.abc import Sequence
 import functools
 import math
 from typing import NamedTuple
@@ -43,8 +45,14 @@ from beta_lasso.models import resnet
 GIB = 2**30
 
 # Module outputs the backward pass keeps (see the module docstring).
-_STORED_OUTPUTS = (nn.Conv, nn.Dense, nn.BatchNorm, local.LocallyConnected2D,
-                   layers.FeatureMapDense, resnet.BasicBlock)
+_STORED_OUTPUTS = (
+    nn.Conv,
+    nn.Dense,
+    nn.BatchNorm,
+    local.LocallyConnected2D,
+    layers.FeatureMapDense,
+    resnet.BasicBlock,
+)
 
 
 def paper_size(name: str) -> int:
@@ -77,33 +85,43 @@ def size_label(name: str) -> str:
   return f'alpha={paper_size(name)}'
 
 
-def _model(name: str, size: int, num_classes: int,
-           dtype: jnp.dtype | None = None) -> nn.Module:
-  return models.create_model(name, num_classes=num_classes, dtype=dtype,
-                             **model_kwargs(name, size))
+def _model(
+    name: str, size: int, num_classes: int, dtype: jnp.dtype | None = None
+) -> nn.Module:
+  return models.create_model(
+      name, num_classes=num_classes, dtype=dtype, **model_kwargs(name, size)
+  )
 
 
 @functools.lru_cache(maxsize=None)
-def weight_count(name: str, size: int, image_side: int = 32,
-                 num_classes: int = 10) -> int:
+def weight_count(
+    name: str, size: int, image_side: int = 32, num_classes: int = 10
+) -> int:
   """Weights (kernel entries) of `name` at `size` on side x side x 3 images."""
   model = _model(name, size, num_classes)
-  return sum(models.kernel_counts(model, (1, image_side, image_side, 3))
-             .values())
+  return sum(
+      models.kernel_counts(model, (1, image_side, image_side, 3)).values()
+  )
 
 
 @functools.lru_cache(maxsize=None)
-def param_shapes(name: str, size: int, image_side: int = 32,
-                 num_classes: int = 10):
+def param_shapes(
+    name: str, size: int, image_side: int = 32, num_classes: int = 10
+):
   """The `jax.ShapeDtypeStruct`s of the params of `name` at `size`."""
   model = _model(name, size, num_classes)
-  return jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, image_side, image_side, 3)),
-      train=False))['params']
+  return jax.eval_shape(
+      lambda: model.init(
+          jax.random.key(0),
+          jnp.zeros((1, image_side, image_side, 3)),
+          train=False,
+      )
+  )['params']
 
 
 class Memory(NamedTuple):
   """Bytes of one training step, by kind (see the module docstring)."""
+
   weights: int  # Kernel entries, for reference; not bytes.
   params: int
   grads: int
@@ -113,8 +131,13 @@ class Memory(NamedTuple):
 
   @property
   def total(self) -> int:
-    return (self.params + self.grads + self.optimizer + self.compute_copy +
-            self.activations)
+    return (
+        self.params
+        + self.grads
+        + self.optimizer
+        + self.compute_copy
+        + self.activations
+    )
 
 
 def per_device(m: Memory, fraction: float) -> int:
@@ -123,8 +146,10 @@ def per_device(m: Memory, fraction: float) -> int:
   Parameters, their gradients, optimizer state and bf16 copies are sharded
   alike (beta_lasso.training.sharding); activations are those of one device's batch.
   """
-  return (round((m.params + m.grads + m.optimizer + m.compute_copy) * fraction)
-          + m.activations)
+  return (
+      round((m.params + m.grads + m.optimizer + m.compute_copy) * fraction)
+      + m.activations
+  )
 
 
 def _nbytes(tree) -> int:
@@ -132,9 +157,16 @@ def _nbytes(tree) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def memory(name: str, size: int, *, batch_size: int = 512,
-           precision: str = 'fp32', optimizer: str = 'sgd',
-           image_side: int = 32, num_classes: int = 10) -> Memory:
+def memory(
+    name: str,
+    size: int,
+    *,
+    batch_size: int = 512,
+    precision: str = 'fp32',
+    optimizer: str = 'sgd',
+    image_side: int = 32,
+    num_classes: int = 10,
+) -> Memory:
   """Estimates the memory of a training step of `name` at `size`.
 
   Args:
@@ -150,14 +182,27 @@ def memory(name: str, size: int, *, batch_size: int = 512,
     The estimate, from shapes only.
   """
   return module_memory(
-      _model(name, size, num_classes,
-             jnp.bfloat16 if precision == 'bf16' else jnp.float32),
-      batch_size=batch_size, precision=precision, optimizer=optimizer,
-      image_shape=(image_side, image_side, 3))
+      _model(
+          name,
+          size,
+          num_classes,
+          jnp.bfloat16 if precision == 'bf16' else jnp.float32,
+      ),
+      batch_size=batch_size,
+      precision=precision,
+      optimizer=optimizer,
+      image_shape=(image_side, image_side, 3),
+  )
 
 
-def module_memory(model: nn.Module, *, batch_size: int, precision: str,
-                  optimizer: str, image_shape: Sequence[int]) -> Memory:
+def module_memory(
+    model: nn.Module,
+    *,
+    batch_size: int,
+    precision: str,
+    optimizer: str,
+    image_shape: Sequence[int],
+) -> Memory:
   """`memory` of any model module, e.g. one built from a run's config.
 
   Args:
@@ -181,9 +226,13 @@ def module_memory(model: nn.Module, *, batch_size: int, precision: str,
   def train_forward():
     x = jnp.zeros((batch_size, *image_shape), dtype)
     variables = model.init(
-        jax.random.key(0), x, train=True,
+        jax.random.key(0),
+        x,
+        train=True,
         capture_intermediates=lambda m, method: (
-            method == '__call__' and isinstance(m, _STORED_OUTPUTS)))
+            method == '__call__' and isinstance(m, _STORED_OUTPUTS)
+        ),
+    )
     return x, variables
 
   x, variables = jax.eval_shape(train_forward)
@@ -191,13 +240,15 @@ def module_memory(model: nn.Module, *, batch_size: int, precision: str,
   n_params = sum(p.size for p in jax.tree.leaves(variables['params']))
   grads = 4 * n_params
   return Memory(
-      weights=sum(pytree.count_weights(variables['params'],
-                                       pytree.kernel_mask).values()),
+      weights=sum(
+          pytree.count_weights(variables['params'], pytree.kernel_mask).values()
+      ),
       params=_nbytes(variables),
       grads=grads,
       optimizer=grads if optimizer == 'sgd' else 0,
       compute_copy=2 * n_params if precision == 'bf16' else 0,
-      activations=_nbytes(x) + _nbytes(stored))
+      activations=_nbytes(x) + _nbytes(stored),
+  )
 
 
 def largest_true(pred: Callable[[int], bool], start: int) -> int:

@@ -22,6 +22,7 @@ train accuracy, weights, non-zeros, the first layer's locality
 (`beta_lasso.metrics.locality`) and the MDL bounds of Theorems 1 and 2
 (`beta_lasso.metrics.mdl`).
 """
+
 import glob
 import sys
 
@@ -34,18 +35,20 @@ from beta_lasso import errors
 from beta_lasso.report import evidence
 from beta_lasso.report import figures
 from beta_lasso.report import filters as filters_lib
-from beta_lasso.training import loading
 from beta_lasso.report import plots
 from beta_lasso.report import tables
+from beta_lasso.training import loading
 
 # Figure 4 of a run stored without its checkpoints (results/ in the repo).
 
 _WORKDIRS = flags.DEFINE_list(
-    'workdirs', None, 'Comma-separated globs of training workdirs.')
+    'workdirs', None, 'Comma-separated globs of training workdirs.'
+)
 _OUT = flags.DEFINE_string('out', None, 'Folder for report.md and the PNGs.')
 _BITS = flags.DEFINE_integer('bits', 32, 'Bits per weight for the MDL bounds.')
-_DELTA = flags.DEFINE_float('delta', 0.05, 'The MDL bounds hold with '
-                            'probability 1 - delta.')
+_DELTA = flags.DEFINE_float(
+    'delta', 0.05, 'The MDL bounds hold with ' 'probability 1 - delta.'
+)
 
 
 def find_workdirs(patterns: list[str]) -> list[str]:
@@ -56,7 +59,8 @@ def find_workdirs(patterns: list[str]) -> list[str]:
     for path in matches:
       directory = epath.Path(path)
       if (directory / 'results.json').exists() or loading.checkpoint_steps(
-          directory):
+          directory
+      ):
         if path not in found:
           found.append(path)
       elif directory.is_dir():
@@ -64,8 +68,9 @@ def find_workdirs(patterns: list[str]) -> list[str]:
   return found
 
 
-def write_report(workdirs: list[str], out, *, bits: int = 32,
-                 delta: float = 0.05) -> epath.Path:
+def write_report(
+    workdirs: list[str], out, *, bits: int = 32, delta: float = 0.05
+) -> epath.Path:
   """Writes report.md and every figure for `workdirs` into `out`.
 
   Returns:
@@ -88,8 +93,9 @@ def write_report(workdirs: list[str], out, *, bits: int = 32,
   made = {}
   finished = [r for r in runs if r.finished]
   if finished:
-    evidence.plot_accuracy_vs_weights(finished,
-                                      out / 'fig2_accuracy_vs_weights.png')
+    evidence.plot_accuracy_vs_weights(
+        finished, out / 'fig2_accuracy_vs_weights.png'
+    )
     made['fig2'] = 'fig2_accuracy_vs_weights.png'
   with_history = [r for r in runs if r.history]
   if with_history:
@@ -109,8 +115,9 @@ def write_report(workdirs: list[str], out, *, bits: int = 32,
     if filters_lib.first_layer_name(model) is None:
       continue
     if loading.checkpoint_steps(results.workdir):
-      filters_lib.plot_workdir_filters(results.workdir, out / file_name,
-                                       num_filters=16, columns=8)
+      filters_lib.plot_workdir_filters(
+          results.workdir, out / file_name, num_filters=16, columns=8
+      )
     elif archived.exists():  # A stored run keeps its figure, not its weights.
       (out / file_name).write_bytes(archived.read_bytes())
     else:
@@ -118,9 +125,16 @@ def write_report(workdirs: list[str], out, *, bits: int = 32,
     filters.append((figures.run_label(results.config), file_name))
 
   path = out / 'report.md'
-  path.write_text(tables.markdown(rows, made, filters, bits=bits, delta=delta,
-                                  command=' '.join(
-                                      ['python -m beta_lasso.report', *sys.argv[1:]])))
+  path.write_text(
+      tables.markdown(
+          rows,
+          made,
+          filters,
+          bits=bits,
+          delta=delta,
+          command=' '.join(['python -m beta_lasso.report', *sys.argv[1:]]),
+      )
+  )
   return path
 
 
@@ -132,11 +146,14 @@ def main(argv):
   errors.check_output_dir(_OUT.value)
   workdirs = find_workdirs(_WORKDIRS.value)
   if not workdirs:
-    sys.exit(f'error: no workdir with results.json or a checkpoint matches '
-             f'{",".join(_WORKDIRS.value)}')
+    sys.exit(
+        f'error: no workdir with results.json or a checkpoint matches '
+        f'{",".join(_WORKDIRS.value)}'
+    )
   try:
-    path = write_report(workdirs, _OUT.value, bits=_BITS.value,
-                        delta=_DELTA.value)
+    path = write_report(
+        workdirs, _OUT.value, bits=_BITS.value, delta=_DELTA.value
+    )
   except ValueError as e:  # The tables' and figures' refusals of a run.
     errors.exit_with(e)
   print(path)

@@ -4,6 +4,7 @@ The input shape they default to, the resolution, how a run is named in
 legends and titles, and the Agg canvas they draw on: figures go through
 matplotlib's Agg canvas directly, with no display and no pyplot state.
 """
+
 from typing import Any
 
 from etils import epath
@@ -26,8 +27,11 @@ def run_label(config: dict[str, Any], *, size: bool = True) -> str:
   model = config.get('model', '?')
   parts = [model_name(model)]
   spec = models.MODELS.get(model)
-  if size and spec is not None and (
-      spec.size_field == 'model_kwargs.kernel_size'):
+  if (
+      size
+      and spec is not None
+      and (spec.size_field == 'model_kwargs.kernel_size')
+  ):
     kwargs = config.get('model_kwargs', {})
     parts[0] += f' k={kwargs.get("kernel_size", spec.default_size())}'
   parts.append(optimizer_label(config))

@@ -29,6 +29,7 @@ The same functions serve notebooks and tests: `plot_nonzeros` and
 `first_layer_filters`, `plot_filters` and `plot_workdir_filters` in
 filters.py.
 """
+
 from collections.abc import Sequence
 import math
 import re
@@ -91,18 +92,22 @@ def x_values(results_list, x_axis: str):
   """Per run, a function step -> x, and the axis label."""
   results_list = [results_lib.as_results(r) for r in results_list]
   if x_axis == 'epoch' and all(r.epochs for r in results_list):
-    return [lambda s, r=r: s * r.epochs / r.steps
-            for r in results_list], 'epoch'
+    return [
+        lambda s, r=r: s * r.epochs / r.steps for r in results_list
+    ], 'epoch'
   if x_axis == 'epoch':
-    logging.warning('A run without results.json has no epoch count: '
-                    'plotting against steps.')
+    logging.warning(
+        'A run without results.json has no epoch count: '
+        'plotting against steps.'
+    )
   elif x_axis != 'step':
     raise ValueError(f'x_axis must be "epoch" or "step", not {x_axis!r}')
   return [lambda s: s for _ in results_list], 'step'
 
 
-def s_family_references(alpha: int, image_shape=figures.PAPER_IMAGE_SHAPE
-                        ) -> dict[str, int]:
+def s_family_references(
+    alpha: int, image_shape=figures.PAPER_IMAGE_SHAPE
+) -> dict[str, int]:
   """Weights of S-CONV's and S-LOCAL's layer1: Figure 3's reference lines.
 
   Args:
@@ -126,7 +131,8 @@ def _s_layer1_weights(model: str, alpha: int, image_shape) -> int:
     positions = math.ceil(h / _S_STRIDE) * math.ceil(w / _S_STRIDE)
     return math.prod(image_shape) * positions * alpha
   return s_family_references(alpha, image_shape)[
-      'S-CONV' if model == 'sconv' else 'S-LOCAL']
+      'S-CONV' if model == 'sconv' else 'S-LOCAL'
+  ]
 
 
 class _CompactLogFormatter(ticker.LogFormatter):
@@ -152,8 +158,11 @@ def run_style(i: int) -> dict[str, Any]:
   neighbours in the legend differ in line style and marker too (in print or
   for a colour-blind reader).
   """
-  return {'color': f'C{i % 10}', 'linestyle': LINE_STYLES[i % len(LINE_STYLES)],
-          'marker': MARKERS[i % len(MARKERS)]}
+  return {
+      'color': f'C{i % 10}',
+      'linestyle': LINE_STYLES[i % len(LINE_STYLES)],
+      'marker': MARKERS[i % len(MARKERS)],
+  }
 
 
 _FAMILY_NAMES = {models.SHALLOW: 'S family', models.DEEP: 'D family'}
@@ -181,19 +190,24 @@ def facet_of(config: dict[str, Any]) -> tuple[tuple[Any, ...], str]:
     size, text = kwargs['width'], f'width {kwargs["width"]}'
   else:
     size, text = 0, ''
-  rank = (_FAMILY_ORDER.index(name) if name in _FAMILY_ORDER
-          else len(_FAMILY_ORDER))
+  rank = (
+      _FAMILY_ORDER.index(name) if name in _FAMILY_ORDER else len(_FAMILY_ORDER)
+  )
   return (rank, name, size), ', '.join(filter(None, [name, text]))
 
 
 def models_alpha() -> tuple[str, ...]:
   """Models sized by alpha (the S and D families)."""
-  return tuple(s.name for s in models.MODELS.values()
-               if s.size_field == 'alpha')
+  return tuple(
+      s.name for s in models.MODELS.values() if s.size_field == 'alpha'
+  )
 
 
-def facets(results_list: Sequence[results_lib.ResultsLike], *,
-           max_series: int = MAX_SERIES) -> list[tuple[str, list[int]]]:
+def facets(
+    results_list: Sequence[results_lib.ResultsLike],
+    *,
+    max_series: int = MAX_SERIES,
+) -> list[tuple[str, list[int]]]:
   """Runs grouped into panels by family and size, at most `max_series` each.
 
   Returns:
@@ -208,16 +222,19 @@ def facets(results_list: Sequence[results_lib.ResultsLike], *,
   out = []
   for key in sorted(groups):
     title, indices = groups[key]
-    parts = [indices[i:i + max_series]
-             for i in range(0, len(indices), max_series)]
+    parts = [
+        indices[i : i + max_series] for i in range(0, len(indices), max_series)
+    ]
     for p, part in enumerate(parts):
-      out.append((title + (f' ({p + 1}/{len(parts)})' if len(parts) > 1
-                           else ''), part))
+      out.append(
+          (title + (f' ({p + 1}/{len(parts)})' if len(parts) > 1 else ''), part)
+      )
   return out
 
 
 def series_styles(
-    results_list: Sequence[results_lib.ResultsLike]) -> list[dict]:
+    results_list: Sequence[results_lib.ResultsLike],
+) -> list[dict]:
   """Per run, its `run_style`, shared by runs that differ only in size.
 
   The same model and optimizer then look the same in every panel (S-FC with
@@ -260,9 +277,14 @@ def new_panels(rows: int, columns: int, size) -> tuple[mpl_figure.Figure, Any]:
   left, right, bottom, top, between_x, between_y = 0.8, 0.15, 0.5, 0.6, 0.6, 0.8
   panel_w = (width - left - right - (columns - 1) * between_x) / columns
   panel_h = (height - bottom - top - (rows - 1) * between_y) / rows
-  fig.subplots_adjust(left=left / width, right=1 - right / width,
-                      bottom=bottom / height, top=1 - top / height,
-                      wspace=between_x / panel_w, hspace=between_y / panel_h)
+  fig.subplots_adjust(
+      left=left / width,
+      right=1 - right / width,
+      bottom=bottom / height,
+      top=1 - top / height,
+      wspace=between_x / panel_w,
+      hspace=between_y / panel_h,
+  )
   axes = fig.subplots(rows, columns, squeeze=False)
   return fig, axes
 
@@ -281,8 +303,9 @@ def _facet_grid(results_list, panels_per_facet, size):
   return fig, [list(row) for row in axes], rows, own_legend
 
 
-def _finish_row(axes_row, used: int, own_legend: bool, title: str,
-                y_label: str = ''):
+def _finish_row(
+    axes_row, used: int, own_legend: bool, title: str, y_label: str = ''
+):
   """Legend, unused panels off, and the facet's name on the row's y axis.
 
   Args:
@@ -300,13 +323,17 @@ def _finish_row(axes_row, used: int, own_legend: bool, title: str,
     for ax in axes_row[:used]:
       if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc='best')
-  axes_row[0].set_ylabel('\n'.join(filter(None, [title, y_label])),
-                         fontsize=9)
+  axes_row[0].set_ylabel('\n'.join(filter(None, [title, y_label])), fontsize=9)
 
 
-def plot_nonzeros(results_list: Sequence[results_lib.ResultsLike], path, *,
-                  labels: Sequence[str] | None = None, x_axis: str = 'epoch',
-                  image_shape=None) -> mpl_figure.Figure:
+def plot_nonzeros(
+    results_list: Sequence[results_lib.ResultsLike],
+    path,
+    *,
+    labels: Sequence[str] | None = None,
+    x_axis: str = 'epoch',
+    image_shape=None,
+) -> mpl_figure.Figure:
   """Figure 3: non-zero weights per layer over training, one line per run.
 
   One row of panels per family and size (`facets`: at most `MAX_SERIES` runs
@@ -332,16 +359,20 @@ def plot_nonzeros(results_list: Sequence[results_lib.ResultsLike], path, *,
   styles = series_styles(results_list)
 
   def layers_of(indices):
-    found = {layer for i in indices for h in results_list[i].history
-             for layer in h.nnz}
+    found = {
+        layer
+        for i in indices
+        for h in results_list[i].history
+        for layer in h.nnz
+    }
     found |= {layer for i in indices for layer in results_list[i].weights}
     return sorted(found, key=pytree.layer_order)
 
   if not any(layers_of([i]) for i in range(len(results_list))):
     raise ValueError('no run has an evaluation yet: nothing to plot')
   fig, axes, rows, own_legend = _facet_grid(
-      results_list, lambda indices: max(len(layers_of(indices)), 1),
-      PANEL_SIZE)
+      results_list, lambda indices: max(len(layers_of(indices)), 1), PANEL_SIZE
+  )
   for axes_row, (title, indices) in zip(axes, rows):
     layers = layers_of(indices)
     for i in indices:
@@ -349,17 +380,26 @@ def plot_nonzeros(results_list: Sequence[results_lib.ResultsLike], path, *,
       weights = results.weights
       labelled = False  # The legend names each run once, on its first panel.
       for ax, layer in zip(axes_row, layers):
-        points = [(to_x[i](h.step), h.nnz[layer])
-                  for h in results.history if layer in h.nnz]
+        points = [
+            (to_x[i](h.step), h.nnz[layer])
+            for h in results.history
+            if layer in h.nnz
+        ]
         if layer in weights:
           # Every initializer here draws non-zero weights: at step 0 all count.
           points.insert(0, (0, weights[layer]))
-          ax.axhline(weights[layer], color=style['color'], linestyle=':',
-                     linewidth=0.8, alpha=0.6)
+          ax.axhline(
+              weights[layer],
+              color=style['color'],
+              linestyle=':',
+              linewidth=0.8,
+              alpha=0.6,
+          )
         if points:
           x, y = zip(*points)
-          ax.plot(x, y, **style, markersize=4,
-                  label=None if labelled else labels[i])
+          ax.plot(
+              x, y, **style, markersize=4, label=None if labelled else labels[i]
+          )
           labelled = True
 
     # Figure 3's reference: where S-FC's layer 1 would stand had it learned
@@ -368,47 +408,72 @@ def plot_nonzeros(results_list: Sequence[results_lib.ResultsLike], path, *,
     for i in indices:
       config = results_list[i].config
       model, alpha = config.get('model'), config.get('alpha')
-      if (model not in models.family(models.SHALLOW) or 'layer1' not in layers
-          or not alpha):
+      if (
+          model not in models.family(models.SHALLOW)
+          or 'layer1' not in layers
+          or not alpha
+      ):
         continue
       shape = image_shape or loading.image_shape(results_list[i])
       weights = results_list[i].weights.get('layer1')
       if weights is not None and weights != _s_layer1_weights(
-          model, alpha, shape):
-        logging.warning('%s: layer1 has %d weights, not what %s at alpha %d '
-                        'on %s images has; no S-CONV / S-LOCAL lines (pass '
-                        'the image shape)', results_list[i].workdir,
-                        weights, model, alpha, shape)
+          model, alpha, shape
+      ):
+        logging.warning(
+            '%s: layer1 has %d weights, not what %s at alpha %d '
+            'on %s images has; no S-CONV / S-LOCAL lines (pass '
+            'the image shape)',
+            results_list[i].workdir,
+            weights,
+            model,
+            alpha,
+            shape,
+        )
         continue
       for name, count in s_family_references(alpha, shape).items():
         references[(name, alpha)] = count
     for (name, alpha), count in sorted(references.items()):
       axes_row[layers.index('layer1')].axhline(
-          count, color='k', linestyle='--' if name == 'S-CONV' else '-.',
-          linewidth=1.4, label=f'{name} layer 1, α={alpha}: {count:,}')
+          count,
+          color='k',
+          linestyle='--' if name == 'S-CONV' else '-.',
+          linewidth=1.4,
+          label=f'{name} layer 1, α={alpha}: {count:,}',
+      )
 
     for ax, layer in zip(axes_row, layers):
-      totals = {results_list[i].weights[layer] for i in indices
-                if layer in results_list[i].weights}
-      ax.set_title(layer + (f' ({totals.pop():,} weights)'
-                            if len(totals) == 1 else ''), fontsize=10)
+      totals = {
+          results_list[i].weights[layer]
+          for i in indices
+          if layer in results_list[i].weights
+      }
+      ax.set_title(
+          layer + (f' ({totals.pop():,} weights)' if len(totals) == 1 else ''),
+          fontsize=10,
+      )
       ax.set_yscale('log')
       ax.yaxis.set_major_formatter(_CompactLogFormatter(labelOnlyBase=False))
       ax.yaxis.set_minor_formatter(_CompactLogFormatter(labelOnlyBase=False))
       ax.set_xlabel(x_label)
       ax.grid(True, which='major', alpha=0.3)
     _finish_row(axes_row, len(layers), own_legend, title, 'non-zero weights')
-  fig.suptitle('Figure 3: non-zero weights per layer over training (dotted: '
-               'all weights). In layer 1, see where S-FC with β-LASSO ends '
-               "against S-CONV's (--) and S-LOCAL's (-.) counts",
-               fontsize=11)
+  fig.suptitle(
+      'Figure 3: non-zero weights per layer over training (dotted: '
+      'all weights). In layer 1, see where S-FC with β-LASSO ends '
+      "against S-CONV's (--) and S-LOCAL's (-.) counts",
+      fontsize=11,
+  )
   figures.save(fig, path)
   return fig
 
 
-def plot_accuracy(results_list: Sequence[results_lib.ResultsLike], path, *,
-                  labels: Sequence[str] | None = None,
-                  x_axis: str = 'epoch') -> mpl_figure.Figure:
+def plot_accuracy(
+    results_list: Sequence[results_lib.ResultsLike],
+    path,
+    *,
+    labels: Sequence[str] | None = None,
+    x_axis: str = 'epoch',
+) -> mpl_figure.Figure:
   """Test accuracy and test loss over training, one line per run.
 
   One row per family and size (`facets`), as in `plot_nonzeros`.
@@ -426,25 +491,33 @@ def plot_accuracy(results_list: Sequence[results_lib.ResultsLike], path, *,
   labels = run_labels(results_list, labels)
   to_x, x_label = x_values(results_list, x_axis)
   styles = series_styles(results_list)
-  fig, axes, rows, own_legend = _facet_grid(results_list, lambda _: 2,
-                                            PANEL_SIZE)
+  fig, axes, rows, own_legend = _facet_grid(
+      results_list, lambda _: 2, PANEL_SIZE
+  )
   for axes_row, (title, indices) in zip(axes, rows):
     accuracy_ax, loss_ax = axes_row[:2]
     for i in indices:
       history = results_list[i].history
       x = [to_x[i](h.step) for h in history]
-      accuracy_ax.plot(x, [100 * h.test_accuracy for h in history],
-                       **styles[i], markersize=4, label=labels[i])
-      loss_ax.plot(x, [h.test_loss for h in history], **styles[i],
-                   markersize=4)
+      accuracy_ax.plot(
+          x,
+          [100 * h.test_accuracy for h in history],
+          **styles[i],
+          markersize=4,
+          label=labels[i],
+      )
+      loss_ax.plot(x, [h.test_loss for h in history], **styles[i], markersize=4)
     accuracy_ax.set_title('test accuracy (%)', fontsize=10)
     loss_ax.set_title('test loss', fontsize=10)
     for ax in (accuracy_ax, loss_ax):
       ax.set_xlabel(x_label)
       ax.grid(True, alpha=0.3)
     _finish_row(axes_row, 2, own_legend, title)
-  fig.suptitle('Test accuracy and test loss over training, one row per '
-               'family and size', fontsize=11)
+  fig.suptitle(
+      'Test accuracy and test loss over training, one row per '
+      'family and size',
+      fontsize=11,
+  )
   figures.save(fig, path)
   return fig
 
@@ -459,19 +532,28 @@ def _define_flags():
   name (main.py's --workdir, params.py's --out) in any process that imports
   both, e.g. a notebook or pytest.
   """
-  flags.DEFINE_multi_string('workdir', None,
-                            'Training workdir; repeat to compare runs.')
+  flags.DEFINE_multi_string(
+      'workdir', None, 'Training workdir; repeat to compare runs.'
+  )
   flags.DEFINE_string(
-      'out', None, "Where the PNGs go; default: the first workdir's figures/.")
-  flags.DEFINE_enum('x_axis', 'epoch', ['epoch', 'step'],
-                    'Horizontal axis of the curves.')
+      'out', None, "Where the PNGs go; default: the first workdir's figures/."
+  )
+  flags.DEFINE_enum(
+      'x_axis', 'epoch', ['epoch', 'step'], 'Horizontal axis of the curves.'
+  )
   flags.DEFINE_list(
-      'image_shape', None,
-      "H,W,C of the input images; default: each run's, from its dataset.json.")
+      'image_shape',
+      None,
+      "H,W,C of the input images; default: each run's, from its dataset.json.",
+  )
   flags.DEFINE_integer('num_filters', 32, 'Filters per Figure 4.')
   flags.DEFINE_integer('columns', 8, 'Filters per row of Figure 4.')
-  flags.DEFINE_integer('min_nonzeros', 20, 'Figure 4 draws units with at '
-                       'least this many non-zeros (the paper: 20).')
+  flags.DEFINE_integer(
+      'min_nonzeros',
+      20,
+      'Figure 4 draws units with at '
+      'least this many non-zeros (the paper: 20).',
+  )
   flags.DEFINE_integer('seed', 0, "Seed of Figure 4's choice of units.")
   flags.mark_flag_as_required('workdir')
 
@@ -502,40 +584,58 @@ def main(argv):
   out = epath.Path(args.out or epath.Path(workdirs[0]) / 'figures')
   errors.check_output_dir(out)
   try:
-    image_shape = (tuple(int(d) for d in args.image_shape)
-                   if args.image_shape else None)
+    image_shape = (
+        tuple(int(d) for d in args.image_shape) if args.image_shape else None
+    )
   except ValueError:
     image_shape = ()
-  if image_shape is not None and (len(image_shape) != 3 or
-                                  min(image_shape) < 1):
-    raise errors.OutputError(f'--image_shape={",".join(args.image_shape)}: '
-                             'give H,W,C, three positive integers')
+  if image_shape is not None and (
+      len(image_shape) != 3 or min(image_shape) < 1
+  ):
+    raise errors.OutputError(
+        f'--image_shape={",".join(args.image_shape)}: '
+        'give H,W,C, three positive integers'
+    )
   # A mistyped --workdir is FileNotFoundError: one line, no trace.
   results_list = [loading.load_run(w) for w in workdirs]
   written = []
   if any(r.history for r in results_list):
-    plot_nonzeros(results_list, out / 'fig3_nonzeros.png',
-                  x_axis=args.x_axis, image_shape=image_shape)
+    plot_nonzeros(
+        results_list,
+        out / 'fig3_nonzeros.png',
+        x_axis=args.x_axis,
+        image_shape=image_shape,
+    )
     plot_accuracy(results_list, out / 'fig_accuracy.png', x_axis=args.x_axis)
     written += ['fig3_nonzeros.png', 'fig_accuracy.png']
   else:
     logging.warning('No run has an evaluation yet: no Figure 3.')
-  for workdir, results, name in zip(workdirs, results_list,
-                                    file_names(workdirs)):
+  for workdir, results, name in zip(
+      workdirs, results_list, file_names(workdirs)
+  ):
     model = results.config.get('model')
     if filters_lib.first_layer_name(model) is None:
-      logging.warning('Skipping Figure 4 for %s: model %r has no first-layer '
-                      'filters to show (supported: %s).', workdir, model,
-                      ', '.join(filters_lib.supported_models()))
+      logging.warning(
+          'Skipping Figure 4 for %s: model %r has no first-layer '
+          'filters to show (supported: %s).',
+          workdir,
+          model,
+          ', '.join(filters_lib.supported_models()),
+      )
       continue
     if not loading.checkpoint_steps(workdir):
       logging.warning('Skipping Figure 4 for %s: no checkpoint.', workdir)
       continue
     file_name = f'fig4_filters_{name}.png'
     filters_lib.plot_workdir_filters(
-        workdir, out / file_name, image_shape=image_shape,
-        num_filters=args.num_filters, columns=args.columns,
-        min_nonzeros=args.min_nonzeros, seed=args.seed)
+        workdir,
+        out / file_name,
+        image_shape=image_shape,
+        num_filters=args.num_filters,
+        columns=args.columns,
+        min_nonzeros=args.min_nonzeros,
+        seed=args.seed,
+    )
     written.append(file_name)
   for file_name in written:
     print(out / file_name)

@@ -3,12 +3,13 @@
 `row` reduces a run's results (see `loading.load_run`) to what the tables
 show; `markdown` lays out report.md around the figures.
 """
+
 from collections.abc import Sequence
 from typing import Any
 
 from beta_lasso import models
-from beta_lasso.report import figures
 from beta_lasso.metrics import mdl
+from beta_lasso.report import figures
 from beta_lasso.training import results as results_lib
 
 # The models in the paper's order: the registry's.
@@ -16,8 +17,11 @@ _MODEL_ORDER = tuple(models.MODELS)
 
 
 # How the report names each config field that sets a model's size.
-_SIZE_LABELS = {'alpha': 'α', 'model_kwargs.width': 'width',
-                'model_kwargs.kernel_size': 'k'}
+_SIZE_LABELS = {
+    'alpha': 'α',
+    'model_kwargs.width': 'width',
+    'model_kwargs.kernel_size': 'k',
+}
 
 
 def _size(config: dict[str, Any]) -> str:
@@ -30,8 +34,9 @@ def _size(config: dict[str, Any]) -> str:
   return f'{_SIZE_LABELS[spec.size_field]} {value}'
 
 
-def row(results: results_lib.ResultsLike, *, bits: int = 32,
-        delta: float = 0.05) -> dict[str, Any]:
+def row(
+    results: results_lib.ResultsLike, *, bits: int = 32, delta: float = 0.05
+) -> dict[str, Any]:
   """The numbers of one run that the report's tables show.
 
   Args:
@@ -57,8 +62,9 @@ def row(results: results_lib.ResultsLike, *, bits: int = 32,
   if train_accuracy is not None and nnz is not None:
     # Runs of the first release did not record their train split's size.
     examples = results.train_examples or 50_000
-    bounds = mdl.bounds(1 - train_accuracy, nnz, weights, examples,
-                        bits=bits, delta=delta)
+    bounds = mdl.bounds(
+        1 - train_accuracy, nnz, weights, examples, bits=bits, delta=delta
+    )
   history = results.history
   return {
       'label': figures.run_label(config),
@@ -94,10 +100,19 @@ def row(results: results_lib.ResultsLike, *, bits: int = 32,
 
 def sort_key(r: dict[str, Any]):
   """Pixels, models in the paper's order, optimizer, then size."""
-  model = (_MODEL_ORDER.index(r['model']) if r['model'] in _MODEL_ORDER
-           else len(_MODEL_ORDER))
-  return (r['dataset'], r['pixels'] != 'image', model, r['optimizer'],
-          r['weights'], r['workdir'])
+  model = (
+      _MODEL_ORDER.index(r['model'])
+      if r['model'] in _MODEL_ORDER
+      else len(_MODEL_ORDER)
+  )
+  return (
+      r['dataset'],
+      r['pixels'] != 'image',
+      model,
+      r['optimizer'],
+      r['weights'],
+      r['workdir'],
+  )
 
 
 def _pct(x) -> str:
@@ -125,8 +140,10 @@ def _minutes(seconds) -> str:
 
 
 def _table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
-  out = ['| ' + ' | '.join(header) + ' |',
-         '|' + '|'.join('---' for _ in header) + '|']
+  out = [
+      '| ' + ' | '.join(header) + ' |',
+      '|' + '|'.join('---' for _ in header) + '|',
+  ]
   out += ['| ' + ' | '.join(line) + ' |' for line in lines]
   return '\n'.join(out)
 
@@ -134,13 +151,36 @@ def _table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
 def accuracy_table(rows: Sequence[dict[str, Any]]) -> str:
   """Tables 1 and 2 style: accuracy, weights and non-zeros per run."""
   return _table(
-      ['model', 'optimizer', 'pixels', 'dataset', 'size', 'epochs',
-       'test acc. (%)', 'train acc. (%)', 'weights', 'non-zeros', 'wall'],
-      [[figures.model_name(r['model']), r['optimizer'], r['pixels'],
-        r['dataset'], r['size'], _epochs(r), _pct(r['test_accuracy']),
-        _pct(r['train_accuracy']), f'{r["weights"]:,}',
-        _count(r['nnz'], r['weights']), _minutes(r['wall_seconds'])]
-       for r in rows])
+      [
+          'model',
+          'optimizer',
+          'pixels',
+          'dataset',
+          'size',
+          'epochs',
+          'test acc. (%)',
+          'train acc. (%)',
+          'weights',
+          'non-zeros',
+          'wall',
+      ],
+      [
+          [
+              figures.model_name(r['model']),
+              r['optimizer'],
+              r['pixels'],
+              r['dataset'],
+              r['size'],
+              _epochs(r),
+              _pct(r['test_accuracy']),
+              _pct(r['train_accuracy']),
+              f'{r["weights"]:,}',
+              _count(r['nnz'], r['weights']),
+              _minutes(r['wall_seconds']),
+          ]
+          for r in rows
+      ],
+  )
 
 
 def locality_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -149,34 +189,60 @@ def locality_table(rows: Sequence[dict[str, Any]]) -> str:
   for r in rows:
     if r['first_layer'] is None:
       continue
-    lines.append([
-        f'{figures.model_name(r["model"])}, {r["optimizer"]}, {r["size"]}'
-        + (', permuted' if r['pixels'] == 'permuted' else ''),
-        _count(r['first_nnz'], r['first_weights']),
-        (f'{int(r["active_units"]):,} / {int(r["units"]):,}'
-         if r['units'] is not None else '–'),
-        f'{_num(r["window_share"], "{:.3f}")} vs {_num(r["window_share_null"], "{:.3f}")}',
-        f'{_num(r["spread"], "{:.2f}")} vs {_num(r["spread_null"], "{:.2f}")}',
-        _num(r['ipr'], '{:.4f}'),
-        _num(r['mdl_theorem2'], '{:.3g}'), _num(r['mdl_theorem1'], '{:.3g}'),
-    ])
+    lines.append(
+        [
+            f'{figures.model_name(r["model"])}, {r["optimizer"]}, {r["size"]}'
+            + (', permuted' if r['pixels'] == 'permuted' else ''),
+            _count(r['first_nnz'], r['first_weights']),
+            (
+                f'{int(r["active_units"]):,} / {int(r["units"]):,}'
+                if r['units'] is not None
+                else '–'
+            ),
+            f'{_num(r["window_share"], "{:.3f}")} vs {_num(r["window_share_null"], "{:.3f}")}',
+            f'{_num(r["spread"], "{:.2f}")} vs {_num(r["spread_null"], "{:.2f}")}',
+            _num(r['ipr'], '{:.4f}'),
+            _num(r['mdl_theorem2'], '{:.3g}'),
+            _num(r['mdl_theorem1'], '{:.3g}'),
+        ]
+    )
   return _table(
-      ['run', 'first-layer non-zeros', 'units ≥ 20 nz / all',
-       'window share (run vs null)', 'spread px (run vs null)', 'IPR',
-       'MDL bound, Thm 2', 'MDL bound, Thm 1'], lines)
+      [
+          'run',
+          'first-layer non-zeros',
+          'units ≥ 20 nz / all',
+          'window share (run vs null)',
+          'spread px (run vs null)',
+          'IPR',
+          'MDL bound, Thm 2',
+          'MDL bound, Thm 1',
+      ],
+      lines,
+  )
 
 
-def markdown(rows: Sequence[dict[str, Any]], made: dict[str, str],
-             filters: Sequence[tuple[str, str]], *, bits: int, delta: float,
-             command: str) -> str:
+def markdown(
+    rows: Sequence[dict[str, Any]],
+    made: dict[str, str],
+    filters: Sequence[tuple[str, str]],
+    *,
+    bits: int,
+    delta: float,
+    command: str,
+) -> str:
   """report.md: both tables, the figures, and how the numbers were made."""
   parts = [
-      '# Report', '',
+      '# Report',
+      '',
       f'Made by `{command}` from {len(rows)} runs. Every number comes from '
-      'the runs\' results.json (a run still going: its newest checkpoint).', '',
-      '## Accuracy, weights and non-zeros (Tables 1 and 2)', '',
-      accuracy_table(rows), '',
-      '## First-layer locality and MDL bounds', '',
+      "the runs' results.json (a run still going: its newest checkpoint).",
+      '',
+      '## Accuracy, weights and non-zeros (Tables 1 and 2)',
+      '',
+      accuracy_table(rows),
+      '',
+      '## First-layer locality and MDL bounds',
+      '',
       'Locality is measured on the layer that sees the image (S-FC/D-FC '
       '`layer1`, 3-FC `fc1`, the conv or locally connected `layer1`): per '
       'unit, the largest share of its weight energy inside a 9x9 window, '
@@ -184,17 +250,21 @@ def markdown(rows: Sequence[dict[str, Any]], made: dict[str, str],
       'participation ratio (medians over units with at least 20 non-zeros). '
       'The null is the same weights with pixel positions permuted at random: '
       'a run is local only as far as it beats its null. Runs on permuted '
-      'pixels are measured in the image\'s own coordinates.', '',
+      "pixels are measured in the image's own coordinates.",
+      '',
       f'MDL bounds on the test error (0-1; above 1 is vacuous), b = {bits} '
       f'bits, delta = {delta}, m = the training examples, the training error '
       'of the final network: Theorem 1 describes every weight (n b bits), '
-      'Theorem 2 the non-zeros (k b + k log2(k n) + 2 log2 n bits).', '',
-      locality_table(rows), '']
+      'Theorem 2 the non-zeros (k b + k log2(k n) + 2 log2 n bits).',
+      '',
+      locality_table(rows),
+      '',
+  ]
   captions = {
       'fig2': 'Figure 2: test accuracy against weights.',
       'fig3': 'Figure 3: non-zero weights per layer over training.',
       'locality': 'First-layer locality over training, against the null '
-                  '(dashed).',
+      '(dashed).',
       'fig5': 'Figure 5: ResNet18 accuracy against kernel size.',
       'accuracy': 'Test accuracy and loss over training.',
   }
@@ -203,11 +273,18 @@ def markdown(rows: Sequence[dict[str, Any]], made: dict[str, str],
     if key in made:
       parts += [f'{captions[key]}', '', f'![{key}]({made[key]})', '']
   if filters:
-    parts += ['Figure 4: first-layer filters (16 units drawn at random among '
-              'those with at least 20 non-zeros; zero is mid-grey).', '']
+    parts += [
+        'Figure 4: first-layer filters (16 units drawn at random among '
+        'those with at least 20 non-zeros; zero is mid-grey).',
+        '',
+    ]
     for i in range(0, len(filters), 3):
-      chunk = filters[i:i + 3]
-      parts.append(_table([label for label, _ in chunk],
-                          [[f'![{label}]({f})' for label, f in chunk]]))
+      chunk = filters[i : i + 3]
+      parts.append(
+          _table(
+              [label for label, _ in chunk],
+              [[f'![{label}]({f})' for label, f in chunk]],
+          )
+      )
       parts.append('')
   return '\n'.join(parts)

@@ -13,5 +13,13 @@ from beta_lasso.sparse.inference import load
 from beta_lasso.sparse.inference import read
 from beta_lasso.sparse.inference import unroll
 
-__all__ = ['BACKENDS', 'DENSE_ABOVE', 'SparseNetwork', 'kernel', 'layer_csr',
-           'load', 'read', 'unroll']
+__all__ = [
+    'BACKENDS',
+    'DENSE_ABOVE',
+    'SparseNetwork',
+    'kernel',
+    'layer_csr',
+    'load',
+    'read',
+    'unroll',
+]

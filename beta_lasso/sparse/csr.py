@@ -8,6 +8,7 @@ which every layer of S-FC at the paper's size fits), so an entry costs 6 bytes
 instead of 8. Only numpy is needed to read or write one; scipy and
 jax.experimental.sparse take the same three arrays.
 """
+
 import numpy as np
 
 
@@ -28,8 +29,14 @@ def from_dense(matrix: np.ndarray) -> dict:
   return from_coo(rows, cols, matrix[rows, cols], matrix.shape, sorted_=True)
 
 
-def from_coo(rows: np.ndarray, cols: np.ndarray, values: np.ndarray,
-             shape: tuple[int, int], *, sorted_: bool = False) -> dict:
+def from_coo(
+    rows: np.ndarray,
+    cols: np.ndarray,
+    values: np.ndarray,
+    shape: tuple[int, int],
+    *,
+    sorted_: bool = False,
+) -> dict:
   """CSR from (row, column, value) triples without duplicates.
 
   Args:
@@ -50,8 +57,12 @@ def from_coo(rows: np.ndarray, cols: np.ndarray, values: np.ndarray,
     rows, cols, values = rows[order], cols[order], values[order]
   indptr = np.zeros(shape[0] + 1, index_dtype(len(values) + 1))
   np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
-  return {'data': values, 'indices': cols.astype(index_dtype(shape[1])),
-          'indptr': indptr, 'shape': tuple(int(s) for s in shape)}
+  return {
+      'data': values,
+      'indices': cols.astype(index_dtype(shape[1])),
+      'indptr': indptr,
+      'shape': tuple(int(s) for s in shape),
+  }
 
 
 def row_ids(csr: dict) -> np.ndarray:

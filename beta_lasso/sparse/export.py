@@ -20,9 +20,11 @@ File layout (a zlib-compressed npz; the column indices deflate to about half):
 'meta', a JSON string (see `export`), and per layer NAME: 'NAME/data',
 'NAME/indices', 'NAME/indptr', 'NAME/bias'.
 """
+
 import json
 import math
-from typing import Any, Callable
+from typing import Any
+from typing import Callable
 
 from absl import app
 from absl import flags
@@ -30,12 +32,12 @@ from etils import epath
 import numpy as np
 
 from beta_lasso import errors
-from beta_lasso.sparse import csr
-from beta_lasso.data import datasets
-from beta_lasso.training import loading
 from beta_lasso import models
-from beta_lasso.training import workdir as workdir_lib
+from beta_lasso.data import datasets
 from beta_lasso.models import layers as layers_lib
+from beta_lasso.sparse import csr
+from beta_lasso.training import loading
+from beta_lasso.training import workdir as workdir_lib
 
 FORMAT_VERSION = 1
 # Same epsilon as every BatchNorm of the models.
@@ -57,14 +59,22 @@ def _padding(size: int, out: int, kernel: int, stride: int) -> tuple[int, int]:
 def _bn_fold(batch_stats: dict, params: dict) -> tuple[np.ndarray, np.ndarray]:
   """(scale, shift) in float64 with BN(x) = x * scale + shift at inference."""
   scale = params['scale'].astype(np.float64) / np.sqrt(
-      batch_stats['var'].astype(np.float64) + _BN_EPSILON)
+      batch_stats['var'].astype(np.float64) + _BN_EPSILON
+  )
   shift = params['bias'].astype(np.float64) - batch_stats['mean'] * scale
   return scale.reshape(-1), shift.reshape(-1)
 
 
-def linear_layer(name: str, kind: str, kernel: np.ndarray, *,
-                 bias: np.ndarray | None = None, bn: tuple | None = None,
-                 relu: bool, geometry: dict[str, Any]) -> dict[str, Any]:
+def linear_layer(
+    name: str,
+    kind: str,
+    kernel: np.ndarray,
+    *,
+    bias: np.ndarray | None = None,
+    bn: tuple | None = None,
+    relu: bool,
+    geometry: dict[str, Any],
+) -> dict[str, Any]:
   """One exported layer: kernel as CSR with BatchNorm folded in, and bias.
 
   Args:
@@ -90,22 +100,33 @@ def linear_layer(name: str, kind: str, kernel: np.ndarray, *,
   rows = kernel.reshape(-1, kernel.shape[-1]).T
   matrix = csr.from_dense(rows)
   out_features = rows.shape[0]
-  new_bias = (np.zeros(out_features) if bias is None
-              else np.asarray(bias, np.float64).reshape(-1))
+  new_bias = (
+      np.zeros(out_features)
+      if bias is None
+      else np.asarray(bias, np.float64).reshape(-1)
+  )
   if bn is not None:
     scale, shift = _bn_fold(*bn)
     # Multiplying only the stored entries keeps the sparsity pattern.
-    matrix['data'] = (matrix['data'].astype(np.float64) *
-                      scale[csr.row_ids(matrix)])
+    matrix['data'] = (
+        matrix['data'].astype(np.float64) * scale[csr.row_ids(matrix)]
+    )
     new_bias = new_bias * scale + shift
   matrix['data'] = matrix['data'].astype(np.float32)
-  return {'name': name, 'kind': kind, 'relu': relu,
-          'kernel_shape': list(kernel.shape), 'csr': matrix,
-          'bias': new_bias.astype(np.float32), **geometry}
+  return {
+      'name': name,
+      'kind': kind,
+      'relu': relu,
+      'kernel_shape': list(kernel.shape),
+      'csr': matrix,
+      'bias': new_bias.astype(np.float32),
+      **geometry,
+  }
 
 
-def _allconv_layers(spec: models.ModelSpec, alpha: int, params, stats,
-                    image_shape) -> list[dict[str, Any]]:
+def _allconv_layers(
+    spec: models.ModelSpec, alpha: int, params, stats, image_shape
+) -> list[dict[str, Any]]:
   """The S and D families: conv-standing layers, fc1, head."""
   kind = _KINDS[spec.layer_type]
   h, w, c = image_shape
@@ -115,37 +136,65 @@ def _allconv_layers(spec: models.ModelSpec, alpha: int, params, stats,
     oh, ow = -(-h // s), -(-w // s)
     geometry = {'in_shape': [h, w, c], 'out_shape': [oh, ow, features]}
     if kind != 'dense':
-      geometry.update(kernel_size=[k, k], strides=[s, s],
-                      padding=[_padding(h, oh, k, s), _padding(w, ow, k, s)])
+      geometry.update(
+          kernel_size=[k, k],
+          strides=[s, s],
+          padding=[_padding(h, oh, k, s), _padding(w, ow, k, s)],
+      )
     name = f'layer{i}'
-    out.append(linear_layer(
-        name, kind, params[name]['kernel'], relu=True, geometry=geometry,
-        bn=(stats[f'bn{i}'], params[f'bn{i}'])))
+    out.append(
+        linear_layer(
+            name,
+            kind,
+            params[name]['kernel'],
+            relu=True,
+            geometry=geometry,
+            bn=(stats[f'bn{i}'], params[f'bn{i}']),
+        )
+    )
     h, w, c = oh, ow, features
   bn = f'bn{len(spec.conv_layers) + 1}'
   return out + _mlp_tail(params, stats, h * w * c, ['fc1'], [bn])
 
 
 def _three_fc_layers(params, stats, image_shape) -> list[dict[str, Any]]:
-  return _mlp_tail(params, stats, math.prod(image_shape), ['fc1', 'fc2'],
-                   ['bn1', 'bn2'])
+  return _mlp_tail(
+      params, stats, math.prod(image_shape), ['fc1', 'fc2'], ['bn1', 'bn2']
+  )
 
 
-def _mlp_tail(params, stats, in_units: int, hidden: list[str],
-              bns: list[str]) -> list[dict[str, Any]]:
+def _mlp_tail(
+    params, stats, in_units: int, hidden: list[str], bns: list[str]
+) -> list[dict[str, Any]]:
   """Hidden dense layers each with BN and ReLU, then the head."""
   out = []
   for name, bn in zip(hidden, bns):
     units = params[name]['kernel'].shape[1]
-    out.append(linear_layer(
-        name, 'dense', params[name]['kernel'], relu=True,
-        bn=(stats[bn], params[bn]),
-        geometry={'in_shape': [in_units], 'out_shape': [units]}))
+    out.append(
+        linear_layer(
+            name,
+            'dense',
+            params[name]['kernel'],
+            relu=True,
+            bn=(stats[bn], params[bn]),
+            geometry={'in_shape': [in_units], 'out_shape': [units]},
+        )
+    )
     in_units = units
   head = params['head']
-  out.append(linear_layer(
-      'head', 'dense', head['kernel'], bias=head['bias'], relu=False,
-      geometry={'in_shape': [in_units], 'out_shape': [head['kernel'].shape[1]]}))
+  out.append(
+      linear_layer(
+          'head',
+          'dense',
+          head['kernel'],
+          bias=head['bias'],
+          relu=False,
+          geometry={
+              'in_shape': [in_units],
+              'out_shape': [head['kernel'].shape[1]],
+          },
+      )
+  )
   return out
 
 
@@ -160,11 +209,13 @@ def check_supported(model: str):
     valid = ', '.join(m for m in models.MODELS if supported(m))
     raise UnsupportedModelError(
         f'model {model!r} is not supported for sparse inference (it is not a '
-        f'chain of linear layers); these are: {valid}')
+        f'chain of linear layers); these are: {valid}'
+    )
 
 
-def network_layers(model: str, alpha: int | None, params, batch_stats,
-                   image_shape) -> list[dict[str, Any]]:
+def network_layers(
+    model: str, alpha: int | None, params, batch_stats, image_shape
+) -> list[dict[str, Any]]:
   """The exported layers of a model, input to output.
 
   Raises:
@@ -177,9 +228,13 @@ def network_layers(model: str, alpha: int | None, params, batch_stats,
   return _three_fc_layers(params, batch_stats, image_shape)
 
 
-def export(workdir, out, *, step: int | None = None,
-           transform_params: Callable[[Any], Any] | None = None
-           ) -> dict[str, Any]:
+def export(
+    workdir,
+    out,
+    *,
+    step: int | None = None,
+    transform_params: Callable[[Any], Any] | None = None,
+) -> dict[str, Any]:
   """Writes the newest (or `step`) checkpoint of `workdir` to `out` (.npz).
 
   Args:
@@ -208,31 +263,49 @@ def export(workdir, out, *, step: int | None = None,
   if config is None:
     raise workdir_lib.WorkdirError(
         f'--workdir={workdir} holds no {workdir_lib.CONFIG_FILE}: not a '
-        'training workdir')
+        'training workdir'
+    )
   model = config['model']
   check_supported(model)  # Before reading a checkpoint of hundreds of MB.
-  info = datasets.load(workdir_lib.read_dataset(workdir), config['dataset'],
-                       f'{workdir}/{workdir_lib.DATASET_FILE}')
+  info = datasets.load(
+      workdir_lib.read_dataset(workdir),
+      config['dataset'],
+      f'{workdir}/{workdir_lib.DATASET_FILE}',
+  )
   variables = loading.load_variables(workdir, step=step)
   if transform_params is not None:
     variables['params'] = transform_params(variables['params'])
-  layers = network_layers(model, config.get('alpha'), variables['params'],
-                          variables['batch_stats'], info.image_shape)
-  model_kwargs = {k[len('model_kwargs.'):]: v for k, v in config.items()
-                  if k.startswith('model_kwargs.')}
+  layers = network_layers(
+      model,
+      config.get('alpha'),
+      variables['params'],
+      variables['batch_stats'],
+      info.image_shape,
+  )
+  model_kwargs = {
+      k[len('model_kwargs.') :]: v
+      for k, v in config.items()
+      if k.startswith('model_kwargs.')
+  }
   meta = {
-      'format_version': FORMAT_VERSION, 'model': model,
-      'alpha': config.get('alpha'), 'model_kwargs': model_kwargs,
+      'format_version': FORMAT_VERSION,
+      'model': model,
+      'alpha': config.get('alpha'),
+      'model_kwargs': model_kwargs,
       'num_classes': info.num_classes,
       'image_shape': list(info.image_shape),
-      'mean': list(info.mean), 'std': list(info.std),
-      'step': variables['step'], 'workdir': str(workdir), 'config': config,
+      'mean': list(info.mean),
+      'std': list(info.std),
+      'step': variables['step'],
+      'workdir': str(workdir),
+      'config': config,
   }
   return write(out, meta, layers)
 
 
-def write(out, meta: dict[str, Any], layers: list[dict[str, Any]]
-          ) -> dict[str, Any]:
+def write(
+    out, meta: dict[str, Any], layers: list[dict[str, Any]]
+) -> dict[str, Any]:
   """Writes `layers` (from `network_layers`) and `meta` to the .npz `out`.
 
   Returns:
@@ -245,12 +318,21 @@ def write(out, meta: dict[str, Any], layers: list[dict[str, Any]]
     layer = dict(layer)
     matrix = layer.pop('csr')
     name = layer['name']
-    arrays.update({f'{name}/data': matrix['data'],
-                   f'{name}/indices': matrix['indices'],
-                   f'{name}/indptr': matrix['indptr'],
-                   f'{name}/bias': layer.pop('bias')})
-    meta['layers'].append({**layer, 'csr_shape': list(matrix['shape']),
-                           'nnz': len(matrix['data'])})
+    arrays.update(
+        {
+            f'{name}/data': matrix['data'],
+            f'{name}/indices': matrix['indices'],
+            f'{name}/indptr': matrix['indptr'],
+            f'{name}/bias': layer.pop('bias'),
+        }
+    )
+    meta['layers'].append(
+        {
+            **layer,
+            'csr_shape': list(matrix['shape']),
+            'nnz': len(matrix['data']),
+        }
+    )
   out = epath.Path(out)
   out.parent.mkdir(parents=True, exist_ok=True)
   # Beside it, then renamed: a failed write leaves no half file at `out`.
@@ -279,12 +361,15 @@ def main(argv):
   args = flags.FLAGS
   meta = export(args.workdir, args.out, step=args.step)
   size = epath.Path(args.out).stat().length
-  print(f'{meta["model"]} (step {meta["step"]}) -> {args.out}: '
-        f'{size:,} bytes')
+  print(
+      f'{meta["model"]} (step {meta["step"]}) -> {args.out}: ' f'{size:,} bytes'
+  )
   for layer in meta['layers']:
     total = math.prod(layer['kernel_shape'])
-    print(f'  {layer["name"]:>8}: {layer["kind"]:5} {layer["nnz"]:>12,} / '
-          f'{total:>12,} non-zero ({layer["nnz"] / total:.2%})')
+    print(
+        f'  {layer["name"]:>8}: {layer["kind"]:5} {layer["nnz"]:>12,} / '
+        f'{total:>12,} non-zero ({layer["nnz"] / total:.2%})'
+    )
 
 
 if __name__ == '__main__':

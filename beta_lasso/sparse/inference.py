@@ -23,6 +23,7 @@ Backends for the sparse layers:
     jitted function.
   'dense': every layer dense, the reference the sparse paths are checked on.
 """
+
 import json
 import math
 from typing import Any
@@ -63,9 +64,12 @@ def read(path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 def layer_csr(layer: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict:
   """The stored CSR matrix of a layer (rows = output features)."""
   name = layer['name']
-  return {'data': arrays[f'{name}/data'], 'indices': arrays[f'{name}/indices'],
-          'indptr': arrays[f'{name}/indptr'],
-          'shape': tuple(layer['csr_shape'])}
+  return {
+      'data': arrays[f'{name}/data'],
+      'indices': arrays[f'{name}/indices'],
+      'indptr': arrays[f'{name}/indptr'],
+      'shape': tuple(layer['csr_shape']),
+  }
 
 
 def kernel(layer: dict[str, Any], matrix: dict) -> np.ndarray:
@@ -102,8 +106,12 @@ def unroll(layer: dict[str, Any], matrix: dict) -> dict:
   inside = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
   rows = np.broadcast_to((oy * ow + ox) * features + f, inside.shape)[inside]
   cols = np.broadcast_to((iy * w + ix) * c + ch, inside.shape)[inside]
-  return csr.from_coo(rows, cols, np.broadcast_to(values, inside.shape)[inside],
-                      (oh * ow * features, h * w * c))
+  return csr.from_coo(
+      rows,
+      cols,
+      np.broadcast_to(values, inside.shape)[inside],
+      (oh * ow * features, h * w * c),
+  )
 
 
 def _layer_density(layer: dict[str, Any]) -> float:
@@ -133,12 +141,18 @@ def _lax_layer(layer: dict[str, Any]):
   def apply(weights, x):
     x = x.T.reshape(-1, h, w, c)
     if layer['kind'] == 'conv':
-      y = jax.lax.conv_general_dilated(x, weights, strides, padding,
-                                       dimension_numbers=_DIMENSION_NUMBERS)
+      y = jax.lax.conv_general_dilated(
+          x, weights, strides, padding, dimension_numbers=_DIMENSION_NUMBERS
+      )
     else:
       y = jax.lax.conv_general_dilated_local(
-          x, weights, strides, padding, tuple(layer['kernel_size']),
-          dimension_numbers=_DIMENSION_NUMBERS)
+          x,
+          weights,
+          strides,
+          padding,
+          tuple(layer['kernel_size']),
+          dimension_numbers=_DIMENSION_NUMBERS,
+      )
     return y.reshape(y.shape[0], -1).T
 
   return apply
@@ -147,8 +161,7 @@ def _lax_layer(layer: dict[str, Any]):
 def _nbytes(weights) -> int:
   """Bytes held by a dense array, a scipy CSR matrix or a BCOO matrix."""
   if hasattr(weights, 'indptr'):  # scipy CSR
-    return (weights.data.nbytes + weights.indices.nbytes +
-            weights.indptr.nbytes)
+    return weights.data.nbytes + weights.indices.nbytes + weights.indptr.nbytes
   if hasattr(weights, 'indices'):  # BCOO
     return weights.data.nbytes + weights.indices.nbytes
   return weights.nbytes
@@ -163,8 +176,14 @@ class SparseNetwork:
     plan: per layer 'sparse' or 'dense', as run.
   """
 
-  def __init__(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], *,
-               backend: str | None = None, dense_above: float = DENSE_ABOVE):
+  def __init__(
+      self,
+      meta: dict[str, Any],
+      arrays: dict[str, np.ndarray],
+      *,
+      backend: str | None = None,
+      dense_above: float = DENSE_ABOVE,
+  ):
     if backend is None:
       backend = 'scipy' if _has_scipy() else 'bcoo'
     if backend not in BACKENDS:
@@ -196,13 +215,21 @@ class SparseNetwork:
         import scipy.sparse  # pylint: disable=g-import-not-at-top
         # scipy's kernels take int32 indices (the file stores uint16).
         return _matmul, scipy.sparse.csr_matrix(
-            (unrolled['data'], unrolled['indices'].astype(np.int32),
-             unrolled['indptr'].astype(np.int32)), shape=unrolled['shape'])
+            (
+                unrolled['data'],
+                unrolled['indices'].astype(np.int32),
+                unrolled['indptr'].astype(np.int32),
+            ),
+            shape=unrolled['shape'],
+        )
       rows = csr.row_ids(unrolled)
       indices = np.stack([rows, unrolled['indices']], axis=1).astype(np.int32)
       return _matmul, jsparse.BCOO(
           (jnp.asarray(unrolled['data']), jnp.asarray(indices)),
-          shape=unrolled['shape'], indices_sorted=True, unique_indices=True)
+          shape=unrolled['shape'],
+          indices_sorted=True,
+          unique_indices=True,
+      )
     weights = kernel(layer, matrix)
     if layer['kind'] != 'dense':
       return _lax_layer(layer), jnp.asarray(weights)
@@ -233,8 +260,9 @@ class SparseNetwork:
     images = np.asarray(images)
     outputs = []
     for start in range(0, len(images), batch_size):
-      x = (images[start:start + batch_size].astype(np.float32) - self._mean
-          ) * self._inv_std
+      x = (
+          images[start : start + batch_size].astype(np.float32) - self._mean
+      ) * self._inv_std
       # (units, batch), contiguous: each layer multiplies from the left.
       x = np.ascontiguousarray(x.reshape(len(x), -1).T)
       if self._use_jax:
@@ -242,16 +270,20 @@ class SparseNetwork:
       else:
         y = self._forward_numpy(x)
       outputs.append(y.T)
-    return np.concatenate(outputs) if outputs else np.zeros(
-        (0, self.meta['num_classes']), np.float32)
+    return (
+        np.concatenate(outputs)
+        if outputs
+        else np.zeros((0, self.meta['num_classes']), np.float32)
+    )
 
   def weight_bytes(self) -> int:
     """Bytes of the weights and biases as held for inference."""
     return sum(_nbytes(w) + b.nbytes for w, b in self._weights)
 
 
-def load(path, *, backend: str | None = None,
-         dense_above: float = DENSE_ABOVE) -> SparseNetwork:
+def load(
+    path, *, backend: str | None = None, dense_above: float = DENSE_ABOVE
+) -> SparseNetwork:
   """Reads an exported file into a `SparseNetwork`.
 
   Args:

@@ -10,6 +10,7 @@ and prints the test accuracy before and after. Set against the --like run's
 own accuracy, this says what beta-LASSO's sparsity is worth over pruning after
 the fact at the same budget of weights.
 """
+
 from absl import app
 from absl import flags
 import numpy as np
@@ -32,7 +33,7 @@ def magnitude_prune(kernel: np.ndarray, keep: int) -> np.ndarray:
   if keep >= np.count_nonzero(flat):
     return kernel
   # argpartition: the keep largest in O(n); ties at the cut go either way.
-  survivors = np.argpartition(flat, flat.size - keep)[flat.size - keep:]
+  survivors = np.argpartition(flat, flat.size - keep)[flat.size - keep :]
   pruned = np.zeros(flat.size, kernel.dtype)
   pruned[survivors] = kernel.ravel()[survivors]
   return pruned.reshape(kernel.shape)
@@ -56,8 +57,10 @@ def prune_like(workdir, like, out) -> dict:
   def transform(params):
     sizes = optim.count_weights(params)
     if sizes != shapes:
-      raise PruneError(f'{workdir} has layers {sizes}, {like} has {shapes}: '
-                       'prune to a run of the same model and size')
+      raise PruneError(
+          f'{workdir} has layers {sizes}, {like} has {shapes}: '
+          'prune to a run of the same model and size'
+      )
     for name, keep in target.items():
       node = params
       for part in name.split('/'):
@@ -78,8 +81,12 @@ def accuracy(path, config: dict) -> float:
       else from TFDS in its data dir, never downloaded.
   """
   images, labels = input_pipeline.load_split(
-      config['dataset'], config.get('eval_split', 'test'),
-      config.get('data_dir'), False, config.get('data_file'))
+      config['dataset'],
+      config.get('eval_split', 'test'),
+      config.get('data_dir'),
+      False,
+      config.get('data_file'),
+  )
   logits = sparse.load(path).predict(images)
   return float(np.mean(logits.argmax(-1) == labels))
 
@@ -87,8 +94,9 @@ def accuracy(path, config: dict) -> float:
 def _define_flags():
   """Defined only when this module is the script (see export.py)."""
   flags.DEFINE_string('workdir', None, 'The run to prune (e.g. SGD).')
-  flags.DEFINE_string('like', None,
-                      'The run whose per-layer non-zeros to match.')
+  flags.DEFINE_string(
+      'like', None, 'The run whose per-layer non-zeros to match.'
+  )
   flags.DEFINE_string('out', None, 'The pruned .npz to write.')
   flags.mark_flags_as_required(['workdir', 'like', 'out'])
 
@@ -110,8 +118,10 @@ def main(argv):
   result = prune_like(args.workdir, args.like, args.out)
   pruned = accuracy(args.out, result['meta']['config'])
   print(f'non-zeros kept: {result["nnz"]}')
-  print(f'{args.workdir}: test accuracy {dense} dense, {pruned:.4f} '
-        f'pruned; {args.like}: {like}')
+  print(
+      f'{args.workdir}: test accuracy {dense} dense, {pruned:.4f} '
+      f'pruned; {args.like}: {like}'
+  )
 
 
 if __name__ == '__main__':

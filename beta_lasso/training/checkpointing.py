@@ -11,6 +11,7 @@ the caller passes as `extras` (the run's config, its wall time), so a
 checkpoint tells which run it belongs to even without the workdir's files. `PreemptionGuard` turns SIGTERM
 and SIGINT into a checkpoint at the current step and a clean exit.
 """
+
 import contextlib
 import os
 import signal
@@ -25,8 +26,8 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from beta_lasso import pytree
 from beta_lasso import errors
+from beta_lasso import pytree
 
 # Orbax names a step folder being written `<step>.orbax-checkpoint-tmp[-<id>]`.
 _TMP_MARKER = '.orbax-checkpoint-tmp'
@@ -40,15 +41,17 @@ def _best_order(metrics) -> float:
   return metrics[_BEST]
 
 
-
 def logged_by_orbax(record) -> bool:
   """Whether a Python logging record comes from orbax (a dozen INFO lines a save).
 
   Orbax logs through absl.logging, so its records carry absl's logger name;
   the source path tells them apart.
   """
-  return (record.name.startswith('orbax') or
-          f'{os.sep}orbax{os.sep}' in record.pathname)
+  return (
+      record.name.startswith('orbax')
+      or f'{os.sep}orbax{os.sep}' in record.pathname
+  )
+
 
 def _from_failed_restore(unraisable) -> bool:
   """Whether an unraisable exception is the aftermath of a failed restore.
@@ -59,19 +62,28 @@ def _from_failed_restore(unraisable) -> bool:
   coroutines that is dropped unfinished reports its own error, a screen of
   TensorStore spec apiece.
   """
-  files = [frame.f_code.co_filename
-           for frame, _ in traceback.walk_tb(unraisable.exc_traceback)]
-  functions = [frame.f_code.co_name
-               for frame, _ in traceback.walk_tb(unraisable.exc_traceback)]
-  if (isinstance(unraisable.exc_value, RuntimeError) and
-      str(unraisable.exc_value) == 'Event loop is closed' and
-      'call_soon_threadsafe' in functions):
+  files = [
+      frame.f_code.co_filename
+      for frame, _ in traceback.walk_tb(unraisable.exc_traceback)
+  ]
+  functions = [
+      frame.f_code.co_name
+      for frame, _ in traceback.walk_tb(unraisable.exc_traceback)
+  ]
+  if (
+      isinstance(unraisable.exc_value, RuntimeError)
+      and str(unraisable.exc_value) == 'Event loop is closed'
+      and 'call_soon_threadsafe' in functions
+  ):
     return True
   code = getattr(unraisable.object, 'cr_code', None)
   if code is not None:
     files.append(code.co_filename)
-  return any(f'{os.sep}{library}{os.sep}' in f for f in files
-             for library in ('orbax', 'tensorstore'))
+  return any(
+      f'{os.sep}{library}{os.sep}' in f
+      for f in files
+      for library in ('orbax', 'tensorstore')
+  )
 
 
 class _UnraisableFilter:
@@ -145,14 +157,17 @@ def _leaf_fingerprint(x: jax.Array) -> jax.Array:
 
 
 _fingerprint_leaves = jax.jit(
-    lambda tree: jax.tree.map(_leaf_fingerprint, tree))
+    lambda tree: jax.tree.map(_leaf_fingerprint, tree)
+)
 
 
 def fingerprint(tree) -> dict[str, int]:
   """{'params/fc1/kernel': uint32 hash, ...} over every array of `tree`."""
   hashes = jax.device_get(_fingerprint_leaves(tree))
-  return {pytree.path_str(path): int(h)
-          for path, h in jax.tree_util.tree_flatten_with_path(hashes)[0]}
+  return {
+      pytree.path_str(path): int(h)
+      for path, h in jax.tree_util.tree_flatten_with_path(hashes)[0]
+  }
 
 
 def _check_fingerprint(state, saved: dict[str, int] | None):
@@ -162,12 +177,16 @@ def _check_fingerprint(state, saved: dict[str, int] | None):
     return
   actual = fingerprint(state)
   if set(actual) != set(saved):
-    raise ValueError(f'fingerprint names {sorted(set(saved) ^ set(actual))} '
-                     'do not match the state')
+    raise ValueError(
+        f'fingerprint names {sorted(set(saved) ^ set(actual))} '
+        'do not match the state'
+    )
   for name, value in actual.items():
     if value != saved[name]:
-      raise ValueError(f'{name} differs from what was saved (fingerprint '
-                       f'{value:#010x}, saved {saved[name]:#010x})')
+      raise ValueError(
+          f'{name} differs from what was saved (fingerprint '
+          f'{value:#010x}, saved {saved[name]:#010x})'
+      )
 
 
 # ----------------------------------------------------------------------------
@@ -193,10 +212,16 @@ class Checkpointer:
             # A save marked best is better than every earlier one, so the
             # newest of them is the one to keep. best_fn makes orbax write the
             # metric to disk, so a resumed run keeps it too.
-            preservation_policy=policies.AnyPreservationPolicy([
-                policies.LatestN(n=max_to_keep),
-                policies.BestN(get_metric_fn=_best_order, n=1,
-                               keep_checkpoints_without_metrics=False)]),
+            preservation_policy=policies.AnyPreservationPolicy(
+                [
+                    policies.LatestN(n=max_to_keep),
+                    policies.BestN(
+                        get_metric_fn=_best_order,
+                        n=1,
+                        keep_checkpoints_without_metrics=False,
+                    ),
+                ]
+            ),
             best_fn=_best_order,
             create=True,
             # Where orbax marks completion differently (e.g. GCS), it knows
@@ -206,8 +231,11 @@ class Checkpointer:
             # made in the background, the error would surface one save later
             # and leave orbax waiting on a save that never comes.
             async_options=ocp.AsyncOptions(
-                create_directories_asynchronously=False)),
-        item_names=('state', 'history'))
+                create_directories_asynchronously=False
+            ),
+        ),
+        item_names=('state', 'history'),
+    )
 
   def __enter__(self):
     return self
@@ -226,20 +254,29 @@ class Checkpointer:
     """Deletes the temporary folders of saves that a kill cut short."""
     # Every process reaches the sync below: whether the folder exists can
     # differ between them, since process 0 may create it meanwhile.
-    paths = sorted(self._directory.iterdir()) if self._directory.exists() else []
+    paths = (
+        sorted(self._directory.iterdir()) if self._directory.exists() else []
+    )
     for path in paths:
       if _TMP_MARKER in path.name:
         # Killed, out of disk space, or failed: the save is not complete.
-        logging.warning('Removing %s: a save that never finished (the run '
-                        'that made it stopped while saving).', path)
+        logging.warning(
+            'Removing %s: a save that never finished (the run '
+            'that made it stopped while saving).',
+            path,
+        )
         if jax.process_index() == 0:
           path.rmtree()
     _sync('remove_unfinished_saves')
 
   def _restore(self, step: int, abstract):
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract),
-        history=ocp.args.JsonRestore()))
+    restored = self._manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract),
+            history=ocp.args.JsonRestore(),
+        ),
+    )
     saved = restored['history']
     _check_fingerprint(restored['state'], saved.get('fingerprint'))
     return restored['state'], saved['evals'], saved.get('extras', {})
@@ -253,8 +290,9 @@ class Checkpointer:
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
         with quiet_failures():
-          saved = self._manager.restore(step, args=ocp.args.Composite(
-              history=ocp.args.JsonRestore()))['history']
+          saved = self._manager.restore(
+              step, args=ocp.args.Composite(history=ocp.args.JsonRestore())
+          )['history']
       except Exception:  # pylint: disable=broad-except
         continue  # restore_latest says why and sets it aside.
       return saved.get('extras', {})
@@ -291,23 +329,33 @@ class Checkpointer:
       for bad_step, why in failed:
         aside = self._set_aside(bad_step)
         # One line per checkpoint skipped: which, why, where it went.
-        logging.warning('Checkpoint at step %d does not restore: %s; resuming '
-                        'from step %d, the newest that restores, and moved it '
-                        'to %s.', bad_step, why, step, aside)
+        logging.warning(
+            'Checkpoint at step %d does not restore: %s; resuming '
+            'from step %d, the newest that restores, and moved it '
+            'to %s.',
+            bad_step,
+            why,
+            step,
+            aside,
+        )
       return restored
     if failed:
       # Not a corrupted file but e.g. another model: a person has to decide.
       raise CheckpointError(
           f'no checkpoint in {self._directory} restores ('
           + '; '.join(f'step {s}: {error}' for s, error in failed)
-          + '); move that folder away to start from scratch')
+          + '); move that folder away to start from scratch'
+      )
     return state, history if history is not None else [], {}
 
   def _set_aside(self, step: int) -> epath.Path:
     """Moves an unreadable step out of the way so it is never taken again."""
     bad = self._directory / str(step)
-    aside = (self._directory.parent / 'corrupt_checkpoints' /
-             f'{step}-{int(time.time())}')
+    aside = (
+        self._directory.parent
+        / 'corrupt_checkpoints'
+        / f'{step}-{int(time.time())}'
+    )
     if jax.process_index() == 0:
       aside.parent.mkdir(parents=True, exist_ok=True)
       bad.rename(aside)
@@ -315,8 +363,15 @@ class Checkpointer:
     self._manager.reload()
     return aside
 
-  def save(self, step: int, state, history, extras: dict | None = None, *,
-           best: bool = False):
+  def save(
+      self,
+      step: int,
+      state,
+      history,
+      extras: dict | None = None,
+      *,
+      best: bool = False,
+  ):
     """Starts an asynchronous save; the arrays are copied off device first.
 
     Args:
@@ -332,16 +387,26 @@ class Checkpointer:
         missing directory); the checkpoints saved before are untouched.
     """
     try:
-      self._manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state),
-          history=ocp.args.JsonSave({'evals': history,
-                                     'fingerprint': fingerprint(state),
-                                     'extras': extras or {}})),
-                         metrics={_BEST: step if best else -1}, force=True)
+      self._manager.save(
+          step,
+          args=ocp.args.Composite(
+              state=ocp.args.StandardSave(state),
+              history=ocp.args.JsonSave(
+                  {
+                      'evals': history,
+                      'fingerprint': fingerprint(state),
+                      'extras': extras or {},
+                  }
+              ),
+          ),
+          metrics={_BEST: step if best else -1},
+          force=True,
+      )
     except OSError as e:
       raise CheckpointError(
           f'cannot save the checkpoint of step {step} in {self._directory}: '
-          f'{e.strerror or e}; the checkpoints saved before are kept') from None
+          f'{e.strerror or e}; the checkpoints saved before are kept'
+      ) from None
 
   def wait_until_finished(self):
     """Blocks until the save in flight is on disk (e.g. to copy it)."""
@@ -402,14 +467,18 @@ class PreemptionGuard:
       signal.signal(signum, self._previous[signum])
       os.kill(os.getpid(), signum)
       return
-    logging.warning('Received %s: saving a checkpoint after this step.',
-                    signal.Signals(signum).name)
+    logging.warning(
+        'Received %s: saving a checkpoint after this step.',
+        signal.Signals(signum).name,
+    )
     self.triggered = True
 
   def __enter__(self):
     # Signal handlers can only be set from the main thread.
-    if (jax.process_count() == 1 and
-        threading.current_thread() is threading.main_thread()):
+    if (
+        jax.process_count() == 1
+        and threading.current_thread() is threading.main_thread()
+    ):
       for sig in self._SIGNALS:
         previous = signal.getsignal(sig)
         if previous is not None:  # None: set from C, could not be restored.

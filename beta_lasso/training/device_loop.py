@@ -16,8 +16,11 @@ A step depends only on the state it starts from (its step counter included)
 and the seed, never on where its block starts, so any cut into blocks, a
 resume's included, gives the same states bit for bit.
 """
+
 import functools
-from typing import Any, Callable, Iterable
+from typing import Any
+from typing import Callable
+from typing import Iterable
 
 import jax
 import jax.numpy as jnp
@@ -25,8 +28,9 @@ import jax.numpy as jnp
 from beta_lasso.data import input_pipeline
 
 
-def block_end(step: int, num_steps: int, max_steps: int,
-              every: Iterable[int]) -> int:
+def block_end(
+    step: int, num_steps: int, max_steps: int, every: Iterable[int]
+) -> int:
   """Where a block of steps that starts after `step` stops.
 
   Args:
@@ -45,8 +49,19 @@ def block_end(step: int, num_steps: int, max_steps: int,
   return end
 
 
-def _train_block(state, order, images, labels, num_steps, *, train_step,
-                 batch_size, seed, max_steps, data_sharding):
+def _train_block(
+    state,
+    order,
+    images,
+    labels,
+    num_steps,
+    *,
+    train_step,
+    batch_size,
+    seed,
+    max_steps,
+    data_sharding,
+):
   """`num_steps` (<= max_steps) train steps; metrics stacked [max_steps].
 
   `order` is (permutation, its epoch), carried from block to block: a new
@@ -54,24 +69,28 @@ def _train_block(state, order, images, labels, num_steps, *, train_step,
   """
   num_examples = labels.shape[0]
   steps_per_epoch = input_pipeline.steps_per_epoch(num_examples, batch_size)
-  permutation = functools.partial(input_pipeline.epoch_permutation,
-                                  num_examples, seed)
+  permutation = functools.partial(
+      input_pipeline.epoch_permutation, num_examples, seed
+  )
 
   def batch(perm, step_in_epoch):
-    idx = jax.lax.dynamic_slice(perm, (step_in_epoch * batch_size,),
-                                (batch_size,))
+    idx = jax.lax.dynamic_slice(
+        perm, (step_in_epoch * batch_size,), (batch_size,)
+    )
     # Indices split over the data axis: each device gathers its own share.
     idx = jax.lax.with_sharding_constraint(idx, data_sharding)
     # Gathered once into a batch, as the host path's: fused into the
     # augmentation, the gather would be redone for each read of a pixel.
     return jax.lax.optimization_barrier(
-        {'image': images[idx], 'label': labels[idx]})
+        {'image': images[idx], 'label': labels[idx]}
+    )
 
   def body(i, carry):
     state, (perm, perm_epoch), stacked = carry
     epoch, step_in_epoch = jnp.divmod(state.step, steps_per_epoch)
-    perm = jax.lax.cond(epoch != perm_epoch, lambda: permutation(epoch),
-                        lambda: perm)
+    perm = jax.lax.cond(
+        epoch != perm_epoch, lambda: permutation(epoch), lambda: perm
+    )
     state, metrics = train_step(state, batch(perm, step_in_epoch))
     stacked = jax.tree.map(lambda s, m: s.at[i].set(m), stacked, metrics)
     return state, (perm, epoch), stacked
@@ -82,8 +101,9 @@ def _train_block(state, order, images, labels, num_steps, *, train_step,
   return jax.lax.fori_loop(0, num_steps, body, (state, order, stacked))
 
 
-def _eval_totals(state, images, labels, *, eval_step, batch_size,
-                 data_sharding):
+def _eval_totals(
+    state, images, labels, *, eval_step, batch_size, data_sharding
+):
   """Sums of `eval_step` over the whole split, in batches of `batch_size`."""
   num_examples = labels.shape[0]
 
@@ -92,17 +112,24 @@ def _eval_totals(state, images, labels, *, eval_step, batch_size,
     mask = idx < num_examples
     # The padding repeats the last example; its mask keeps it out of the sums.
     idx = jax.lax.with_sharding_constraint(
-        jnp.minimum(idx, num_examples - 1), data_sharding)
-    out = eval_step(state, {'image': images[idx], 'label': labels[idx],
-                            'mask': mask})
+        jnp.minimum(idx, num_examples - 1), data_sharding
+    )
+    out = eval_step(
+        state, {'image': images[idx], 'label': labels[idx], 'mask': mask}
+    )
     return jax.tree.map(jnp.add, totals, out)
 
-  example = {'image': jax.ShapeDtypeStruct((batch_size, *images.shape[1:]),
-                                           images.dtype),
-             'label': jax.ShapeDtypeStruct((batch_size,), labels.dtype),
-             'mask': jax.ShapeDtypeStruct((batch_size,), jnp.bool_)}
-  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                       jax.eval_shape(eval_step, state, example))
+  example = {
+      'image': jax.ShapeDtypeStruct(
+          (batch_size, *images.shape[1:]), images.dtype
+      ),
+      'label': jax.ShapeDtypeStruct((batch_size,), labels.dtype),
+      'mask': jax.ShapeDtypeStruct((batch_size,), jnp.bool_),
+  }
+  zeros = jax.tree.map(
+      lambda s: jnp.zeros(s.shape, s.dtype),
+      jax.eval_shape(eval_step, state, example),
+  )
   num_batches = -(-num_examples // batch_size)
   return jax.lax.fori_loop(0, num_batches, body, zeros)
 
@@ -114,11 +141,19 @@ class DeviceLoop:
     max_steps: most steps per block.
   """
 
-  def __init__(self, train_step: Callable, eval_step: Callable, *,
-               batch_size: int, eval_batch_size: int, seed: int,
-               steps_per_dispatch: int, state_sharding: Any,
-               replicated: jax.sharding.Sharding,
-               data_sharding: jax.sharding.Sharding):
+  def __init__(
+      self,
+      train_step: Callable,
+      eval_step: Callable,
+      *,
+      batch_size: int,
+      eval_batch_size: int,
+      seed: int,
+      steps_per_dispatch: int,
+      state_sharding: Any,
+      replicated: jax.sharding.Sharding,
+      data_sharding: jax.sharding.Sharding,
+  ):
     """Compiles nothing yet; the first call of each method does.
 
     Args:
@@ -133,28 +168,43 @@ class DeviceLoop:
       data_sharding: sharding of a batch over the data axis.
     """
     if jax.process_count() > 1:  # validation.validate_config says it first.
-      raise ValueError(f'the device loop runs on one process, not '
-                       f'{jax.process_count()}')
+      raise ValueError(
+          f'the device loop runs on one process, not ' f'{jax.process_count()}'
+      )
     self.max_steps = steps_per_dispatch
     self._replicated = replicated
     self._order = None  # (permutation, epoch) of the last step run.
     # A block's length is an argument, not a shape: one compilation serves
     # every block, the short ones before a log, eval or save step included.
     self._train = jax.jit(
-        functools.partial(_train_block, train_step=train_step,
-                          batch_size=batch_size, seed=seed,
-                          max_steps=steps_per_dispatch,
-                          data_sharding=data_sharding),
-        in_shardings=(state_sharding, replicated, replicated, replicated,
-                      replicated),
+        functools.partial(
+            _train_block,
+            train_step=train_step,
+            batch_size=batch_size,
+            seed=seed,
+            max_steps=steps_per_dispatch,
+            data_sharding=data_sharding,
+        ),
+        in_shardings=(
+            state_sharding,
+            replicated,
+            replicated,
+            replicated,
+            replicated,
+        ),
         out_shardings=(state_sharding, replicated, replicated),
-        donate_argnums=(0, 1))
+        donate_argnums=(0, 1),
+    )
     self._eval = jax.jit(
-        functools.partial(_eval_totals, eval_step=eval_step,
-                          batch_size=eval_batch_size,
-                          data_sharding=data_sharding),
+        functools.partial(
+            _eval_totals,
+            eval_step=eval_step,
+            batch_size=eval_batch_size,
+            data_sharding=data_sharding,
+        ),
         in_shardings=(state_sharding, replicated, replicated),
-        out_shardings=replicated)
+        out_shardings=replicated,
+    )
 
   def put(self, images, labels) -> tuple[jax.Array, jax.Array]:
     """A split copied onto every device: uint8 images, int32 labels."""
@@ -176,10 +226,11 @@ class DeviceLoop:
       raise ValueError(f'num_steps {num_steps} is not in [1, {self.max_steps}]')
     if self._order is None:  # Epoch -1: the first step computes its own.
       self._order = jax.device_put(
-          (jnp.zeros(labels.shape, jnp.int32), jnp.int32(-1)),
-          self._replicated)
-    state, self._order, stacked = self._train(state, self._order, images,
-                                              labels, num_steps)
+          (jnp.zeros(labels.shape, jnp.int32), jnp.int32(-1)), self._replicated
+      )
+    state, self._order, stacked = self._train(
+        state, self._order, images, labels, num_steps
+    )
     return state, jax.tree.map(lambda x: x[:num_steps], stacked)
 
   def eval_totals(self, state, images, labels):

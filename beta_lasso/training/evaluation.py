@@ -5,7 +5,9 @@ compiled steps (`train.Steps`), counts non-zeros per layer on device, and
 measures the first layer's locality (`metrics.locality`); `eval_scalars` is
 what TensorBoard gets of an eval and `eval_line` what the console gets.
 """
-from typing import Any, Optional
+
+from typing import Any
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -26,8 +28,14 @@ Split = tuple[Any, Any]
 class Evaluator:
   """What an eval records of the network: an entry of the run's history."""
 
-  def __init__(self, steps, *, model: str, image_shape,
-               permutation: Optional[np.ndarray] = None):
+  def __init__(
+      self,
+      steps,
+      *,
+      model: str,
+      image_shape,
+      permutation: Optional[np.ndarray] = None,
+  ):
     """Compiles nothing yet.
 
     Args:
@@ -41,34 +49,42 @@ class Evaluator:
     self._image_shape = image_shape
     self._permutation = permutation
     # Counted on device: only one number per leaf comes back to the host.
-    self._nonzeros = jax.jit(lambda p: jax.tree.map(jnp.count_nonzero, p),
-                             out_shardings=steps.replicated)
+    self._nonzeros = jax.jit(
+        lambda p: jax.tree.map(jnp.count_nonzero, p),
+        out_shardings=steps.replicated,
+    )
 
-  def accuracy_and_loss(self, state,
-                        split: Split) -> tuple[float, float]:
+  def accuracy_and_loss(self, state, split: Split) -> tuple[float, float]:
     """Accuracy and mean loss over a whole split, without augmentation."""
     totals = self._steps.eval_totals(state, split)
-    return (float(totals['correct'] / totals['count']),
-            float(totals['loss'] / totals['count']))
+    return (
+        float(totals['correct'] / totals['count']),
+        float(totals['loss'] / totals['count']),
+    )
 
   def nonzeros(self, params) -> dict[str, int]:
     """Non-zero kernel weights per layer."""
-    return pytree.sum_per_layer(jax.device_get(self._nonzeros(params)), int,
-                               pytree.weight_mask(params))
+    return pytree.sum_per_layer(
+        jax.device_get(self._nonzeros(params)), int, pytree.weight_mask(params)
+    )
 
   def measures_locality(self, params) -> bool:
     """Whether the first layer's locality is measured (`locality`)."""
     if self.first_layer is None:
       return False
     # Patches of permuted pixels have no image geometry to measure.
-    return (self._permutation is None or
-            params[self.first_layer]['kernel'].ndim == 2)
+    return (
+        self._permutation is None
+        or params[self.first_layer]['kernel'].ndim == 2
+    )
 
   def can_be_nonlocal(self, params) -> bool:
     """Whether the first layer is dense: a conv or locally connected one is
     local by construction, however it is trained."""
-    return (self.measures_locality(params) and
-            params[self.first_layer]['kernel'].ndim == 2)
+    return (
+        self.measures_locality(params)
+        and params[self.first_layer]['kernel'].ndim == 2
+    )
 
   def locality(self, params) -> Optional[dict[str, float]]:
     """`locality.summarize` of the first layer; None where not measured."""
@@ -76,19 +92,23 @@ class Evaluator:
       return None
     # Measured on the kernel's devices, as sharded; only per-unit numbers come
     # to the host.
-    return locality.summarize(params[self.first_layer]['kernel'],
-                              self._image_shape,
-                              pixel_permutation=self._permutation)
+    return locality.summarize(
+        params[self.first_layer]['kernel'],
+        self._image_shape,
+        pixel_permutation=self._permutation,
+    )
 
-  def __call__(self, state, test: Split,
-               val: Optional[Split] = None) -> dict[str, Any]:
+  def __call__(
+      self, state, test: Split, val: Optional[Split] = None
+  ) -> dict[str, Any]:
     """test_accuracy, test_loss, val_accuracy and val_loss (with `val`), nnz
     and locality (where measured)."""
     accuracy, loss = self.accuracy_and_loss(state, test)
     entry = {'test_accuracy': accuracy, 'test_loss': loss}
     if val is not None:
       entry['val_accuracy'], entry['val_loss'] = self.accuracy_and_loss(
-          state, val)
+          state, val
+      )
     entry['nnz'] = self.nonzeros(state.params)
     measured = self.locality(state.params)
     if measured is not None:
@@ -104,8 +124,12 @@ def eval_scalars(entry: dict[str, Any]) -> dict[str, float]:
       'test_loss': entry['test_loss'],
       **{k: entry[k] for k in ('val_accuracy', 'val_loss') if k in entry},
       **{f'nnz/{k}': v for k, v in entry['nnz'].items()},
-      **{f'locality/{k}': v for k, v in entry.get('locality', {}).items()
-         if k.endswith('/median')}}
+      **{
+          f'locality/{k}': v
+          for k, v in entry.get('locality', {}).items()
+          if k.endswith('/median')
+      },
+  }
 
 
 # ----------------------------------------------------------------------------
@@ -121,10 +145,17 @@ def _duration(seconds: float) -> str:
   return f'{seconds}s'
 
 
-def eval_line(step: int, entry: dict[str, Any], *, epoch: float,
-              train_accuracy: Optional[float], first_layer: Optional[str],
-              weights: dict[str, int], show_locality: bool,
-              eta_seconds: Optional[float]) -> str:
+def eval_line(
+    step: int,
+    entry: dict[str, Any],
+    *,
+    epoch: float,
+    train_accuracy: Optional[float],
+    first_layer: Optional[str],
+    weights: dict[str, int],
+    show_locality: bool,
+    eta_seconds: Optional[float],
+) -> str:
   """The console's line for one eval.
 
   'Step 98: test accuracy 0.3912, train 0.3721, val 0.3800 | epoch 0.50 |
@@ -148,12 +179,16 @@ def eval_line(step: int, entry: dict[str, Any], *, epoch: float,
     accuracies.append(f'val {entry["val_accuracy"]:.4f}')
   parts = [f'Step {step}: ' + ', '.join(accuracies), f'epoch {epoch:.2f}']
   if first_layer in entry['nnz'] and first_layer in weights:
-    parts.append(f'{first_layer} {entry["nnz"][first_layer]:,}/'
-                 f'{weights[first_layer]:,} non-zero')
+    parts.append(
+        f'{first_layer} {entry["nnz"][first_layer]:,}/'
+        f'{weights[first_layer]:,} non-zero'
+    )
   if show_locality and entry.get('locality'):
     share = results_lib.Locality.from_json(entry['locality']).window_share
-    parts.append(f'window share {share.active.median:.3f} vs null '
-                 f'{share.null_active.median:.3f}')
+    parts.append(
+        f'window share {share.active.median:.3f} vs null '
+        f'{share.null_active.median:.3f}'
+    )
   if eta_seconds is not None:
     parts.append(f'ETA {_duration(eta_seconds)}')
   return ' | '.join(parts)

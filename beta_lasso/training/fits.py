@@ -10,6 +10,7 @@ statistics where the backend reports it (GPU, TPU), else the host's RAM (CPU,
 whose devices all share it). The estimate leaves out transient buffers, so a
 run close under the limit may still run out; one over it never starts.
 """
+
 import math
 import os
 
@@ -61,24 +62,34 @@ def estimate(config: ml_collections.ConfigDict) -> int:
   info = datasets.base_info(config)
   precision = 'bf16' if config.half_precision else 'fp32'
   model = models.create_model(
-      config.model, num_classes=info.num_classes, alpha=config.alpha,
+      config.model,
+      num_classes=info.num_classes,
+      alpha=config.alpha,
       dropout_rate=config.dropout_rate,
       dtype=jnp.bfloat16 if config.half_precision else None,
-      **config.model_kwargs)
+      **config.model_kwargs,
+  )
   # Optimizer state: SGD keeps a momentum copy only when it has momentum.
   keeps_momentum = config.optimizer == 'sgd' and config.momentum
   data, model_axis = sharding.mesh_shape(config)
   memory = sizes.module_memory(
-      model, batch_size=max(1, config.batch_size // data),
+      model,
+      batch_size=max(1, config.batch_size // data),
       precision=precision,
       optimizer='sgd' if keeps_momentum else 'beta_lasso',
-      image_shape=info.image_shape)
-  shapes = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, *info.image_shape)), train=False))
+      image_shape=info.image_shape,
+  )
+  shapes = jax.eval_shape(
+      lambda: model.init(
+          jax.random.key(0), jnp.zeros((1, *info.image_shape)), train=False
+      )
+  )
   fraction = sharding.fraction_per_device(
-      shapes['params'], {sharding.DATA: data, sharding.MODEL: model_axis},
+      shapes['params'],
+      {sharding.DATA: data, sharding.MODEL: model_axis},
       fsdp=config.fsdp,
-      min_weights=config.shard_min_weights)
+      min_weights=config.shard_min_weights,
+  )
   return sizes.per_device(memory, fraction) * _sharing_devices()
 
 
@@ -116,10 +127,15 @@ def _mesh_that_fits(config: ml_collections.ConfigDict, limit: int) -> str:
       continue
     for fsdp in (False, True):
       if estimate(_with(config, mesh_model=model_axis, fsdp=fsdp)) <= limit:
-        return (f'; config.mesh_model={model_axis}'
-                + (' with config.fsdp=True' if fsdp else '') +
-                ' fits by sharding the big kernels')
-  if not config.get('fsdp', False) and estimate(_with(config, fsdp=True)) <= limit:
+        return (
+            f'; config.mesh_model={model_axis}'
+            + (' with config.fsdp=True' if fsdp else '')
+            + ' fits by sharding the big kernels'
+        )
+  if (
+      not config.get('fsdp', False)
+      and estimate(_with(config, fsdp=True)) <= limit
+  ):
     return '; config.fsdp=True fits by sharding the big kernels over data'
   return ''
 
@@ -142,11 +158,16 @@ def check(config: ml_collections.ConfigDict):
   # Memory grows about as size^2 (weights), so this start is close.
   start = int(value * math.sqrt(limit / needed))
   largest = sizes.largest_true(
-      lambda n: estimate(_resized(config, n)) <= limit, start)
-  fits = (f'the largest {field} that fits is {largest}' if largest else
-          f'not even {field}=1 fits; lower config.batch_size')
+      lambda n: estimate(_resized(config, n)) <= limit, start
+  )
+  fits = (
+      f'the largest {field} that fits is {largest}'
+      if largest
+      else f'not even {field}=1 fits; lower config.batch_size'
+  )
   raise TooBigError(
       f'config.{field}={value} needs about {needed / _GIB:.1f} GiB '
       f'(parameters, gradients, optimizer state and activations at batch '
       f'{config.batch_size}), more than the {limit / _GIB:.1f} GiB of '
-      f'{where}; {fits}{_mesh_that_fits(config, limit)}')
+      f'{where}; {fits}{_mesh_that_fits(config, limit)}'
+  )

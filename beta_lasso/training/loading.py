@@ -8,6 +8,7 @@ devices wrote it, and only the layers asked for. Where no checkpoint is named,
 the newest one that reads is taken: each damaged one skipped is named in one
 warning line, and none readable is a `CheckpointError` in one line.
 """
+
 from collections.abc import Sequence
 import contextlib
 import json
@@ -42,8 +43,10 @@ class _QuietOrbax(pylogging.Filter):
   def filter(self, record):
     if not checkpointing.logged_by_orbax(record):
       return True
-    return (record.levelno >= pylogging.WARNING and
-            'Metadata file does not exist' not in record.getMessage())
+    return (
+        record.levelno >= pylogging.WARNING
+        and 'Metadata file does not exist' not in record.getMessage()
+    )
 
 
 @contextlib.contextmanager
@@ -89,32 +92,41 @@ def _read_tree(path: epath.Path, select) -> Any:
   with _quiet_orbax(), checkpointing.quiet_failures():
     try:
       with ocp.PyTreeCheckpointer() as checkpointer:
-        item = select(
-            checkpointer.metadata(_resolved(path)).item_metadata.tree)
+        item = select(checkpointer.metadata(_resolved(path)).item_metadata.tree)
         # np.ndarray leaves: a checkpoint written on 8 TPUs opens on a laptop.
         restore_args = jax.tree.map(
-            lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+            lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item
+        )
         return checkpointer.restore(
-            _resolved(path), args=ocp.args.PyTreeRestore(
-                item=item, restore_args=restore_args, partial_restore=True))
+            _resolved(path),
+            args=ocp.args.PyTreeRestore(
+                item=item, restore_args=restore_args, partial_restore=True
+            ),
+        )
     except KeyError:
       raise
     except Exception as e:  # pylint: disable=broad-except
       raise checkpointing.CheckpointError(
           f'checkpoint {path.parent} does not read '
-          f'({checkpointing.failure_reason(e)})') from None
+          f'({checkpointing.failure_reason(e)})'
+      ) from None
 
 
 def _state_paths(workdir, step: int | None) -> list[epath.Path]:
   """State folders to try, in order: checkpoint `step`, else newest first."""
   steps = checkpoint_steps(workdir)
   if step is None and not steps:
-    raise FileNotFoundError(f'no checkpoint in {workdir}/{workdir_lib.CHECKPOINTS_DIR}')
+    raise FileNotFoundError(
+        f'no checkpoint in {workdir}/{workdir_lib.CHECKPOINTS_DIR}'
+    )
   if step is not None and step not in steps:
-    raise FileNotFoundError(f'no checkpoint of step {step} in {workdir} '
-                            f'(there are {steps})')
-  return [epath.Path(workdir) / workdir_lib.CHECKPOINTS_DIR / str(s) / 'state'
-          for s in ([step] if step is not None else reversed(steps))]
+    raise FileNotFoundError(
+        f'no checkpoint of step {step} in {workdir} ' f'(there are {steps})'
+    )
+  return [
+      epath.Path(workdir) / workdir_lib.CHECKPOINTS_DIR / str(s) / 'state'
+      for s in ([step] if step is not None else reversed(steps))
+  ]
 
 
 def _read_newest(workdir, step: int | None, select) -> tuple[Any, int]:
@@ -135,7 +147,8 @@ def _read_newest(workdir, step: int | None, select) -> tuple[Any, int]:
       logging.warning('%s: skipped, trying the one before', e)
   raise checkpointing.CheckpointError(
       f'no checkpoint in {epath.Path(workdir) / workdir_lib.CHECKPOINTS_DIR} reads (steps '
-      f'{", ".join(map(str, failed))} are damaged)')
+      f'{", ".join(map(str, failed))} are damaged)'
+  )
 
 
 def load_variables(workdir, *, step: int | None = None) -> dict[str, Any]:
@@ -155,15 +168,21 @@ def load_variables(workdir, *, step: int | None = None) -> dict[str, Any]:
     checkpointing.CheckpointError: it does not read (with `step` None: no
       checkpoint reads).
   """
-  variables, read_step = _read_newest(workdir, step, lambda tree: {
-      k: tree[k] for k in ('params', 'batch_stats') if tree.get(k)})
+  variables, read_step = _read_newest(
+      workdir,
+      step,
+      lambda tree: {
+          k: tree[k] for k in ('params', 'batch_stats') if tree.get(k)
+      },
+  )
   variables.setdefault('batch_stats', {})
   variables['step'] = read_step
   return variables
 
 
-def load_params(workdir, *, step: int | None = None,
-                layers: Sequence[str] | None = None) -> dict[str, Any]:
+def load_params(
+    workdir, *, step: int | None = None, layers: Sequence[str] | None = None
+) -> dict[str, Any]:
   """Model parameters of a checkpoint in `workdir`, as host numpy arrays.
 
   Args:
@@ -189,8 +208,10 @@ def load_params(workdir, *, step: int | None = None,
     if layers is not None:
       missing = sorted(set(layers) - set(params))
       if missing:
-        raise KeyError(f'{missing} not in the params of {path} '
-                       f'(they hold {sorted(params)})')
+        raise KeyError(
+            f'{missing} not in the params of {path} '
+            f'(they hold {sorted(params)})'
+        )
       params = {name: params[name] for name in layers}
     return {'params': params}
 
@@ -238,14 +259,20 @@ def load_results(workdir) -> dict[str, Any]:
     if not isinstance(results, dict):
       raise workdir_lib.WorkdirError(
           f'{path} is not the JSON object a finished run writes'
-          + (f' ({errors.one_line(results, with_type=True)})'
-             if isinstance(results, Exception) else '')
-          + '; delete it to read the run from its newest checkpoint')
+          + (
+              f' ({errors.one_line(results, with_type=True)})'
+              if isinstance(results, Exception)
+              else ''
+          )
+          + '; delete it to read the run from its newest checkpoint'
+      )
   else:
     steps = checkpoint_steps(directory)
     if not steps:
-      raise FileNotFoundError(f'{workdir} holds neither '
-                              f'{workdir_lib.RESULTS_FILE} nor a checkpoint')
+      raise FileNotFoundError(
+          f'{workdir} holds neither '
+          f'{workdir_lib.RESULTS_FILE} nor a checkpoint'
+      )
     step_dir = directory / workdir_lib.CHECKPOINTS_DIR / str(steps[-1])
     with _quiet_orbax(), checkpointing.quiet_failures():
       try:
@@ -253,18 +280,25 @@ def load_results(workdir) -> dict[str, Any]:
           history = checkpointer.restore(step_dir / 'history')['evals']
         with ocp.PyTreeCheckpointer() as checkpointer:
           shapes = checkpointer.metadata(
-              _resolved(step_dir / 'state')).item_metadata.tree
+              _resolved(step_dir / 'state')
+          ).item_metadata.tree
       except Exception as e:  # pylint: disable=broad-except
         raise checkpointing.CheckpointError(
             f'{workdir} has no {workdir_lib.RESULTS_FILE}, and checkpoint '
             f'{step_dir} does not read ({checkpointing.failure_reason(e)})'
         ) from None
     config = workdir_lib.read_config(directory)
-    results = {'config': _unflatten(config) if config else {},
-               'history': history,
-               'weights': optim.count_weights(shapes['params'])}
-    logging.info('%s has no %s yet: using the history of its checkpoint at '
-                 'step %d', workdir, workdir_lib.RESULTS_FILE, steps[-1])
+    results = {
+        'config': _unflatten(config) if config else {},
+        'history': history,
+        'weights': optim.count_weights(shapes['params']),
+    }
+    logging.info(
+        '%s has no %s yet: using the history of its checkpoint at ' 'step %d',
+        workdir,
+        workdir_lib.RESULTS_FILE,
+        steps[-1],
+    )
   results['workdir'] = str(workdir)
   if 'dataset' not in results:
     dataset = workdir_lib.read_dataset(directory)

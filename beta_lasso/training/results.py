@@ -10,10 +10,13 @@ shape: `from_json` reads the files of today and the older ones, whose fields
 added since (best_*, wall_seconds_last, dataset; an eval's epoch and times)
 are None there.
 """
+
 from collections.abc import Mapping
 import dataclasses
 import json
-from typing import Any, Optional, Union
+from typing import Any
+from typing import Optional
+from typing import Union
 
 from etils import epath
 
@@ -30,6 +33,7 @@ METRICS = locality.METRICS
 @dataclasses.dataclass(frozen=True)
 class Quartiles:
   """Median and quartiles over a set of units (None: not measured)."""
+
   median: Optional[float] = None
   q25: Optional[float] = None
   q75: Optional[float] = None
@@ -38,6 +42,7 @@ class Quartiles:
 @dataclasses.dataclass(frozen=True)
 class MetricLocality:
   """One locality metric over the active and all units, and their nulls."""
+
   active: Quartiles = Quartiles()
   all: Quartiles = Quartiles()
   null_active: Quartiles = Quartiles()
@@ -47,6 +52,7 @@ class MetricLocality:
 @dataclasses.dataclass(frozen=True)
 class Locality:
   """The first layer's locality: `metrics.locality.summarize` as a record."""
+
   window_share: MetricLocality = MetricLocality()
   spread: MetricLocality = MetricLocality()
   ipr: MetricLocality = MetricLocality()
@@ -56,14 +62,25 @@ class Locality:
   @classmethod
   def from_json(cls, flat: Mapping[str, float]) -> 'Locality':
     """From summarize's flat {'METRIC/SET/STAT': value, 'units': ...}."""
-    def metric(name):
-      return MetricLocality(**{
-          subset: Quartiles(**{stat: flat.get(f'{name}/{subset}/{stat}')
-                               for stat in STATS})
-          for subset in SUBSETS})
 
-    return cls(**{name: metric(name) for name in METRICS},
-               units=flat.get('units'), active_units=flat.get('active_units'))
+    def metric(name):
+      return MetricLocality(
+          **{
+              subset: Quartiles(
+                  **{
+                      stat: flat.get(f'{name}/{subset}/{stat}')
+                      for stat in STATS
+                  }
+              )
+              for subset in SUBSETS
+          }
+      )
+
+    return cls(
+        **{name: metric(name) for name in METRICS},
+        units=flat.get('units'),
+        active_units=flat.get('active_units'),
+    )
 
   def to_json(self) -> dict[str, float]:
     """The flat dict that `from_json` reads; measured values only."""
@@ -100,6 +117,7 @@ class Eval:
     wall_seconds: of the run up to this eval, every process of it counted.
     eval_seconds: that this eval took.
   """
+
   step: int
   test_accuracy: float
   test_loss: float
@@ -114,13 +132,20 @@ class Eval:
   @classmethod
   def from_json(cls, obj: Mapping[str, Any]) -> 'Eval':
     fields = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{**{k: v for k, v in obj.items() if k in fields},
-                  'locality': _locality(obj.get('locality'))})
+    return cls(
+        **{
+            **{k: v for k, v in obj.items() if k in fields},
+            'locality': _locality(obj.get('locality')),
+        }
+    )
 
   def to_json(self) -> dict[str, Any]:
     """The history entry as saved: fields that are None are left out."""
-    obj = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-           if getattr(self, f.name) is not None}
+    obj = {
+        f.name: getattr(self, f.name)
+        for f in dataclasses.fields(self)
+        if getattr(self, f.name) is not None
+    }
     if self.locality is not None:
       obj['locality'] = self.locality.to_json()
     return obj
@@ -155,6 +180,7 @@ class Results:
     dataset: the dataset's settings and statistics (workdir's dataset.json).
     workdir: where the run was read from; None for a record not read.
   """
+
   config: Mapping[str, Any]
   history: tuple[Eval, ...]
   weights: Mapping[str, int]
@@ -192,8 +218,9 @@ class Results:
     return None
 
   @classmethod
-  def from_json(cls, obj: Mapping[str, Any],
-                workdir: Optional[str] = None) -> 'Results':
+  def from_json(
+      cls, obj: Mapping[str, Any], workdir: Optional[str] = None
+  ) -> 'Results':
     """Reads results.json's object (of any version) or `load_results`' dict.
 
     Args:
@@ -206,15 +233,19 @@ class Results:
         config=obj.get('config') or {},
         history=tuple(Eval.from_json(h) for h in obj.get('history') or ()),
         weights=obj.get('weights') or {},
-        locality=_locality(obj.get('locality')))
+        locality=_locality(obj.get('locality')),
+    )
     if workdir is not None:
       known['workdir'] = str(workdir)
     return cls(**known)
 
   def to_json(self) -> dict[str, Any]:
     """The object of results.json: every field, None included, but workdir."""
-    obj = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-           if f.name != 'workdir'}
+    obj = {
+        f.name: getattr(self, f.name)
+        for f in dataclasses.fields(self)
+        if f.name != 'workdir'
+    }
     obj['history'] = [h.to_json() for h in self.history]
     obj['locality'] = self.locality.to_json() if self.locality else None
     for name in ('config', 'weights', 'nnz', 'dataset'):

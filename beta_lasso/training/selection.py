@@ -6,7 +6,9 @@ the highest validation accuracy; its test accuracy is what the paper reports.
 The history lives in every checkpoint, so a resumed run selects as an
 uninterrupted one would.
 """
-from typing import Optional, Sequence
+
+from typing import Optional
+from typing import Sequence
 
 METRIC = 'val_accuracy'
 
@@ -23,15 +25,22 @@ def best(history: Sequence[dict]) -> Optional[dict]:
 def improves(history: Sequence[dict], entry: dict) -> bool:
   """Whether `entry` beats every eval in `history` on validation accuracy."""
   previous = best(history)
-  return METRIC in entry and (previous is None or
-                              entry[METRIC] > previous[METRIC])
+  return METRIC in entry and (
+      previous is None or entry[METRIC] > previous[METRIC]
+  )
 
 
 def results(history: Sequence[dict]) -> dict:
   """best_val_accuracy, best_step and test_accuracy_at_best_val (None: no val)."""
   chosen = best(history)
   if chosen is None:
-    return {'best_val_accuracy': None, 'best_step': None,
-            'test_accuracy_at_best_val': None}
-  return {'best_val_accuracy': chosen[METRIC], 'best_step': chosen['step'],
-          'test_accuracy_at_best_val': chosen['test_accuracy']}
+    return {
+        'best_val_accuracy': None,
+        'best_step': None,
+        'test_accuracy_at_best_val': None,
+    }
+  return {
+      'best_val_accuracy': chosen[METRIC],
+      'best_step': chosen['step'],
+      'test_accuracy_at_best_val': chosen['test_accuracy'],
+  }

@@ -16,6 +16,7 @@ The 'model' axis stays within one process (`jax.make_mesh` orders devices so
 that it does): every process then holds whole rows of the batch, as the input
 pipeline hands them out.
 """
+
 import math
 import re
 from typing import Any
@@ -24,8 +25,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from beta_lasso import pytree
 from beta_lasso import errors
+from beta_lasso import pytree
 
 DATA, MODEL = 'data', 'model'
 # Leaves the rule may shard: kernels, and optimizer state that mirrors them.
@@ -36,35 +37,50 @@ class MeshError(errors.UserError, ValueError):
   """A mesh the devices of this run cannot form; the message is one line."""
 
 
-def mesh_shape(config: ml_collections.ConfigDict,
-               device_count: int | None = None,
-               local_device_count: int | None = None) -> tuple[int, int]:
+def mesh_shape(
+    config: ml_collections.ConfigDict,
+    device_count: int | None = None,
+    local_device_count: int | None = None,
+) -> tuple[int, int]:
   """(data, model) sizes of the mesh of `config` over the run's devices.
 
   Raises:
     MeshError: `mesh_model` does not divide the devices of every process.
   """
   devices = jax.device_count() if device_count is None else device_count
-  local = (jax.local_device_count() if local_device_count is None
-           else local_device_count)
+  local = (
+      jax.local_device_count()
+      if local_device_count is None
+      else local_device_count
+  )
   model = config.get('mesh_model', 1)
   if not isinstance(model, int) or model < 1 or local % model:
     valid = [d for d in range(1, local + 1) if local % d == 0]
     raise MeshError(
         f'config.mesh_model={model!r} is not valid on {devices} devices '
         f'({local} per process); it must divide the devices of one process: '
-        f'{", ".join(map(str, valid))}')
+        f'{", ".join(map(str, valid))}'
+    )
   return devices // model, model
 
 
 def create_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
   """The run's ('data', 'model') mesh over every device of every process."""
-  return jax.make_mesh(mesh_shape(config), (DATA, MODEL),
-                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
+  return jax.make_mesh(
+      mesh_shape(config),
+      (DATA, MODEL),
+      axis_types=(jax.sharding.AxisType.Auto,) * 2,
+  )
 
 
-def partition_spec(path: str, shape, axis_sizes: dict[str, int], *,
-                   fsdp: bool, min_weights: int) -> jax.P:
+def partition_spec(
+    path: str,
+    shape,
+    axis_sizes: dict[str, int],
+    *,
+    fsdp: bool,
+    min_weights: int,
+) -> jax.P:
   """The PartitionSpec of one leaf, by its path and shape.
 
   Args:
@@ -80,8 +96,11 @@ def partition_spec(path: str, shape, axis_sizes: dict[str, int], *,
   """
   if not _SHARDABLE.search(path) or math.prod(shape) < min_weights:
     return jax.P()
-  axes = [a for a in (MODEL, DATA if fsdp else None)
-          if a and axis_sizes.get(a, 1) > 1]
+  axes = [
+      a
+      for a in (MODEL, DATA if fsdp else None)
+      if a and axis_sizes.get(a, 1) > 1
+  ]
   spec = [None] * len(shape)
   # Largest dimensions first: they hold the most bytes and split most evenly.
   for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
@@ -90,35 +109,51 @@ def partition_spec(path: str, shape, axis_sizes: dict[str, int], *,
   return jax.P(*spec)
 
 
-def tree_specs(tree, axis_sizes: dict[str, int], *, fsdp: bool,
-               min_weights: int):
+def tree_specs(
+    tree, axis_sizes: dict[str, int], *, fsdp: bool, min_weights: int
+):
   """`partition_spec` of every leaf of `tree` (arrays or ShapeDtypeStructs)."""
   return jax.tree_util.tree_map_with_path(
-      lambda path, x: partition_spec(pytree.path_str(path), np.shape(x),
-                                     axis_sizes, fsdp=fsdp,
-                                     min_weights=min_weights),
-      tree)
+      lambda path, x: partition_spec(
+          pytree.path_str(path),
+          np.shape(x),
+          axis_sizes,
+          fsdp=fsdp,
+          min_weights=min_weights,
+      ),
+      tree,
+  )
 
 
-def state_shardings(state_shapes, mesh: jax.sharding.Mesh,
-                    config: ml_collections.ConfigDict):
+def state_shardings(
+    state_shapes, mesh: jax.sharding.Mesh, config: ml_collections.ConfigDict
+):
   """NamedShardings of a train state (shapes from `jax.eval_shape`)."""
-  specs = tree_specs(state_shapes, dict(mesh.shape),
-                     fsdp=config.fsdp,
-                     min_weights=config.shard_min_weights)
-  return jax.tree.map(lambda spec: jax.NamedSharding(mesh, spec), specs,
-                      is_leaf=lambda x: isinstance(x, jax.P))
+  specs = tree_specs(
+      state_shapes,
+      dict(mesh.shape),
+      fsdp=config.fsdp,
+      min_weights=config.shard_min_weights,
+  )
+  return jax.tree.map(
+      lambda spec: jax.NamedSharding(mesh, spec),
+      specs,
+      is_leaf=lambda x: isinstance(x, jax.P),
+  )
 
 
-def fraction_per_device(param_shapes, axis_sizes: dict[str, int], *,
-                        fsdp: bool, min_weights: int) -> float:
+def fraction_per_device(
+    param_shapes, axis_sizes: dict[str, int], *, fsdp: bool, min_weights: int
+) -> float:
   """The share of the parameters' entries that one device holds (0, 1]."""
   total = held = 0
-  specs = tree_specs(param_shapes, axis_sizes, fsdp=fsdp,
-                     min_weights=min_weights)
-  for x, spec in zip(jax.tree.leaves(param_shapes),
-                     jax.tree.leaves(specs, is_leaf=lambda s: isinstance(
-                         s, jax.P))):
+  specs = tree_specs(
+      param_shapes, axis_sizes, fsdp=fsdp, min_weights=min_weights
+  )
+  for x, spec in zip(
+      jax.tree.leaves(param_shapes),
+      jax.tree.leaves(specs, is_leaf=lambda s: isinstance(s, jax.P)),
+  ):
     size = math.prod(np.shape(x))
     split = math.prod(axis_sizes[a] for a in spec if a is not None)
     total += size
@@ -135,12 +170,15 @@ def gather(x: jax.Array) -> np.ndarray:
   if x.is_fully_addressable or x.is_fully_replicated:
     return np.asarray(jax.device_get(x))
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def describe(tree) -> dict[str, Any]:
   """{path: spec} of every sharded leaf of a state, for the log."""
-  return {pytree.path_str(path): x.sharding.spec
-          for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]
-          if isinstance(x.sharding, jax.NamedSharding) and any(
-              a is not None for a in x.sharding.spec)}
+  return {
+      pytree.path_str(path): x.sharding.spec
+      for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+      if isinstance(x.sharding, jax.NamedSharding)
+      and any(a is not None for a in x.sharding.spec)
+  }

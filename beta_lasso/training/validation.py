@@ -3,6 +3,7 @@
 Every error is one line naming the bad value and what would be valid. Nothing
 here touches the workdir.
 """
+
 import contextlib
 import logging as pylogging
 import math
@@ -13,14 +14,14 @@ import jax
 import ml_collections
 
 from beta_lasso import errors
+from beta_lasso import models
 from beta_lasso.data import augmentation
 from beta_lasso.data import data_file as data_file_lib
 from beta_lasso.data import datasets
-from beta_lasso.training import fits
 from beta_lasso.data import input_pipeline
-from beta_lasso import models
-from beta_lasso.training import sharding
 from beta_lasso.models import local
+from beta_lasso.training import fits
+from beta_lasso.training import sharding
 
 OPTIMIZERS = ('sgd', 'beta_lasso')
 REGULARIZE = ('kernels', 'all')
@@ -30,12 +31,15 @@ REGULARIZE = ('kernels', 'all')
 # a saved config says what ran and an override of an unused field is an error
 # instead of a no-op.
 UNUSED = {
-    ('optimizer', 'sgd'): (('l1', 'l1_conv', 'beta'),
-                           'SGD has no L1 term and no threshold'),
+    ('optimizer', 'sgd'): (
+        ('l1', 'l1_conv', 'beta'),
+        'SGD has no L1 term and no threshold',
+    ),
     ('optimizer', 'beta_lasso'): (
         ('momentum', 'weight_decay'),
         'beta-LASSO (Algorithm 1) has no momentum, and its L1 term replaces '
-        'weight decay'),
+        'weight decay',
+    ),
     ('augment', 'none'): (('flip', 'cutout'), 'it does not augment'),
     ('augment', 'crop_flip'): (('cutout',), 'it has no Cutout'),
 }
@@ -50,8 +54,10 @@ def _unused_by_model(spec: models.ModelSpec) -> tuple[tuple[str, ...], str]:
   fields, why = [], []
   if spec.size_field != 'alpha':
     fields.append('alpha')
-    why.append(f'{spec.display_name} is sized by ' + ' and '.join(
-        f'model_kwargs.{k}' for k in spec.model_kwargs))
+    why.append(
+        f'{spec.display_name} is sized by '
+        + ' and '.join(f'model_kwargs.{k}' for k in spec.model_kwargs)
+    )
   if spec.first_layer is not None and spec.first_layer.kind == 'dense':
     fields.append('l1_conv')
     why.append('has no layer that stands for a convolution')
@@ -59,9 +65,13 @@ def _unused_by_model(spec: models.ModelSpec) -> tuple[tuple[str, ...], str]:
 
 
 # The models' entries follow from the registry.
-UNUSED.update({('model', spec.name): unused
-               for spec in models.MODELS.values()
-               if (unused := _unused_by_model(spec))[0]})
+UNUSED.update(
+    {
+        ('model', spec.name): unused
+        for spec in models.MODELS.values()
+        if (unused := _unused_by_model(spec))[0]
+    }
+)
 
 
 class ConfigError(errors.UserError, ValueError):
@@ -71,12 +81,15 @@ class ConfigError(errors.UserError, ValueError):
 def _choice(config, field, valid):
   value = config[field]
   if value not in valid:
-    raise ConfigError(f'config.{field}={value!r} is not valid; choose one of: '
-                      f'{", ".join(valid)}')
+    raise ConfigError(
+        f'config.{field}={value!r} is not valid; choose one of: '
+        f'{", ".join(valid)}'
+    )
 
 
-def _number(config, field, *, positive=False, integer=False, below=None,
-            name=None):
+def _number(
+    config, field, *, positive=False, integer=False, below=None, name=None
+):
   value = config[field]
   field = name or field
   kind = 'an integer' if integer else 'a number'
@@ -84,17 +97,21 @@ def _number(config, field, *, positive=False, integer=False, below=None,
   if ok and integer:
     ok = float(value).is_integer()
   if not ok:
-    raise ConfigError(f'config.{field}={value!r} is not valid; it must be {kind}')
+    raise ConfigError(
+        f'config.{field}={value!r} is not valid; it must be {kind}'
+    )
   if not math.isfinite(value):  # inf epochs would only fail at int(round()).
     raise ConfigError(
-        f'config.{field}={value!r} is not valid; it must be finite')
+        f'config.{field}={value!r} is not valid; it must be finite'
+    )
   if positive and not value > 0:
     raise ConfigError(f'config.{field}={value!r} is not valid; it must be > 0')
   if not positive and value < 0:
     raise ConfigError(f'config.{field}={value!r} is not valid; it must be >= 0')
   if below is not None and not value < below:
     raise ConfigError(
-        f'config.{field}={value!r} is not valid; it must be < {below}')
+        f'config.{field}={value!r} is not valid; it must be < {below}'
+    )
 
 
 def unused_fields(config: ml_collections.ConfigDict) -> dict[str, str]:
@@ -128,48 +145,71 @@ def check_fields(config: ml_collections.ConfigDict):
 
   # Fields newer than some configs (e.g. a workdir's saved one) may be absent.
   batch_fields = [f for f in ('batch_size', 'eval_batch_size') if f in config]
-  for field in ('alpha', 'log_every_steps', 'max_checkpoints_to_keep',
-                *batch_fields):
+  for field in (
+      'alpha',
+      'log_every_steps',
+      'max_checkpoints_to_keep',
+      *batch_fields,
+  ):
     number(field, positive=True, integer=True)
-  for field in ('learning_rate', 'num_epochs', 'eval_every_epochs',
-                'checkpoint_every_epochs'):
+  for field in (
+      'learning_rate',
+      'num_epochs',
+      'eval_every_epochs',
+      'checkpoint_every_epochs',
+  ):
     number(field, positive=True)
   for field in ('l1', 'l1_conv', 'beta', 'weight_decay', 'warmup_epochs'):
     number(field)
   number('momentum', below=1)
   number('dropout_rate', below=1)
   if config.get('flip') is not None and not isinstance(config.flip, bool):
-    raise ConfigError(f'config.flip={config.flip!r} is not valid; it must be '
-                      'True, False or None (the dataset\'s default)')
+    raise ConfigError(
+        f'config.flip={config.flip!r} is not valid; it must be '
+        "True, False or None (the dataset's default)"
+    )
   if config.get('cutout') is not None:
     _number(config, 'cutout', integer=True)
   for field, why in unused.items():
     if config.get(field):  # None, 0 and False are off; absent is too.
-      raise ConfigError(f'config.{field}={config[field]!r} is not used {why}; '
-                        'set it to 0 or None')
+      raise ConfigError(
+          f'config.{field}={config[field]!r} is not used {why}; '
+          'set it to 0 or None'
+      )
   # JAX takes a seed as a signed 64-bit integer.
   _number(config, 'seed', integer=True, below=2**63)
   # Every model keyword is a size (width, kernel_size): a positive integer.
   for field in config.model_kwargs:
-    _number(config.model_kwargs, field, positive=True, integer=True,
-            name=f'model_kwargs.{field}')
+    _number(
+        config.model_kwargs,
+        field,
+        positive=True,
+        integer=True,
+        name=f'model_kwargs.{field}',
+    )
   for field in ('permute_pixels', 'device_loop'):
     if not isinstance(config.get(field, False), bool):
-      raise ConfigError(f'config.{field}={config[field]!r} is not valid; it '
-                        'must be True or False')
+      raise ConfigError(
+          f'config.{field}={config[field]!r} is not valid; it '
+          'must be True or False'
+      )
   if 'steps_per_dispatch' in config:
     _number(config, 'steps_per_dispatch', positive=True, integer=True)
   if config.get('device_loop') and jax.process_count() > 1:
     raise ConfigError(
         f'config.device_loop=True is not valid with {jax.process_count()} '
-        'processes; it runs on one process: set config.device_loop=False')
+        'processes; it runs on one process: set config.device_loop=False'
+    )
   if config.warmup_epochs >= config.num_epochs:
-    raise ConfigError(f'config.warmup_epochs={config.warmup_epochs!r} is not '
-                      f'valid; it must be < num_epochs ({config.num_epochs})')
+    raise ConfigError(
+        f'config.warmup_epochs={config.warmup_epochs!r} is not '
+        f'valid; it must be < num_epochs ({config.num_epochs})'
+    )
 
   if not isinstance(config.fsdp, bool):
-    raise ConfigError(f'config.fsdp={config.fsdp!r} is not valid; it must be '
-                      'True or False')
+    raise ConfigError(
+        f'config.fsdp={config.fsdp!r} is not valid; it must be ' 'True or False'
+    )
   _number(config, 'shard_min_weights', integer=True)
 
 
@@ -185,30 +225,44 @@ def validate_config(config: ml_collections.ConfigDict):
     if field in config and config[field] % devices:
       raise ConfigError(
           f'config.{field}={config[field]} cannot be split over {devices} '
-          f'devices; use a multiple of {devices}')
+          f'devices; use a multiple of {devices}'
+      )
   with _no_tfds_warnings():
     try:
       info = datasets.base_info(config)
     except datasets.DatasetError as e:
       raise ConfigError(str(e)) from None
   if config.augment == 'fast_autoaugment' and info.autoaugment_policy is None:
-    searched = [name for name, table_info in input_pipeline.DATASETS.items()
-                if table_info.autoaugment_policy]
+    searched = [
+        name
+        for name, table_info in input_pipeline.DATASETS.items()
+        if table_info.autoaugment_policy
+    ]
     raise ConfigError(
         f"config.augment='fast_autoaugment' has no policy for "
         f'config.dataset={config.dataset!r}; Lim et al. searched policies for '
-        f'{", ".join(searched)} only (use crop_flip_cutout)')
+        f'{", ".join(searched)} only (use crop_flip_cutout)'
+    )
   if config.get('cutout') is not None and config.cutout > min(
-      info.image_shape[:2]):
-    raise ConfigError(f'config.cutout={config.cutout} is not valid; it must '
-                      f'be at most the image side ({min(info.image_shape[:2])})')
+      info.image_shape[:2]
+  ):
+    raise ConfigError(
+        f'config.cutout={config.cutout} is not valid; it must '
+        f'be at most the image side ({min(info.image_shape[:2])})'
+    )
   try:  # Building a module allocates nothing; it checks the model's arguments.
-    models.create_model(config.model, num_classes=info.num_classes,
-                        alpha=config.alpha, dropout_rate=config.dropout_rate,
-                        **config.model_kwargs)
+    models.create_model(
+        config.model,
+        num_classes=info.num_classes,
+        alpha=config.alpha,
+        dropout_rate=config.dropout_rate,
+        **config.model_kwargs,
+    )
   except (TypeError, ValueError) as e:
-    raise ConfigError(f'config.model_kwargs={dict(config.model_kwargs)!r} do '
-                      f'not fit model {config.model!r}: {e}') from None
+    raise ConfigError(
+        f'config.model_kwargs={dict(config.model_kwargs)!r} do '
+        f'not fit model {config.model!r}: {e}'
+    ) from None
   try:
     fits.check(config)
   except fits.TooBigError as e:
@@ -218,13 +272,18 @@ def validate_config(config: ml_collections.ConfigDict):
     return
   with _no_tfds_warnings():
     try:
-      input_pipeline.check_dataset(config.dataset, config.data_dir,
-                                   config.download)
+      input_pipeline.check_dataset(
+          config.dataset, config.data_dir, config.download
+      )
     except input_pipeline.DatasetNotFoundError as e:
-      prepared = [name for name in input_pipeline.DATASETS
-                  if _is_prepared(name, config.data_dir)]
+      prepared = [
+          name
+          for name in input_pipeline.DATASETS
+          if _is_prepared(name, config.data_dir)
+      ]
       raise input_pipeline.DatasetNotFoundError(
-          f'{e} Prepared there: {", ".join(prepared) or "none"}.') from None
+          f'{e} Prepared there: {", ".join(prepared) or "none"}.'
+      ) from None
     _check_splits(config)
 
 
@@ -237,8 +296,11 @@ def _check_split_sizes(config: ml_collections.ConfigDict, split_size):
       for a split that does not exist.
   """
   sizes = {}
-  for field, minimum in (('train_split', config.batch_size),
-                         ('eval_split', 1), ('val_split', 1)):
+  for field, minimum in (
+      ('train_split', config.batch_size),
+      ('eval_split', 1),
+      ('val_split', 1),
+  ):
     split = config.get(field)
     if split is None:
       continue
@@ -246,7 +308,8 @@ def _check_split_sizes(config: ml_collections.ConfigDict, split_size):
     if size < minimum:
       raise ConfigError(
           f'config.{field}={split!r} holds {size} examples; it must hold at '
-          f'least {minimum}' + (' (one batch)' if minimum > 1 else ''))
+          f'least {minimum}' + (' (one batch)' if minimum > 1 else '')
+      )
   # A bigger eval batch is padded up from the split: memory for nothing, and
   # it would fail only after training. The split rounded up to a multiple of
   # the devices is the most that is ever useful.
@@ -261,7 +324,8 @@ def _check_split_sizes(config: ml_collections.ConfigDict, split_size):
       raise ConfigError(
           f'config.eval_batch_size={config.eval_batch_size} is larger than '
           f'config.{field}={config[field]!r} ({sizes[field]} examples); use '
-          f'at most {most}')
+          f'at most {most}'
+      )
 
 
 def _check_data_file(config: ml_collections.ConfigDict):
@@ -277,9 +341,11 @@ def _check_data_file(config: ml_collections.ConfigDict):
       if name not in available:
         raise ConfigError(
             f'config.{field}={split!r} is not in data file '
-            f'{config.data_file}; it holds: {", ".join(available)}')
-      return len(range(*part.indices(
-          data_file_lib.split_size(config.data_file, name))))
+            f'{config.data_file}; it holds: {", ".join(available)}'
+        )
+      return len(
+          range(*part.indices(data_file_lib.split_size(config.data_file, name)))
+      )
     except data_file_lib.DataFileError as e:
       raise ConfigError(f'config.data_file: {e}') from None
 
@@ -296,8 +362,9 @@ def _check_splits(config: ml_collections.ConfigDict):
     try:
       return builder.info.splits[split].num_examples
     except (ValueError, KeyError, TypeError) as e:
-      raise ConfigError(f'config.{field}={split!r} is not valid: '
-                        f'{str(e).splitlines()[0]}') from None
+      raise ConfigError(
+          f'config.{field}={split!r} is not valid: ' f'{str(e).splitlines()[0]}'
+      ) from None
 
   _check_split_sizes(config, split_size)
 

@@ -6,6 +6,7 @@ is refused (naming the differing fields) unless explicitly allowed, so two
 experiments never mix in one folder. One run at a time: `lock` holds the
 workdir for the life of the process.
 """
+
 import contextlib
 import fcntl
 import json
@@ -27,8 +28,14 @@ RESULTS_FILE = 'results.json'
 DATASET_FILE = 'dataset.json'
 LOCK_FILE = 'lock'
 # What json.loads returns -> the name JSON gives it.
-_JSON_TYPES = {list: 'array', str: 'string', int: 'number', float: 'number',
-               bool: 'boolean', type(None): 'null'}
+_JSON_TYPES = {
+    list: 'array',
+    str: 'string',
+    int: 'number',
+    float: 'number',
+    bool: 'boolean',
+    type(None): 'null',
+}
 
 
 class WorkdirError(errors.UserError, ValueError):
@@ -67,8 +74,10 @@ def _workdir_path(workdir) -> epath.Path:
   """The workdir as a path, refusing one that is a file."""
   path = epath.Path(workdir)
   if path.exists() and not path.is_dir():
-    raise WorkdirError(f'--workdir={workdir} is a file, not a folder; give a '
-                       'folder (it is created if missing)')
+    raise WorkdirError(
+        f'--workdir={workdir} is a file, not a folder; give a '
+        'folder (it is created if missing)'
+    )
   return path
 
 
@@ -92,7 +101,8 @@ def read_config(workdir) -> dict | None:
     raise WorkdirError(
         f'{path} holds a JSON {_JSON_TYPES[type(config)]}, not an object of '
         'config fields; delete it to take the config saved in the newest '
-        'checkpoint, or use a new --workdir')
+        'checkpoint, or use a new --workdir'
+    )
   return config
 
 
@@ -100,15 +110,27 @@ def read_config(workdir) -> dict | None:
 # (the device loop follows the host path's trajectory; a mesh or a locally
 # connected implementation computes the same function), and a workdir saved
 # before they existed still resumes.
-EXECUTION_FIELDS = ('device_loop', 'steps_per_dispatch', 'local_impl',
-                    'mesh_model', 'fsdp', 'shard_min_weights', 'compact_dir')
+EXECUTION_FIELDS = (
+    'device_loop',
+    'steps_per_dispatch',
+    'local_impl',
+    'mesh_model',
+    'fsdp',
+    'shard_min_weights',
+    'compact_dir',
+)
 # Fields added since the first release, with the value that does what runs
 # did before them: a saved config without one is read as holding this value.
 ADDED_FIELDS = {'val_split': None, 'flip': None, 'cutout': None}
 
 
-def check_config(workdir, config: ml_collections.ConfigDict, *,
-                 allow_change: bool = False, saved: dict | None = None):
+def check_config(
+    workdir,
+    config: ml_collections.ConfigDict,
+    *,
+    allow_change: bool = False,
+    saved: dict | None = None,
+):
   """Checks `config` against the one the workdir's run was started with.
 
   Reads only. The run's config is `workdir/config.json`; where that file is
@@ -131,15 +153,22 @@ def check_config(workdir, config: ml_collections.ConfigDict, *,
   if previous is None:
     return
   previous = {**ADDED_FIELDS, **previous}
-  differing = sorted(k for k in set(previous) | set(current)
-                     if previous.get(k, '<missing>') != current.get(k, '<missing>')
-                     and k not in EXECUTION_FIELDS)
+  differing = sorted(
+      k
+      for k in set(previous) | set(current)
+      if previous.get(k, '<missing>') != current.get(k, '<missing>')
+      and k not in EXECUTION_FIELDS
+  )
   if differing and not allow_change:
-    fields = ', '.join(f'{k} ({previous.get(k, "<missing>")!r} -> '
-                       f'{current.get(k, "<missing>")!r})' for k in differing)
+    fields = ', '.join(
+        f'{k} ({previous.get(k, "<missing>")!r} -> '
+        f'{current.get(k, "<missing>")!r})'
+        for k in differing
+    )
     raise ConfigMismatchError(
         f'workdir {workdir} holds a run with another config: {fields}; use '
-        'a new --workdir, or pass --allow_config_change to continue it anyway')
+        'a new --workdir, or pass --allow_config_change to continue it anyway'
+    )
   if differing:
     logging.warning('Config changed in %s: %s', workdir, ', '.join(differing))
 
@@ -220,7 +249,8 @@ def lock(workdir):
       pid, host = (holder + ['?', '?'])[:2]
       raise WorkdirError(
           f'workdir {workdir} is in use by another run (pid {pid} on {host}); '
-          'wait for it to finish or stop it, or use a new --workdir') from None
+          'wait for it to finish or stop it, or use a new --workdir'
+      ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f'{os.getpid()} {socket.gethostname()}\n'.encode(), 0)
     yield

@@ -9,6 +9,7 @@ The writers keep the full record and write nothing to the log: the console
 has the training loop's one line per eval and the progress report's line
 once a minute.
 """
+
 import contextlib
 import json
 import os
@@ -70,8 +71,13 @@ class ProgressLogger:
     if elapsed >= self._every or step == self._total:
       rate = (step - self._last[1]) / max(elapsed, 1e-9)
       eta = (self._total - step) / max(rate, 1e-9)
-      logging.info('Step %d of %d: %.1f steps/s, %.1f min left', step,
-                   self._total, rate, eta / 60)
+      logging.info(
+          'Step %d of %d: %.1f steps/s, %.1f min left',
+          step,
+          self._total,
+          rate,
+          eta / 60,
+      )
       self._writer.write_scalars(step, {'steps_per_sec': rate})
       self._last = (now, step)
 
@@ -90,6 +96,8 @@ def create(workdir: str, num_train_steps: int, *, just_logging: bool):
   # medians, a dozen keys a line. Process 0 writes the event files, the others
   # nothing.
   writer = metric_writers.AsyncMultiWriter(
-      [] if just_logging else [metric_writers.SummaryWriter(workdir)])
+      [] if just_logging else [metric_writers.SummaryWriter(workdir)]
+  )
   return writer, periodic_actions.ReportProgress(
-      num_train_steps=num_train_steps, writer=writer)
+      num_train_steps=num_train_steps, writer=writer
+  )

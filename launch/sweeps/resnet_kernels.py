@@ -18,8 +18,14 @@ KERNEL_SIZES = (3, 7, 11, 15)
 # What `configs/resnet18.py:beta_lasso` changes: no momentum or weight decay
 # (Algorithm 1), one lambda for all layers (every ResNet layer is a conv),
 # beta 50.
-BETA_LASSO = dict(optimizer='beta_lasso', momentum=0.0, weight_decay=0.0,
-                  l1=5e-6, l1_conv=5e-6, beta=50.0)
+BETA_LASSO = dict(
+    optimizer='beta_lasso',
+    momentum=0.0,
+    weight_decay=0.0,
+    l1=5e-6,
+    l1_conv=5e-6,
+    beta=50.0,
+)
 
 
 def sweep(add):

@@ -25,5 +25,8 @@ def sweep(add):
   for dropout_rate in DROPOUT_RATES:
     for momentum in MOMENTA:
       for weight_decay in WEIGHT_DECAYS:
-        add(momentum=momentum, weight_decay=weight_decay,
-            dropout_rate=dropout_rate)
+        add(
+            momentum=momentum,
+            weight_decay=weight_decay,
+            dropout_rate=dropout_rate,
+        )
