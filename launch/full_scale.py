@@ -36,8 +36,13 @@ from typing import Sequence
 
 from absl import app
 from absl import flags
+import jax
 
+from benchmarks import train_step
+from beta_lasso import compact
 from beta_lasso import errors
+from beta_lasso import models
+from beta_lasso.training import loading
 from beta_lasso.training import selection
 from launch import planning
 from launch import sweep as sweep_lib
@@ -143,15 +148,8 @@ def vendor_peak(device_kind: str) -> float | None:
 
 def report(planned, half_precision: bool) -> str:
   """The per-run lines printed at the end (results of unfinished runs too)."""
-  # Imported here: the parent process must not take the accelerator before its
-  # children have run.
-  import jax  # pylint: disable=g-import-not-at-top
-
-  from benchmarks import train_step  # pylint: disable=g-import-not-at-top
-  from beta_lasso import compact  # pylint: disable=g-import-not-at-top
-  from beta_lasso import models  # pylint: disable=g-import-not-at-top
-  from beta_lasso.training import loading  # pylint: disable=g-import-not-at-top
-
+  # Only now, after the runs, does this process touch the accelerator: it must
+  # not hold it while its children train.
   kind = jax.devices()[0].device_kind
   measured = train_step.matmul_peak(
       dtype='bfloat16' if half_precision else 'float32'

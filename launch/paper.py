@@ -67,9 +67,13 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
+from beta_lasso import compact
 from beta_lasso import errors
 from beta_lasso import models
+from beta_lasso.data import data_file
+from beta_lasso.data import input_pipeline
 from beta_lasso.report import filters as filters_lib
+from beta_lasso.training import loading
 from launch import planning
 from launch import sweep as sweep_lib
 
@@ -315,12 +319,9 @@ def _parse(value: str):
 
 def num_steps(config) -> int:
   """Training steps, as train.py counts them, from the training split's size."""
-  from beta_lasso.data import cache as data_cache  # pylint: disable=g-import-not-at-top
-  from beta_lasso.data import input_pipeline  # pylint: disable=g-import-not-at-top
-
-  name, part = data_cache.parse_split(config.train_split)
+  name, part = data_file.parse_split(config.train_split)
   if config.get('data_file'):
-    total = data_cache.split_size(config.data_file, name)
+    total = data_file.split_size(config.data_file, name)
   else:  # CIFAR's, without opening TFDS.
     total = {'train': 50_000, 'test': 10_000}[name]
   size = len(range(*part.indices(total)))
@@ -377,7 +378,6 @@ def resume(directory, planned, campaign: dict) -> dict[str, bytes]:
   Returns:
     The figures packed so far, by name in figures.tar.
   """
-  from beta_lasso import compact  # pylint: disable=g-import-not-at-top
 
   earlier = read_campaign(directory)
   campaign['runs'].update(earlier['runs'])
@@ -412,7 +412,6 @@ def _record(
     earlier: dict,
 ) -> dict:
   """campaign.json's entry of a row, from its workdir (if any) and `earlier`."""
-  from beta_lasso.training import loading  # pylint: disable=g-import-not-at-top
 
   entry = dict(earlier)
   entry.update(
@@ -467,8 +466,6 @@ def pack(
   Raises:
     CampaignError: more than `max_files` files or one over MAX_FILE_BYTES.
   """
-  from beta_lasso import compact  # pylint: disable=g-import-not-at-top
-  from beta_lasso.training import loading  # pylint: disable=g-import-not-at-top
 
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
@@ -623,7 +620,6 @@ def run_window(
   Returns:
     Row name -> what happened this window.
   """
-  from beta_lasso.training import loading  # pylint: disable=g-import-not-at-top
 
   outcomes = {}
   for row, run, config in planned:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from beta_lasso import compact
-from beta_lasso.data import cache as data_cache
+from beta_lasso.data import data_file
 from beta_lasso.data import input_pipeline
 from beta_lasso.training import checkpointing
 from beta_lasso.training import validation
@@ -38,10 +38,10 @@ HALF = 14
 def small_data_file(path: pathlib.Path) -> pathlib.Path:
   """1,024 training and 256 test images of real CIFAR-10 as a data file."""
   if _JPEG_BUNDLE.exists():  # Decodes only these images: under a second.
-    load = lambda split: data_cache.load_split(str(_JPEG_BUNDLE), split)
+    load = lambda split: data_file.load_split(str(_JPEG_BUNDLE), split)
   else:
     load = lambda split: input_pipeline.load_split('cifar10', split)
-  data_cache.write(
+  data_file.write(
       str(path), {'train': load('train[:1024]'), 'test': load('test[:256]')}
   )
   return path
