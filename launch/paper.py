@@ -451,6 +451,45 @@ def _record(
   return entry
 
 
+def results_table(campaign: dict) -> str:
+  """RESULTS.md's table: each row of the queue, the paper's and ours.
+
+  Ours is the test accuracy at the best validation step (what the paper
+  reports) and the final one, from the row's finished run in `campaign`;
+  a row not finished says how far it got.
+  """
+  windows = campaign.get('windows', [])
+  devices = sorted({w.get('device') for w in windows if w.get('device')})
+  lines = [
+      '| row | config | epochs | paper | ours (best val.) | ours (final) |'
+      ' diff. | wall | GPU |',
+      '|---|---|---|---|---|---|---|---|---|',
+  ]
+  for row in QUEUE:
+    entry = campaign.get('runs', {}).get(row.name, {})
+    results = entry.get('results') or {}
+    best, final = (
+        results.get('test_accuracy_at_best_val'),
+        results.get('test_accuracy'),
+    )
+    pct = lambda x: '–' if x is None else f'{100 * x:.2f}'
+    if final is None:
+      done = entry.get('step')
+      status = f'not finished (step {done:,})' if done else 'queued'
+      ours, diff, wall = status, '–', '–'
+    else:
+      ours = pct(best)
+      shown = best if best is not None else final
+      diff = f'{100 * shown - row.paper:+.2f}'
+      wall = f'{results.get("wall_seconds", 0) / 60:.1f} min'
+    lines.append(
+        f'| {row.table} | `{row.config}` | {row.epochs} | {row.paper:.2f} |'
+        f' {ours} | {pct(final)} | {diff} | {wall} |'
+        f' {", ".join(devices) or "–"} |'
+    )
+  return '\n'.join(lines)
+
+
 def pack(
     out,
     planned,
@@ -693,6 +732,12 @@ def _define_flags():
       'Packed files of an earlier window '
       '(e.g. results/paper) to carry on from.',
   )
+  flags.DEFINE_bool(
+      'table',
+      False,
+      "Run nothing: print RESULTS.md's table of --resume_from's files (of "
+      'the queue alone without them).',
+  )
   flags.DEFINE_string(
       'unpack',
       None,
@@ -700,7 +745,7 @@ def _define_flags():
       '--resume_from as stored runs into this folder.',
   )
   flags.DEFINE_float(
-      'budget', 540, 'Wall-clock seconds of this window, ' 'packing included.'
+      'budget', 540, 'Wall-clock seconds of this window, packing included.'
   )
   flags.DEFINE_integer(
       'max_files',
@@ -763,6 +808,15 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
 
   jax.config.update('jax_platforms', 'cpu')
+  if args.table:
+    print(
+        results_table(
+            read_campaign(args.resume_from)
+            if args.resume_from
+            else _empty_campaign()
+        )
+    )
+    return
   if args.unpack:
     if not args.resume_from:
       raise CampaignError('--unpack needs --resume_from')

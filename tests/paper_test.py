@@ -236,3 +236,28 @@ def test_bad_flags_fail_in_one_line(tmp_path, flags, message):
   assert proc.returncode == 1
   assert message in proc.stderr.strip().splitlines()[-1]
   assert not (tmp_path / 'o').exists()
+
+
+def test_results_table_sets_ours_beside_the_paper():
+  campaign = {
+      'runs': {
+          'table2_beta50': {
+              'status': 'finished',
+              'results': {
+                  'test_accuracy_at_best_val': 0.8412,
+                  'test_accuracy': 0.8398,
+                  'wall_seconds': 1500.0,
+              },
+          },
+          'table1_sconv': {'status': 'unfinished', 'step': 12_345},
+      },
+      'windows': [{'device': 'NVIDIA H200'}],
+  }
+  lines = paper.results_table(campaign).splitlines()
+  assert len(lines) == 2 + len(paper.QUEUE)
+  assert lines[2] == (
+      '| Table 2, beta-LASSO beta 50 | `configs/sfc_beta_lasso.py` | 4000 |'
+      ' 85.19 | 84.12 | 83.98 | -1.07 | 25.0 min | NVIDIA H200 |'
+  )
+  assert '| not finished (step 12,345) |' in lines[3]
+  assert lines[4].endswith('| 81.52 | queued | – | – | – | NVIDIA H200 |')
