@@ -82,7 +82,7 @@ class CompactError(errors.UserError, ValueError):
 # Reading a checkpoint as it is on disk.
 # ----------------------------------------------------------------------------
 def _steps(workdir) -> list[int]:
-  directory = epath.Path(workdir) / 'checkpoints'
+  directory = epath.Path(workdir) / workdir_lib.CHECKPOINTS_DIR
   if not directory.exists():
     return []
   # A save in progress is '<step>.orbax-checkpoint-tmp...', not all digits.
@@ -102,7 +102,9 @@ def read_checkpoint(workdir, step: int) -> tuple[Any, dict]:
   ({'params': ..., 'batch_stats': ..., 'opt_state': [...], 'step': ...}), empty
   optimizer states as None.
   """
-  folder = _resolved(epath.Path(workdir) / 'checkpoints' / str(step))
+  folder = _resolved(
+      epath.Path(workdir) / workdir_lib.CHECKPOINTS_DIR / str(step)
+  )
   with ocp.PyTreeCheckpointer() as checkpointer:
     metadata = checkpointer.metadata(folder / 'state').item_metadata.tree
     tree = checkpointer.restore(
@@ -464,7 +466,9 @@ def restore(directory, workdir) -> dict:
     workdir_lib.save_pixel_permutation(workdir, permutation)
   config = manifest['extras'].get('config') or {}
   keep = config.get('max_checkpoints_to_keep', 2)
-  with checkpointing.Checkpointer(workdir / 'checkpoints', keep) as checkpoints:
+  with checkpointing.Checkpointer(
+      workdir / workdir_lib.CHECKPOINTS_DIR, keep
+  ) as checkpoints:
     checkpoints.save(
         manifest['step'],
         tree,

@@ -74,6 +74,7 @@ from beta_lasso.data import data_file
 from beta_lasso.data import input_pipeline
 from beta_lasso.report import filters as filters_lib
 from beta_lasso.training import loading
+from beta_lasso.training import workdir as workdir_lib
 from launch import planning
 from launch import sweep as sweep_lib
 
@@ -389,7 +390,7 @@ def resume(directory, planned, campaign: dict) -> dict[str, bytes]:
         or not copy.is_dir()
     ):
       continue
-    if (pathlib.Path(run.workdir) / 'checkpoints').is_dir():
+    if (pathlib.Path(run.workdir) / workdir_lib.CHECKPOINTS_DIR).is_dir():
       print(
           f'{row.name}: {run.workdir} has checkpoints; {copy} not restored',
           flush=True,
@@ -429,8 +430,10 @@ def _record(
       }
   )
   workdir = pathlib.Path(run.workdir)
-  if (workdir / 'config.json').exists():
-    entry['config_json'] = json.loads((workdir / 'config.json').read_text())
+  if (workdir / workdir_lib.CONFIG_FILE).exists():
+    entry['config_json'] = json.loads(
+        (workdir / workdir_lib.CONFIG_FILE).read_text()
+    )
   steps = loading.checkpoint_steps(run.workdir)
   if steps:
     entry['step'] = steps[-1]
@@ -607,11 +610,11 @@ def unpack(directory, to):
       continue
     folder = pathlib.Path(to) / name
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / 'results.json').write_text(
+    (folder / workdir_lib.RESULTS_FILE).write_text(
         json.dumps(entry['results'], indent=2, sort_keys=True)
     )
     if 'config_json' in entry:
-      (folder / 'config.json').write_text(
+      (folder / workdir_lib.CONFIG_FILE).write_text(
           json.dumps(entry['config_json'], indent=2, sort_keys=True)
       )
     figure = figures.get(f'{name}/{filters_lib.ARCHIVED_FILE}')
