@@ -12,9 +12,11 @@
 # The machine needs no TensorFlow: CIFAR-10 is read from $DATA_FILE (the JPEG
 # bundle, `beta_lasso.data.cache`'s format), and ml-collections, the one
 # package such a machine may lack, is installed from wheels in $WHEELS if
-# there are any. PROFILE_ARGS and PAPER_ARGS shrink both for a CPU test, e.g.
+# there are any. The campaign resumes from $RESUME_FROM (results/paper) when
+# it holds an earlier window's files. PROFILE_ARGS and PAPER_ARGS shrink both
+# for a CPU test (tests/gpu_window_test.py), e.g.
 #   PROFILE_ARGS='--alpha=1 --profile_steps=2' \
-#   PAPER_ARGS='--alpha=1 --epochs=2 --only=table2_beta50'
+#   PAPER_ARGS='--alpha=1 --epochs=1 --only=table2_beta50'
 set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder whose files come back}"
@@ -24,6 +26,8 @@ DATA_FILE=${DATA_FILE:-.carry/cifar10_jpeg.npz}
 WHEELS=${WHEELS:-.carry}
 PROFILE_ARGS=${PROFILE_ARGS:-}
 PAPER_ARGS=${PAPER_ARGS:-}
+RESUME_FROM=${RESUME_FROM:-results/paper}
+WORKDIR_ROOT=${WORKDIR_ROOT:-/tmp/paper}
 start=$(date +%s)
 mkdir -p "$OUT"
 log="$OUT/window.log"
@@ -34,7 +38,8 @@ if compgen -G "$WHEELS/*.whl" > /dev/null; then
       --target /tmp/site "$WHEELS"/*.whl >> "$log" 2>&1 || exit 1
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-nvidia-smi --query-gpu=name,memory.total --format=csv >> "$log" 2>&1
+command -v nvidia-smi > /dev/null &&
+  nvidia-smi --query-gpu=name,memory.total --format=csv >> "$log" 2>&1
 
 # 1. The profile (its own process: the campaign's runs need the memory).
 profile="$(mktemp -d)"
@@ -48,9 +53,9 @@ echo "profile rc=$?" >> "$log"
 # 2. The campaign, in what is left of the window.
 left=$(( WINDOW_SECONDS - ($(date +%s) - start) ))
 resume=()
-[ -f results/paper/campaign.json ] && resume=(--resume_from=results/paper)
+[ -f "$RESUME_FROM/campaign.json" ] && resume=(--resume_from="$RESUME_FROM")
 echo "== campaign, ${left} s ($(date -u +%T))" >> "$log"
-python3 -m launch.paper --workdir_root=/tmp/paper --out="$OUT/paper" \
+python3 -m launch.paper --workdir_root="$WORKDIR_ROOT" --out="$OUT/paper" \
     --budget="$left" --max_files=5 "${resume[@]}" $PAPER_ARGS \
     -- --config.data_file="$DATA_FILE" >> "$log" 2>&1
 rc=$?
