@@ -164,7 +164,7 @@ def main(argv=None) -> dict:
   augment, normalize, permutation = train.input_fns(
       config, info, str(out / 'workdir'), jnp.bfloat16
   )
-  steps = train.Steps(config, model, mesh, sharded, augment, normalize)
+  steps = train.compile_steps(config, model, mesh, sharded, augment, normalize)
   splits = steps.put(splits)
   state = sharded.state
   weights = pytree.count_weights(state.params)

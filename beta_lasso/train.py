@@ -1,13 +1,13 @@
 """Training and evaluation: the loop that `main.py` and the tests call.
 
 Reads top to bottom: the optimizer, the update and eval steps, the input
-(`load_splits`), the sharded train state (`create_train_state`), the compiled
-steps (`Steps`), the loop (`train_loop`, with `training.evaluation` for what
-an eval records) and the whole run (`train_and_evaluate`), which the pieces
-above make short. Everything random
-(data order, augmentation, dropout) is a function of (seed, step), so a run
-that is killed and started again ends bit for bit where an uninterrupted one
-would.
+(`load_splits`), the sharded train state (`create_train_state`), the steps
+compiled for the mesh (`compile_steps`, run by `training.steps`), the loop
+(`train_loop`, with `training.evaluation` for what an eval records) and the
+whole run (`train_and_evaluate`), which the pieces above make short.
+Everything random (data order, augmentation, dropout) is a function of (seed,
+step), so a run that is killed and started again ends bit for bit where an
+uninterrupted one would.
 """
 
 import dataclasses
@@ -35,11 +35,11 @@ from beta_lasso.data import augmentation
 from beta_lasso.data import datasets
 from beta_lasso.data import input_pipeline
 from beta_lasso.training import checkpointing
-from beta_lasso.training import device_loop
 from beta_lasso.training import evaluation
 from beta_lasso.training import results as results_lib
 from beta_lasso.training import selection
 from beta_lasso.training import sharding
+from beta_lasso.training import steps as steps_lib
 from beta_lasso.training import validation
 from beta_lasso.training import workdir as workdir_lib
 from beta_lasso.training import writers
@@ -232,7 +232,7 @@ def _check_finite(
 # ----------------------------------------------------------------------------
 # Input: the splits, durations in steps, augmentation and normalization.
 # ----------------------------------------------------------------------------
-Split = evaluation.Split
+Split = steps_lib.Split
 
 
 class Splits(NamedTuple):
@@ -385,129 +385,25 @@ def create_train_state(
 # ----------------------------------------------------------------------------
 # Compiled steps: the host path, one step a dispatch, or the device loop.
 # ----------------------------------------------------------------------------
-class Steps:
-  """The run's compiled train and eval steps, and where its data lives.
-
-  The state is donated to the train step: only one copy lives on device.
-  With `config.device_loop` the splits are resident on the accelerator and a
-  dispatch runs a block of steps (see device_loop.py).
-  """
-
-  def __init__(
-      self,
-      config: ml_collections.ConfigDict,
-      model,
-      mesh,
-      sharded: ShardedState,
-      augment,
-      normalize,
-  ):
-    self.replicated = jax.NamedSharding(mesh, jax.P())
-    self.data_sharding = jax.NamedSharding(mesh, jax.P(sharding.DATA))
-    self._config = config
-    step_fn = functools.partial(
-        train_step,
-        model=model,
-        tx=sharded.tx,
-        augment=augment,
-        normalize=normalize,
-        key=sharded.train_key,
-    )
-    eval_fn = functools.partial(eval_step, model=model, normalize=normalize)
-    self._train = jax.jit(
-        step_fn,
-        in_shardings=(sharded.sharding, self.data_sharding),
-        out_shardings=(sharded.sharding, self.replicated),
-        donate_argnums=0,
-    )
-    self._eval = jax.jit(
-        eval_fn,
-        in_shardings=(sharded.sharding, self.data_sharding),
-        out_shardings=self.replicated,
-    )
-    self.on_device = None
-    if config.get('device_loop'):
-      self.on_device = device_loop.DeviceLoop(
-          step_fn,
-          eval_fn,
-          batch_size=config.batch_size,
-          eval_batch_size=config.eval_batch_size,
-          seed=config.seed,
-          steps_per_dispatch=config.steps_per_dispatch,
-          state_sharding=sharded.sharding,
-          replicated=self.replicated,
-          data_sharding=self.data_sharding,
-      )
-
-  def put(self, splits: Splits) -> Splits:
-    """The splits where the steps read them: resident with the device loop."""
-    if not self.on_device:
-      return splits
-    return Splits(
-        *(
-            None if split is None else self.on_device.put(*split)
-            for split in splits
-        )
-    )
-
-  def _global_batch(self, local):
-    return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(self.data_sharding, x),
-        local,
-    )
-
-  def train_block(
-      self, state: TrainState, step: int, train: Split, durations: Durations
-  ):
-    """Steps from `step` on: one on the host path, a block on the device.
-
-    A block ends at the next step that logs, evaluates or saves, so both
-    paths act at the same steps.
-
-    Returns:
-      (state, metrics, steps done).
-    """
-    images, labels = train
-    if self.on_device:
-      end = device_loop.block_end(
-          step,
-          durations.num_train_steps,
-          self.on_device.max_steps,
-          (
-              durations.log_every,
-              durations.eval_every,
-              durations.checkpoint_every,
-          ),
-      )
-      return *self.on_device.train(state, images, labels, end - step), end
-    indices = input_pipeline.train_indices(
-        len(labels),
-        self._config.batch_size,
-        self._config.seed,
-        step,
-        jax.process_index(),
-        jax.process_count(),
-    )
-    batch = input_pipeline.train_batch(images, labels, indices)
-    return *self._train(state, self._global_batch(batch)), step + 1
-
-  def eval_totals(self, state: TrainState, split: Split) -> dict:
-    """`eval_step`'s sums over a whole split, on the host."""
-    images, labels = split
-    if self.on_device:
-      totals = self.on_device.eval_totals(state, images, labels)
-    else:
-      totals = None
-      for batch in input_pipeline.eval_batches(
-          images,
-          labels,
-          self._config.eval_batch_size,
-          jax.process_index(),
-          jax.process_count(),
-      ):
-        out = self._eval(state, self._global_batch(batch))
-        totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
-    return jax.device_get(totals)
+def compile_steps(
+    config: ml_collections.ConfigDict,
+    model,
+    mesh,
+    sharded: ShardedState,
+    augment,
+    normalize,
+) -> steps_lib.Steps:
+  """`train_step` and `eval_step` of this run, compiled for its mesh."""
+  step_fn = functools.partial(
+      train_step,
+      model=model,
+      tx=sharded.tx,
+      augment=augment,
+      normalize=normalize,
+      key=sharded.train_key,
+  )
+  eval_fn = functools.partial(eval_step, model=model, normalize=normalize)
+  return steps_lib.Steps(config, mesh, sharded.sharding, step_fn, eval_fn)
 
 
 # ----------------------------------------------------------------------------
@@ -540,7 +436,7 @@ def train_loop(
     config: ml_collections.ConfigDict,
     workdir: str,
     durations: Durations,
-    steps: Steps,
+    steps: steps_lib.Steps,
     evaluator: evaluation.Evaluator,
     splits: Splits,
     schedule,
@@ -747,7 +643,7 @@ def train_and_evaluate(
   clock = WallClock(extras.get('wall_seconds', 0.0), start_time)
 
   # --- Steps and evaluation. ---
-  steps = Steps(config, model, mesh, sharded, augment, normalize)
+  steps = compile_steps(config, model, mesh, sharded, augment, normalize)
   # From here on the splits are where the steps read them.
   splits = steps.put(splits)
   evaluator = evaluation.Evaluator(

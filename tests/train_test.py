@@ -207,7 +207,9 @@ def _evaluator(config):
   sharded = train.create_train_state(
       config, model, mesh, (32, 32, 3), jnp.float32, durations
   )
-  steps = train.Steps(config, model, mesh, sharded, lambda x, _: x, normalize)
+  steps = train.compile_steps(
+      config, model, mesh, sharded, lambda x, _: x, normalize
+  )
   evaluator = evaluation.Evaluator(
       steps, model=config.model, image_shape=(32, 32, 3)
   )

@@ -1,7 +1,7 @@
 """Evaluation: what an eval records of the network, and the console's line.
 
 `Evaluator` measures accuracy and loss over whole splits through the run's
-compiled steps (`train.Steps`), counts non-zeros per layer on device, and
+compiled steps (`training.steps.Steps`), counts non-zeros per layer on device, and
 measures the first layer's locality (`metrics.locality`); `eval_scalars` is
 what TensorBoard gets of an eval and `eval_line` what the console gets.
 """
@@ -17,9 +17,7 @@ from beta_lasso import models
 from beta_lasso import pytree
 from beta_lasso.metrics import locality
 from beta_lasso.training import results as results_lib
-
-# (images, labels) of a split: numpy, or resident on device.
-Split = tuple[Any, Any]
+from beta_lasso.training.steps import Split
 
 
 # ----------------------------------------------------------------------------
@@ -39,7 +37,7 @@ class Evaluator:
     """Compiles nothing yet.
 
     Args:
-      steps: the run's compiled steps (`train.Steps`).
+      steps: the run's compiled steps (`training.steps.Steps`).
       model: the config's model name, to find its first layer.
       image_shape: (H, W, C) of the input, the geometry locality is measured in.
       permutation: a permuted-pixel run's pixel permutation.
