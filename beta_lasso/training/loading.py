@@ -29,9 +29,6 @@ from beta_lasso.training import checkpointing
 from beta_lasso.training import results as results_lib
 from beta_lasso.training import workdir as workdir_lib
 
-# The input of the paper's datasets, for runs that recorded no dataset.
-_PAPER_IMAGE_SHAPE = (32, 32, 3)
-
 
 class _QuietOrbax(pylogging.Filter):
   """Drops orbax's INFO lines (a dozen per restore) and one harmless warning.
@@ -330,4 +327,4 @@ def image_shape(results: results_lib.ResultsLike) -> tuple[int, int, int]:
   name = results.config.get('dataset')
   if name in input_pipeline.DATASETS:
     return input_pipeline.DATASETS[name].image_shape
-  return _PAPER_IMAGE_SHAPE
+  return input_pipeline.DATASETS['cifar10'].image_shape
