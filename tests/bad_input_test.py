@@ -920,3 +920,23 @@ def test_loading_skips_a_damaged_checkpoint_in_one_line(reference, tmp_path):
       r'\(ValueError: OUT_OF_RANGE: ',
   ):
     loading.load_params(workdir, step=steps[-1])
+
+
+def test_asyncio_reports_of_a_failed_restore_are_dropped():
+  # orbax's read tasks that fail after a restore gave up reach asyncio's
+  # logger as 'Task exception was never retrieved', with a screen of trace.
+  keep = checkpointing._AsyncioFilter().filter  # pylint: disable=protected-access
+
+  def record(message, error):
+    try:
+      raise error
+    except type(error):
+      exc_info = sys.exc_info()
+    return pylogging.LogRecord(
+        'asyncio', pylogging.ERROR, __file__, 1, message, (), exc_info
+    )
+
+  damaged = ValueError('OUT_OF_RANGE: Error reading "a" in OCDBT database')
+  assert not keep(record('Task exception was never retrieved', damaged))
+  assert keep(record('Task exception was never retrieved', KeyError('x')))
+  assert keep(record('Unclosed client session', damaged))

@@ -13,6 +13,7 @@ and SIGINT into a checkpoint at the current step and a clean exit.
 """
 
 import contextlib
+import logging as logging_lib
 import os
 import signal
 import sys
@@ -97,18 +98,45 @@ class _UnraisableFilter:
       self.previous(unraisable)
 
 
+class _AsyncioFilter(logging_lib.Filter):
+  """asyncio's 'Task exception was never retrieved' for a failed restore.
+
+  orbax's read tasks that fail after the restore gave up are reported by
+  asyncio's logger, not as unraisable exceptions: the same aftermath.
+  """
+
+  def filter(self, record) -> bool:
+    if not record.exc_info or 'never retrieved' not in str(record.msg):
+      return True
+    error = record.exc_info[1]
+    files = [
+        frame.f_code.co_filename
+        for frame, _ in traceback.walk_tb(record.exc_info[2])
+    ]
+    from_library = any(
+        f'{os.sep}{library}{os.sep}' in f
+        for f in files
+        for library in ('orbax', 'tensorstore')
+    )
+    return not (from_library or 'OCDBT' in str(error))
+
+
 @contextlib.contextmanager
 def quiet_failures():
   """Around a restore that may fail: its aftermath is not printed.
 
   The failure itself reaches the caller as an exception, which says why in
   one line (`failure_reason`); what orbax and TensorStore report after it, as
-  unraisable exceptions from their threads, is dropped. Those reports come
+  unraisable exceptions from their threads or through asyncio's logger, is
+  dropped. Those reports come
   after the restore has returned, at any later time, so the filter stays in
   place for the rest of the process; it lets every other report through.
   """
   if not isinstance(sys.unraisablehook, _UnraisableFilter):
     sys.unraisablehook = _UnraisableFilter(sys.unraisablehook)
+  asyncio_logger = logging_lib.getLogger('asyncio')
+  if not any(isinstance(f, _AsyncioFilter) for f in asyncio_logger.filters):
+    asyncio_logger.addFilter(_AsyncioFilter())
   yield
 
 
