@@ -248,7 +248,7 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> Split:
       split,
       config.data_dir,
       config.download,
-      config.get('data_file'),
+      config.data_file,
   )
 
 
@@ -257,7 +257,7 @@ def load_splits(config: ml_collections.ConfigDict) -> Splits:
   train = load_split(config, config.train_split)
   test = load_split(config, config.eval_split)
   val = None
-  if config.get('val_split'):  # Model selection, as the paper does.
+  if config.val_split:  # Model selection, as the paper does.
     val = load_split(config, config.val_split)
   return Splits(train, test, val)
 
@@ -301,7 +301,7 @@ def input_fns(config: ml_collections.ConfigDict, info, workdir: str, dtype):
   augment = augmentation.augment_fn(config.augment, info)
   normalize = functools.partial(augmentation.normalize, info=info, dtype=dtype)
   permutation = None
-  if config.get('permute_pixels'):
+  if config.permute_pixels:
     permutation = workdir_lib.pixel_permutation(
         workdir, augmentation.pixel_permutation(info.image_shape, config.seed)
     )
@@ -323,7 +323,7 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int, dtype):
       alpha=config.alpha,
       dropout_rate=config.dropout_rate,
       dtype=dtype,
-      local_impl=config.get('local_impl', 'auto'),
+      local_impl=config.local_impl,
       **config.model_kwargs,
   )
 

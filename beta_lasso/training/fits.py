@@ -122,7 +122,7 @@ def _with(config: ml_collections.ConfigDict, **fields):
 def _mesh_that_fits(config: ml_collections.ConfigDict, limit: int) -> str:
   """Advice on a mesh of this host's devices that fits `config`, or ''."""
   local = jax.local_device_count()
-  for model_axis in range(config.get('mesh_model', 1) + 1, local + 1):
+  for model_axis in range(config.mesh_model + 1, local + 1):
     if local % model_axis:
       continue
     for fsdp in (False, True):
@@ -132,10 +132,7 @@ def _mesh_that_fits(config: ml_collections.ConfigDict, limit: int) -> str:
             + (' with config.fsdp=True' if fsdp else '')
             + ' fits by sharding the big kernels'
         )
-  if (
-      not config.get('fsdp', False)
-      and estimate(_with(config, fsdp=True)) <= limit
-  ):
+  if not config.fsdp and estimate(_with(config, fsdp=True)) <= limit:
     return '; config.fsdp=True fits by sharding the big kernels over data'
   return ''
 

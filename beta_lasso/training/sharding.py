@@ -53,7 +53,7 @@ def mesh_shape(
       if local_device_count is None
       else local_device_count
   )
-  model = config.get('mesh_model', 1)
+  model = config.mesh_model
   if not isinstance(model, int) or model < 1 or local % model:
     valid = [d for d in range(1, local + 1) if local % d == 0]
     raise MeshError(

@@ -55,7 +55,7 @@ class Steps:
         out_shardings=self.replicated,
     )
     self.on_device = None
-    if config.get('device_loop'):
+    if config.device_loop:
       self.on_device = device_loop.DeviceLoop(
           step_fn,
           eval_fn,
