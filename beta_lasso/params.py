@@ -139,7 +139,7 @@ def mesh_needed(
           shapes,
           {sharding.DATA: data, sharding.MODEL: model_axis},
           fsdp=fsdp,
-          min_weights=2**20,
+          min_weights=sharding.MIN_WEIGHTS,
       )
       need = sizes.per_device(m, fraction)
       if need <= memory_gb * _GIB:

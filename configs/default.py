@@ -13,6 +13,8 @@ value, so that a saved config says what ran.
 
 import ml_collections
 
+from beta_lasso.training import sharding
+
 
 def get_config():
   """Returns the defaults: S-CONV at the paper's size, SGD, 400 epochs."""
@@ -100,9 +102,8 @@ def get_config():
   # split over data, big kernels over model.
   config.mesh_model = 1  # Devices on the model axis (within one process); 1: parameters replicated.
   config.fsdp = False  # Also split big kernels over the data axis (FSDP), gathered for each step.
-  config.shard_min_weights = (
-      2**20
-  )  # Kernels with fewer entries stay replicated.
+  # Kernels with fewer entries stay replicated.
+  config.shard_min_weights = sharding.MIN_WEIGHTS
 
   # Loop.
   # Splits resident on the accelerator, the data order, augmentation and eval

@@ -30,6 +30,9 @@ from beta_lasso import pytree
 
 DATA, MODEL = 'data', 'model'
 # Leaves the rule may shard: kernels, and optimizer state that mirrors them.
+# Kernels with fewer entries stay replicated: the default of
+# `config.shard_min_weights`.
+MIN_WEIGHTS = 2**20
 _SHARDABLE = re.compile(r'(^|/)kernel$')
 
 
