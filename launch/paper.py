@@ -70,8 +70,8 @@ from absl import flags
 from beta_lasso import compact
 from beta_lasso import errors
 from beta_lasso import models
+from beta_lasso import train
 from beta_lasso.data import data_file
-from beta_lasso.data import input_pipeline
 from beta_lasso.report import filters as filters_lib
 from beta_lasso.training import loading
 from beta_lasso.training import workdir as workdir_lib
@@ -326,8 +326,7 @@ def num_steps(config) -> int:
   else:  # CIFAR's, without opening TFDS.
     total = {'train': 50_000, 'test': 10_000}[name]
   size = len(range(*part.indices(total)))
-  per_epoch = input_pipeline.steps_per_epoch(size, config.batch_size)
-  return max(1, int(round(config.num_epochs * per_epoch)))
+  return train.Durations.of(config, size).num_train_steps
 
 
 # ----------------------------------------------------------------------------
