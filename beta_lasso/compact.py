@@ -479,17 +479,19 @@ def restore(directory, workdir) -> dict:
   return manifest
 
 
+def compactable(config) -> bool:
+  """Whether a run's whole state travels as a compact copy: no dense
+  momentum buffer beside the weights (beta-LASSO, or SGD without momentum)."""
+  return config.optimizer == 'beta_lasso' or not config.momentum
+
+
 def check_config(config):
   """Refuses `config.compact_dir` for a run with momentum, before any compute.
 
   Raises:
     validation.ConfigError: compact_dir with SGD momentum.
   """
-  if (
-      config.get('compact_dir')
-      and config.optimizer == 'sgd'
-      and (config.momentum)
-  ):
+  if config.get('compact_dir') and not compactable(config):
     raise validation.ConfigError(
         f'config.compact_dir={config.compact_dir!r} with SGD momentum '
         f'{config.momentum}: the momentum buffer is dense, so no compact copy '
