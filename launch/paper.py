@@ -53,13 +53,9 @@ e.g. `-- --config.data_file=small.npz --config.batch_size=128`.
 
 import copy
 import dataclasses
-import io
-import json
 import pathlib
-import shlex
-import shutil
 import subprocess
-import tarfile
+import tempfile
 import time
 from typing import Any
 from typing import Sequence
@@ -74,16 +70,9 @@ from beta_lasso import train
 from beta_lasso.data import data_file
 from beta_lasso.report import filters as filters_lib
 from beta_lasso.training import loading
-from beta_lasso.training import workdir as workdir_lib
+from launch import packing
 from launch import planning
 from launch import sweep as sweep_lib
-
-FORMAT = 'launch.paper/1'
-CAMPAIGN_FILE = 'campaign.json'
-FIGURES_FILE = 'figures.tar'
-COMPACT_PREFIX = 'compact_'
-MAX_FILES = 8
-MAX_FILE_BYTES = 16 * 2**20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,8 +205,7 @@ STEPS_PER_SECOND = {
 }
 
 
-class CampaignError(errors.UserError, ValueError):
-  """A campaign that cannot run as asked; the message is one line."""
+CampaignError = packing.CampaignError
 
 
 # ----------------------------------------------------------------------------
@@ -269,7 +257,7 @@ def plan(
     if eval_every_epochs is not None:
       overrides['eval_every_epochs'] = float(eval_every_epochs)
     overrides['checkpoint_every_epochs'] = num_epochs / 10
-    if compactable(config):
+    if compact.compactable(config):
       overrides['compact_dir'] = f'{root}/{row.name}.compact'
     cast = planning.apply_overrides(config, overrides)
     planned.append(
@@ -282,11 +270,6 @@ def plan(
         )
     )
   return planned
-
-
-def compactable(config) -> bool:
-  """Whether the run's whole state travels as a compact copy (no momentum)."""
-  return config.optimizer == 'beta_lasso' or not config.momentum
 
 
 def resolved_config(config, run: planning.Run, extra_args: Sequence[str]):
@@ -327,300 +310,6 @@ def num_steps(config) -> int:
     total = {'train': 50_000, 'test': 10_000}[name]
   size = len(range(*part.indices(total)))
   return train.Durations.of(config, size).num_train_steps
-
-
-# ----------------------------------------------------------------------------
-# What travels between windows.
-# ----------------------------------------------------------------------------
-def _empty_campaign() -> dict:
-  return {'format': FORMAT, 'runs': {}, 'windows': []}
-
-
-def read_campaign(directory) -> dict:
-  """campaign.json of a folder of packed files ({} runs when there is none).
-
-  Raises:
-    CampaignError: the file is not a campaign's.
-  """
-  path = pathlib.Path(directory) / CAMPAIGN_FILE
-  if not path.exists():
-    raise CampaignError(
-        f'{directory} holds no {CAMPAIGN_FILE}: not the '
-        'packed files of a campaign'
-    )
-  campaign = json.loads(path.read_text())
-  if campaign.get('format') != FORMAT:
-    raise CampaignError(
-        f'{path} is format {campaign.get("format")!r}, not ' f'{FORMAT!r}'
-    )
-  return campaign
-
-
-def _read_figures(directory) -> dict[str, bytes]:
-  path = pathlib.Path(directory) / FIGURES_FILE
-  if not path.exists():
-    return {}
-  with tarfile.open(path) as tar:
-    return {
-        m.name: tar.extractfile(m).read()
-        for m in tar.getmembers()
-        if m.isfile()
-    }
-
-
-def resume(directory, planned, campaign: dict) -> dict[str, bytes]:
-  """Carries the packed files of an earlier window into this one.
-
-  Finished rows stay in `campaign`; the compact copy of an unfinished
-  beta-LASSO run becomes its workdir, unless that workdir already has
-  checkpoints (the same machine, a later command).
-
-  Returns:
-    The figures packed so far, by name in figures.tar.
-  """
-
-  earlier = read_campaign(directory)
-  campaign['runs'].update(earlier['runs'])
-  campaign['windows'] = earlier['windows']
-  for row, run, _ in planned:
-    copy = pathlib.Path(directory) / f'{COMPACT_PREFIX}{row.name}'
-    if (
-        campaign['runs'].get(row.name, {}).get('status') == 'finished'
-        or not copy.is_dir()
-    ):
-      continue
-    if (pathlib.Path(run.workdir) / workdir_lib.CHECKPOINTS_DIR).is_dir():
-      print(
-          f'{row.name}: {run.workdir} has checkpoints; {copy} not restored',
-          flush=True,
-      )
-      continue
-    manifest = compact.restore(copy, run.workdir)
-    print(
-        f'{row.name}: restored from {copy} at {compact.describe(manifest)}',
-        flush=True,
-    )
-  return _read_figures(directory)
-
-
-def _record(
-    row: Row,
-    run: planning.Run,
-    config_file: str,
-    status: str,
-    extra_args: Sequence[str],
-    earlier: dict,
-) -> dict:
-  """campaign.json's entry of a row, from its workdir (if any) and `earlier`."""
-
-  entry = dict(earlier)
-  entry.update(
-      {
-          'table': row.table,
-          'paper': row.paper,
-          'config': config_file,
-          'overrides': run.overrides,
-          'status': status,
-          'command': shlex.join(
-              planning.command(
-                  config_file, run.workdir, run.overrides, extra_args
-              )
-          ),
-      }
-  )
-  workdir = pathlib.Path(run.workdir)
-  if (workdir / workdir_lib.CONFIG_FILE).exists():
-    entry['config_json'] = json.loads(
-        (workdir / workdir_lib.CONFIG_FILE).read_text()
-    )
-  steps = loading.checkpoint_steps(run.workdir)
-  if steps:
-    entry['step'] = steps[-1]
-  try:
-    results = loading.load_results(run.workdir)
-  except FileNotFoundError:
-    return entry
-  history = results.get('history') or []
-  if history and history[-1].get('wall_seconds'):
-    last = history[-1]
-    # The whole run's pace, compiling and evals included, is what a window's
-    # plan needs.
-    entry['steps_per_second'] = last['step'] / last['wall_seconds']
-  if 'steps' in results:
-    results.pop('workdir', None)
-    entry['results'] = results
-    entry['status'] = 'finished'
-  return entry
-
-
-def results_table(campaign: dict) -> str:
-  """RESULTS.md's table: each row of the queue, the paper's and ours.
-
-  Ours is the test accuracy at the best validation step (what the paper
-  reports) and the final one, from the row's finished run in `campaign`;
-  a row not finished says how far it got.
-  """
-  windows = campaign.get('windows', [])
-  devices = sorted({w.get('device') for w in windows if w.get('device')})
-  lines = [
-      '| row | config | epochs | paper | ours (best val.) | ours (final) |'
-      ' diff. | wall | GPU |',
-      '|---|---|---|---|---|---|---|---|---|',
-  ]
-  for row in QUEUE:
-    entry = campaign.get('runs', {}).get(row.name, {})
-    results = entry.get('results') or {}
-    best, final = (
-        results.get('test_accuracy_at_best_val'),
-        results.get('test_accuracy'),
-    )
-    pct = lambda x: '–' if x is None else f'{100 * x:.2f}'
-    if final is None:
-      done = entry.get('step')
-      status = f'not finished (step {done:,})' if done else 'queued'
-      ours, diff, wall = status, '–', '–'
-    else:
-      ours = pct(best)
-      shown = best if best is not None else final
-      diff = f'{100 * shown - row.paper:+.2f}'
-      wall = f'{results.get("wall_seconds", 0) / 60:.1f} min'
-    lines.append(
-        f'| {row.table} | `{row.config}` | {row.epochs} | {row.paper:.2f} |'
-        f' {ours} | {pct(final)} | {diff} | {wall} |'
-        f' {", ".join(devices) or "–"} |'
-    )
-  return '\n'.join(lines)
-
-
-def pack(
-    out,
-    planned,
-    campaign: dict,
-    figures: dict[str, bytes],
-    max_files: int = MAX_FILES,
-):
-  """Writes campaign.json, figures.tar and compact copies into `out`.
-
-  A compact copy that would take the folder over `max_files` is left out
-  (campaign.json says so), so that what comes back is complete otherwise.
-
-  Raises:
-    CampaignError: more than `max_files` files or one over MAX_FILE_BYTES.
-  """
-
-  out = pathlib.Path(out)
-  out.mkdir(parents=True, exist_ok=True)
-  # Copies an earlier pack left here (its runs restored by now) are made
-  # again from the workdirs, or are of runs finished since.
-  for old in out.glob(f'{COMPACT_PREFIX}*'):
-    shutil.rmtree(old)
-  for row, run, config in planned:
-    entry = campaign['runs'].get(row.name, {})
-    entry.pop('compact', None)
-    entry.pop('compact_dropped', None)
-    name = f'{row.name}/{filters_lib.ARCHIVED_FILE}'
-    if (
-        entry.get('status') == 'finished'
-        and name not in figures
-        and loading.checkpoint_steps(run.workdir)
-        and filters_lib.first_layer_name(config.model) is not None
-    ):
-      path = out / f'{row.name}.png'
-      filters_lib.plot_workdir_filters(
-          run.workdir, path, num_filters=16, columns=8
-      )
-      figures[name] = path.read_bytes()
-      path.unlink()
-    copy = out / f'{COMPACT_PREFIX}{row.name}'
-    if (
-        entry.get('status') != 'finished'
-        and compactable(config)
-        and (loading.checkpoint_steps(run.workdir))
-    ):
-      made = pathlib.Path(run.overrides.get('compact_dir', ''))
-      step = loading.checkpoint_steps(run.workdir)[-1]
-      if (
-          made.is_dir()
-          and json.loads((made / compact.MANIFEST).read_text())['step'] == step
-      ):
-        if copy.exists():
-          shutil.rmtree(copy)
-        shutil.copytree(made, copy)  # The loop's copy of this very step.
-      else:
-        compact.compact(run.workdir, copy, max_file_bytes=MAX_FILE_BYTES)
-      entry['compact'] = copy.name
-      entry['compact_bytes'] = sum(p.stat().st_size for p in copy.iterdir())
-  if figures:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode='w') as tar:
-      for name, data in sorted(figures.items()):
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    (out / FIGURES_FILE).write_bytes(buffer.getvalue())
-  dropped = []
-  for row, _, _ in planned:
-    entry = campaign['runs'].get(row.name, {})
-    copy = out / entry.get('compact', '-')
-    count = (
-        sum(
-            1 for p in out.rglob('*') if p.is_file() and p.name != CAMPAIGN_FILE
-        )
-        + 1
-    )
-    if entry.get('compact') and copy.is_dir() and count > max_files:
-      shutil.rmtree(copy)
-      entry['compact_dropped'] = (
-          f'{entry.pop("compact")} left out: {count} files with it, at most '
-          f'{max_files} come back'
-      )
-      dropped.append(entry['compact_dropped'])
-  (out / CAMPAIGN_FILE).write_text(
-      json.dumps(campaign, indent=1, sort_keys=True)
-  )
-  if dropped:
-    raise CampaignError('; '.join(dropped))
-  files = sorted(p for p in out.rglob('*') if p.is_file())
-  too_big = [
-      f'{p.relative_to(out)} ({p.stat().st_size:,} bytes)'
-      for p in files
-      if p.stat().st_size > MAX_FILE_BYTES
-  ]
-  if len(files) > max_files or too_big:
-    raise CampaignError(
-        f'{out} holds {len(files)} files'
-        + (
-            f', over {MAX_FILE_BYTES:,} bytes: {", ".join(too_big)}'
-            if too_big
-            else ''
-        )
-        + f'; at most {max_files} files of {MAX_FILE_BYTES:,} bytes come back'
-    )
-  return files
-
-
-def unpack(directory, to):
-  """Writes the finished runs of packed files as stored runs for the report."""
-  campaign = read_campaign(directory)
-  figures = _read_figures(directory)
-  written = []
-  for name, entry in campaign['runs'].items():
-    if entry.get('status') != 'finished':
-      continue
-    folder = pathlib.Path(to) / name
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / workdir_lib.RESULTS_FILE).write_text(
-        json.dumps(entry['results'], indent=2, sort_keys=True)
-    )
-    if 'config_json' in entry:
-      (folder / workdir_lib.CONFIG_FILE).write_text(
-          json.dumps(entry['config_json'], indent=2, sort_keys=True)
-      )
-    figure = figures.get(f'{name}/{filters_lib.ARCHIVED_FILE}')
-    if figure:
-      (folder / filters_lib.ARCHIVED_FILE).write_bytes(figure)
-    written.append(str(folder))
-  return written
 
 
 # ----------------------------------------------------------------------------
@@ -673,7 +362,7 @@ def run_window(
     left = deadline - time.time()
     steps = num_steps(resolved_config(config, run, extra_args))
     done = (loading.checkpoint_steps(run.workdir) or [0])[-1]
-    if not compactable(config):
+    if not compact.compactable(config):
       # Its momentum cannot travel: a run that cannot finish is lost work.
       need = estimate_seconds(
           row, steps - done, campaign, given_rates, startup_seconds
@@ -701,14 +390,14 @@ def run_window(
         [run], row.config, extra_args, deadline=deadline
     )[row.name]
     outcomes[row.name] = status
-    campaign['runs'][row.name] = _record(
+    campaign['runs'][row.name] = packing.record(
         row, run, row.config, status, extra_args, entry
     )
     if status != 'done':
       break  # Stopped at the budget (or failed): the window is over.
   for row, run, _ in planned:  # Rows this window did not reach.
     if row.name not in campaign['runs']:
-      campaign['runs'][row.name] = _record(
+      campaign['runs'][row.name] = packing.record(
           row,
           run,
           row.config,
@@ -722,6 +411,29 @@ def run_window(
 # ----------------------------------------------------------------------------
 # Command line.
 # ----------------------------------------------------------------------------
+def draw_filters(planned, campaign: dict, figures: dict[str, bytes]):
+  """Adds Figure 4 of each finished row not yet drawn to `figures`.
+
+  Drawn from the run's newest checkpoint, as '<row>/fig4_filters.png', the
+  file a stored run keeps for `beta_lasso.report`.
+  """
+  with tempfile.TemporaryDirectory() as folder:
+    for row, run, config in planned:
+      entry = campaign['runs'].get(row.name, {})
+      name = f'{row.name}/{filters_lib.ARCHIVED_FILE}'
+      if (
+          entry.get('status') == 'finished'
+          and name not in figures
+          and loading.checkpoint_steps(run.workdir)
+          and filters_lib.first_layer_name(config.model) is not None
+      ):
+        path = pathlib.Path(folder) / f'{row.name}.png'
+        filters_lib.plot_workdir_filters(
+            run.workdir, path, num_filters=16, columns=8
+        )
+        figures[name] = path.read_bytes()
+
+
 def _define_flags():
   """Defined only when this module is the script (see launch/sweep.py)."""
   flags.DEFINE_string(
@@ -751,7 +463,7 @@ def _define_flags():
   )
   flags.DEFINE_integer(
       'max_files',
-      MAX_FILES,
+      packing.MAX_FILES,
       'Most files packed (the '
       'device hands back 8 under $OUT: one fewer leaves '
       'room for a log).',
@@ -812,17 +524,17 @@ def main(argv):
   jax.config.update('jax_platforms', 'cpu')
   if args.table:
     print(
-        results_table(
-            read_campaign(args.resume_from)
+        packing.results_table(
+            packing.read_campaign(args.resume_from)
             if args.resume_from
-            else _empty_campaign()
+            else packing.empty_campaign()
         )
     )
     return
   if args.unpack:
     if not args.resume_from:
       raise CampaignError('--unpack needs --resume_from')
-    for folder in unpack(args.resume_from, args.unpack):
+    for folder in packing.unpack(args.resume_from, args.unpack):
       print(folder)
     return
   if not args.workdir_root or not args.out:
@@ -848,10 +560,10 @@ def main(argv):
   )
   for row, run, config in planned:
     planning.check_extra_args(config, extra_args, set(run.overrides))
-  campaign = _empty_campaign()
+  campaign = packing.empty_campaign()
   figures = {}
   if args.resume_from:
-    figures = resume(args.resume_from, planned, campaign)
+    figures = packing.resume(args.resume_from, planned, campaign)
   deadline = start + args.budget - args.pack_seconds
   outcomes = run_window(
       planned,
@@ -871,7 +583,8 @@ def main(argv):
           'outcomes': outcomes,
       }
   )
-  files = pack(args.out, planned, campaign, figures, args.max_files)
+  draw_filters(planned, campaign, figures)
+  files = packing.pack(args.out, planned, campaign, figures, args.max_files)
   for row, _, _ in planned:
     if args.only and row.name not in args.only:
       continue

@@ -15,6 +15,7 @@ from cli_runs import child_env
 from compact_test import small_data_file
 import pytest
 
+from launch import packing
 from launch import paper
 
 pytestmark = IGNORE_UNFINISHED_RESTORES
@@ -71,7 +72,7 @@ def test_a_dense_run_starts_only_when_it_fits(monkeypatch, tmp_path):
       lambda runs, *a, **k: started.append(runs[0].name)
       or {runs[0].name: 'done'},
   )
-  campaign = paper._empty_campaign()
+  campaign = packing.empty_campaign()
   # 400 epochs of 87 steps: 34,800 steps, 348 s at 100 steps/s.
   outcomes = paper.run_window(
       planned,
@@ -87,7 +88,7 @@ def test_a_dense_run_starts_only_when_it_fits(monkeypatch, tmp_path):
   outcomes = paper.run_window(
       planned,
       [],
-      paper._empty_campaign(),
+      packing.empty_campaign(),
       deadline=time.time() + 300,
       given_rates={'table1_sfc': 100.0, 'table1_sconv': 1e6},
       startup_seconds=30,
@@ -176,9 +177,9 @@ def test_stops_at_the_budget_and_carries_on_elsewhere(tmp_path):
   assert 'table2_beta50: stopped' in stdout
   assert 'table1_dfc: not started' in stdout
   files = sorted(p for p in packed.rglob('*') if p.is_file())
-  assert len(files) <= paper.MAX_FILES
-  assert all(p.stat().st_size <= paper.MAX_FILE_BYTES for p in files)
-  campaign = json.loads((packed / paper.CAMPAIGN_FILE).read_text())
+  assert len(files) <= packing.MAX_FILES
+  assert all(p.stat().st_size <= packing.MAX_FILE_BYTES for p in files)
+  campaign = json.loads((packed / packing.CAMPAIGN_FILE).read_text())
   step = campaign['runs']['table2_beta50']['step']
   assert 0 < step < 420
   assert (packed / 'compact_table2_beta50' / 'compact.json').exists()
@@ -194,16 +195,16 @@ def test_stops_at_the_budget_and_carries_on_elsewhere(tmp_path):
   assert 'table2_beta50: finished, test accuracy' in second.stdout
   # D-FC's momentum cannot travel: at 0.01 steps/s it never fits.
   assert 'table1_dfc: not started: needs about' in second.stdout
-  campaign = json.loads((packed2 / paper.CAMPAIGN_FILE).read_text())
+  campaign = json.loads((packed2 / packing.CAMPAIGN_FILE).read_text())
   entry = campaign['runs']['table2_beta50']
   assert entry['status'] == 'finished' and entry['results']['steps'] == 420
   assert entry['config_json']['beta'] == 50.0
   assert len(campaign['windows']) == 2
   assert not (packed2 / 'compact_table2_beta50').exists()
-  with tarfile.open(packed2 / paper.FIGURES_FILE) as tar:
+  with tarfile.open(packed2 / packing.FIGURES_FILE) as tar:
     assert tar.getnames() == ['table2_beta50/fig4_filters.png']
   # The stored runs that the report reads.
-  stored = paper.unpack(packed2, tmp_path / 'stored')
+  stored = packing.unpack(packed2, tmp_path / 'stored')
   assert stored == [str(tmp_path / 'stored' / 'table2_beta50')]
   for name in ('results.json', 'config.json', 'fig4_filters.png'):
     assert (tmp_path / 'stored' / 'table2_beta50' / name).exists()
@@ -253,7 +254,7 @@ def test_results_table_sets_ours_beside_the_paper():
       },
       'windows': [{'device': 'NVIDIA H200'}],
   }
-  lines = paper.results_table(campaign).splitlines()
+  lines = packing.results_table(campaign, paper.QUEUE).splitlines()
   assert len(lines) == 2 + len(paper.QUEUE)
   assert lines[2] == (
       '| Table 2, beta-LASSO beta 50 | `configs/sfc_beta_lasso.py` | 4000 |'
