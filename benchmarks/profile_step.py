@@ -12,7 +12,9 @@ weights, the device loop) from the pieces of `beta_lasso.train`, then:
    weight, 6 per other weight, per image) at that rate, and the bytes it must
    move (the float32 weights read and written and their gradients read by
    Algorithm 1, the bf16 copy cast for the forward pass) at that bandwidth;
-2. times blocks of training steps, one eval (test and validation accuracy,
+2. times blocks of training steps, as training runs them (the weights cast
+   for the forward pass in the update, `training.precast`) and with the
+   forward pass casting them, alternately; then one eval (test and validation accuracy,
    non-zeros, layer-1 locality) and one layer-1 locality measure alone;
 3. records `--profile_steps` steps under `jax.profiler.trace` into
    `OUT/trace/` (read it with TensorBoard's profile plugin or xprof).
@@ -105,6 +107,11 @@ def step_floor(
   }
 
 
+def save(out: pathlib.Path, result: dict):
+  """Writes what is measured so far: a window that ends early keeps it."""
+  (out / 'profile.json').write_text(json.dumps(result, indent=1))
+
+
 def build(args):
   """The run's config, splits, durations, dataset info, model and state."""
   config = sfc_beta_lasso.get_config()
@@ -164,8 +171,24 @@ def main(argv=None) -> dict:
   augment, normalize, permutation = train.input_fns(
       config, info, str(out / 'workdir'), jnp.bfloat16
   )
-  steps = train.compile_steps(config, model, mesh, sharded, augment, normalize)
-  splits = steps.put(splits)
+  # What training runs (the weights cast in the update, `training.precast`)
+  # and the reference whose forward pass casts them, timed side by side.
+  variants = {
+      name: train.compile_steps(
+          config,
+          model,
+          mesh,
+          sharded,
+          augment,
+          normalize,
+          info.image_shape,
+          jnp.bfloat16,
+          cast_in_update=cast,
+      )
+      for name, cast in (('cast_in_update', True), ('forward_cast', False))
+  }
+  steps = variants['cast_in_update']
+  placed = steps.put(splits)
   state = sharded.state
   weights = pytree.count_weights(state.params)
   first_layer = models.first_layer_name(config.model)
@@ -177,24 +200,30 @@ def main(argv=None) -> dict:
       result['bf16_matmul_flops_per_s'],
       result['copy_bytes_per_s'],
   )
+  save(out, result)
 
   block = steps.on_device.max_steps
 
-  def run_block(state, step, n):
-    state, metrics = steps.on_device.train(state, *splits.train, n)
+  def run_block(variant, state):
+    state, metrics = variants[variant].on_device.train(
+        state, *placed.train, block
+    )
     jax.block_until_ready((state, metrics))
-    return state, step + n
+    return state
 
-  start = time.perf_counter()
-  state, step = run_block(state, 0, block)  # Compiles.
-  result['compile_and_first_block_s'] = time.perf_counter() - start
-  times = []
-  for _ in range(args.timed_blocks):
+  times = {name: [] for name in variants}
+  for name in variants:
     start = time.perf_counter()
-    state, step = run_block(state, step, block)
-    times.append(time.perf_counter() - start)
-  step_ms = 1e3 * min(times) / block
-  result['step_ms'] = step_ms
+    state = run_block(name, state)  # Compiles.
+    result[f'compile_and_first_block_s_{name}'] = time.perf_counter() - start
+  for _ in range(args.timed_blocks):  # Alternating, so drifts hit both.
+    for name in variants:
+      start = time.perf_counter()
+      state = run_block(name, state)
+      times[name].append(time.perf_counter() - start)
+  for name in variants:
+    result[f'step_ms_{name}'] = 1e3 * min(times[name]) / block
+  step_ms = result['step_ms'] = result['step_ms_cast_in_update']
   result['epoch_s'] = step_ms * durations.steps_per_epoch / 1e3
   result['mfu_measured'] = (
       result['floor']['flops']
@@ -204,6 +233,7 @@ def main(argv=None) -> dict:
   vendor = full_scale.vendor_peak(device.device_kind)
   if vendor:
     result['mfu_vendor'] = result['floor']['flops'] / (step_ms / 1e3) / vendor
+  save(out, result)
 
   evaluator = evaluation.Evaluator(
       steps,
@@ -211,13 +241,14 @@ def main(argv=None) -> dict:
       image_shape=info.image_shape,
       permutation=permutation,
   )
-  evaluator(state, splits.test, splits.val)  # Compiles.
+  evaluator(state, placed.test, placed.val)  # Compiles.
   result['eval_s'] = _best_seconds(
-      lambda: evaluator(state, splits.test, splits.val), 2
+      lambda: evaluator(state, placed.test, placed.val), 2
   )
   result['locality_s'] = _best_seconds(
       lambda: evaluator.locality(state.params), 2
   )
+  save(out, result)
 
   # The profile: the same blocks, `profile_steps` steps of them.
   trace_dir = out / 'trace'
@@ -225,19 +256,20 @@ def main(argv=None) -> dict:
     left = args.profile_steps
     while left > 0:
       n = min(block, left)
-      state, metrics = steps.on_device.train(state, *splits.train, n)
+      state, metrics = steps.on_device.train(state, *placed.train, n)
       jax.block_until_ready((state, metrics))
       left -= n
   result['trace_files'] = sorted(
       str(p.relative_to(out)) for p in trace_dir.rglob('*') if p.is_file()
   )
-  (out / 'profile.json').write_text(json.dumps(result, indent=1))
+  save(out, result)
   floor = result['floor']
   print(
       json.dumps(
           {
               'device': result['device'],
               'step_ms': round(step_ms, 3),
+              'step_ms_forward_cast': round(result['step_ms_forward_cast'], 3),
               'floor_ms': round(floor['floor_ms'], 3),
               'matmul_ms': round(floor['matmul_ms'], 3),
               'memory_ms': round(floor['memory_ms'], 3),

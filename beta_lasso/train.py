@@ -36,6 +36,7 @@ from beta_lasso.data import datasets
 from beta_lasso.data import input_pipeline
 from beta_lasso.training import checkpointing
 from beta_lasso.training import evaluation
+from beta_lasso.training import precast
 from beta_lasso.training import results as results_lib
 from beta_lasso.training import selection
 from beta_lasso.training import sharding
@@ -136,8 +137,34 @@ def create_optimizer(
 # ----------------------------------------------------------------------------
 # Update and eval steps.
 # ----------------------------------------------------------------------------
-def train_step(state: TrainState, batch, *, model, tx, augment, normalize, key):
+def forward(model, params, batch_stats, images, dropout_key):
+  """The training forward pass: (logits, updated variables)."""
+  return model.apply(
+      {'params': params, 'batch_stats': batch_stats},
+      images,
+      train=True,
+      mutable=['batch_stats'],
+      rngs={'dropout': dropout_key},
+  )
+
+
+def train_step(
+    state: TrainState,
+    batch,
+    forward_params=None,
+    *,
+    model,
+    tx,
+    augment,
+    normalize,
+    key,
+):
   """One SGD / beta-LASSO step; returns the new state and step metrics.
+
+  `forward_params` is what the forward pass reads in place of
+  `state.params`: the same values, some leaves already in the compute dtype
+  (`training.precast`, which the device loop uses); the gradient comes back
+  in the dtype of `state.params`. None reads `state.params`.
 
   The metrics are the loss, the batch accuracy and the parameters' global
   norm, which also guards against divergence: a non-finite gradient or update
@@ -152,12 +179,8 @@ def train_step(state: TrainState, batch, *, model, tx, augment, normalize, key):
   images = normalize(augment(batch['image'], aug_key))
 
   def loss_fn(params):
-    logits, new_vars = model.apply(
-        {'params': params, 'batch_stats': state.batch_stats},
-        images,
-        train=True,
-        mutable=['batch_stats'],
-        rngs={'dropout': dropout_key},
+    logits, new_vars = forward(
+        model, params, state.batch_stats, images, dropout_key
     )
     logits = logits.astype(jnp.float32)
     loss = optax.softmax_cross_entropy_with_integer_labels(
@@ -165,9 +188,14 @@ def train_step(state: TrainState, batch, *, model, tx, augment, normalize, key):
     ).mean()
     return loss, (logits, new_vars['batch_stats'])
 
+  if forward_params is None:
+    forward_params = state.params
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(
       loss_fn, has_aux=True
-  )(state.params)
+  )(forward_params)
+  # A cast's gradient is its cotangent cast back: what differentiating
+  # through the layer's own cast gives.
+  grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {
@@ -392,8 +420,27 @@ def compile_steps(
     sharded: ShardedState,
     augment,
     normalize,
+    image_shape,
+    dtype,
+    *,
+    cast_in_update: bool = True,
 ) -> steps_lib.Steps:
-  """`train_step` and `eval_step` of this run, compiled for its mesh."""
+  """`train_step` and `eval_step` of this run, compiled for its mesh.
+
+  Args:
+    config: the run's config.
+    model: from `create_model`.
+    mesh: from `sharding.create_mesh`.
+    sharded: from `create_train_state`.
+    augment: `augment(images, key)`, from `input_fns`.
+    normalize: `normalize(images)`, from `input_fns`.
+    image_shape: (H, W, C) of the input.
+    dtype: the computation dtype.
+    cast_in_update: the device loop casts the weights for the next step's
+      forward pass in the update (`training.precast`), the leaves read off
+      the forward pass here; False leaves every cast to the forward pass, as
+      on the host path (the reference the benchmarks and tests compare).
+  """
   step_fn = functools.partial(
       train_step,
       model=model,
@@ -403,7 +450,25 @@ def compile_steps(
       key=sharded.train_key,
   )
   eval_fn = functools.partial(eval_step, model=model, normalize=normalize)
-  return steps_lib.Steps(config, mesh, sharded.sharding, step_fn, eval_fn)
+  state = sharded.state
+  if not cast_in_update:
+    return steps_lib.Steps(config, mesh, sharded.sharding, step_fn, eval_fn)
+  mask = precast.find(
+      functools.partial(forward, model),
+      state.params,
+      state.batch_stats,
+      jax.ShapeDtypeStruct((1, *image_shape), dtype),
+      sharded.train_key,
+      dtype=dtype,
+  )
+  return steps_lib.Steps(
+      config,
+      mesh,
+      sharded.sharding,
+      step_fn,
+      eval_fn,
+      precast=precast.Precast(mask, dtype),
+  )
 
 
 # ----------------------------------------------------------------------------
@@ -643,7 +708,16 @@ def train_and_evaluate(
   clock = WallClock(extras.get('wall_seconds', 0.0), start_time)
 
   # --- Steps and evaluation. ---
-  steps = compile_steps(config, model, mesh, sharded, augment, normalize)
+  steps = compile_steps(
+      config,
+      model,
+      mesh,
+      sharded,
+      augment,
+      normalize,
+      train_images.shape[1:],
+      dtype,
+  )
   # From here on the splits are where the steps read them.
   splits = steps.put(splits)
   evaluator = evaluation.Evaluator(

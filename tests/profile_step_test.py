@@ -23,6 +23,9 @@ def test_profile_times_counts_and_traces(tmp_path):
   assert result['floor']['flops'] == 64 * (4 * 786_432 + 6 * (6_144 + 240))
   assert result['floor']['bytes'] == 20 * (786_432 + 6_144 + 240)
   assert result['step_ms'] > 0 and result['eval_s'] > 0
+  # Training's step (weights cast in the update) and the reference beside it.
+  assert result['step_ms'] == result['step_ms_cast_in_update']
+  assert result['step_ms_forward_cast'] > 0
   # 45,000 images in whole batches of 64.
   assert result['epoch_s'] == result['step_ms'] * 703 / 1e3
   assert any(f.endswith('.xplane.pb') for f in result['trace_files'])

@@ -208,7 +208,14 @@ def _evaluator(config):
       config, model, mesh, (32, 32, 3), jnp.float32, durations
   )
   steps = train.compile_steps(
-      config, model, mesh, sharded, lambda x, _: x, normalize
+      config,
+      model,
+      mesh,
+      sharded,
+      lambda x, _: x,
+      normalize,
+      (32, 32, 3),
+      jnp.float32,
   )
   evaluator = evaluation.Evaluator(
       steps, model=config.model, image_shape=(32, 32, 3)

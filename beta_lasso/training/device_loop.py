@@ -7,8 +7,10 @@ step. Here (`config.device_loop`) the splits are uint8 arrays on the devices
 compiled loop: each step slices its indices from the epoch's permutation
 (`input_pipeline.epoch_permutation`, the host path's order, computed once per
 epoch and carried from block to block), gathers its batch on device and runs
-`train.train_step`, augmentation included. The metrics of a
-block come back at once, one row per step. Evaluation runs over a whole split
+`train.train_step`, augmentation included. With bf16 compute the weights
+for the next step's forward pass are cast right after each update, in the
+same iteration (`training.precast`). The metrics of a block come back at
+once, one row per step. Evaluation runs over a whole split
 in one dispatch, its last partial batch masked as in
 `input_pipeline.eval_batches`.
 
@@ -26,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from beta_lasso.data import input_pipeline
+from beta_lasso.training import precast as precast_lib
 
 
 def block_end(
@@ -61,11 +64,14 @@ def _train_block(
     seed,
     max_steps,
     data_sharding,
+    precast,
 ):
   """`num_steps` (<= max_steps) train steps; metrics stacked [max_steps].
 
   `order` is (permutation, its epoch), carried from block to block: a new
-  epoch's permutation is computed once, when its first step needs it.
+  epoch's permutation is computed once, when its first step needs it. The
+  compute-dtype copy of the weights (`precast`) is carried from step to
+  step within the block only.
   """
   num_examples = labels.shape[0]
   steps_per_epoch = input_pipeline.steps_per_epoch(num_examples, batch_size)
@@ -86,19 +92,29 @@ def _train_block(
     )
 
   def body(i, carry):
-    state, (perm, perm_epoch), stacked = carry
+    state, copy, (perm, perm_epoch), stacked = carry
     epoch, step_in_epoch = jnp.divmod(state.step, steps_per_epoch)
     perm = jax.lax.cond(
         epoch != perm_epoch, lambda: permutation(epoch), lambda: perm
     )
-    state, metrics = train_step(state, batch(perm, step_in_epoch))
+    state, metrics = train_step(
+        state,
+        batch(perm, step_in_epoch),
+        precast.forward_params(state.params, copy),
+    )
     stacked = jax.tree.map(lambda s, m: s.at[i].set(m), stacked, metrics)
-    return state, (perm, epoch), stacked
+    return state, precast.copy(state.params), (perm, epoch), stacked
 
   example = jax.eval_shape(batch, jnp.zeros((num_examples,), jnp.int32), 0)
   metrics = jax.eval_shape(train_step, state, example)[1]
   stacked = jax.tree.map(lambda m: jnp.zeros((max_steps,), m.dtype), metrics)
-  return jax.lax.fori_loop(0, num_steps, body, (state, order, stacked))
+  state, _, order, stacked = jax.lax.fori_loop(
+      0,
+      num_steps,
+      body,
+      (state, precast.copy(state.params), order, stacked),
+  )
+  return state, order, stacked
 
 
 def _eval_totals(
@@ -139,6 +155,7 @@ class DeviceLoop:
 
   Attributes:
     max_steps: most steps per block.
+    precast: the leaves cast in the update (`training.precast`).
   """
 
   def __init__(
@@ -153,11 +170,13 @@ class DeviceLoop:
       state_sharding: Any,
       replicated: jax.sharding.Sharding,
       data_sharding: jax.sharding.Sharding,
+      precast: precast_lib.Precast | None = None,
   ):
     """Compiles nothing yet; the first call of each method does.
 
     Args:
-      train_step: `(state, batch) -> (state, metrics)`, not jitted.
+      train_step: `(state, batch, forward_params=None) -> (state,
+        metrics)`, not jitted.
       eval_step: `(state, batch) -> sums`, not jitted, batches with a 'mask'.
       batch_size: global train batch.
       eval_batch_size: global eval batch.
@@ -166,12 +185,15 @@ class DeviceLoop:
       state_sharding: sharding of the train state (a tree of shardings).
       replicated: sharding of the resident splits and the data order.
       data_sharding: sharding of a batch over the data axis.
+      precast: the leaves cast in the update for the next forward pass;
+        None casts none.
     """
     if jax.process_count() > 1:  # validation.validate_config says it first.
       raise ValueError(
           f'the device loop runs on one process, not ' f'{jax.process_count()}'
       )
     self.max_steps = steps_per_dispatch
+    self.precast = precast or precast_lib.NONE
     self._replicated = replicated
     self._order = None  # (permutation, epoch) of the last step run.
     # A block's length is an argument, not a shape: one compilation serves
@@ -184,6 +206,7 @@ class DeviceLoop:
             seed=seed,
             max_steps=steps_per_dispatch,
             data_sharding=data_sharding,
+            precast=self.precast,
         ),
         in_shardings=(
             state_sharding,

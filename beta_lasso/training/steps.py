@@ -9,6 +9,7 @@ import ml_collections
 
 from beta_lasso.data import input_pipeline
 from beta_lasso.training import device_loop
+from beta_lasso.training import precast as precast_lib
 from beta_lasso.training import sharding
 
 # (images, labels) of a split: numpy, or resident on device.
@@ -30,6 +31,7 @@ class Steps:
       state_sharding,
       step_fn,
       eval_fn,
+      precast: precast_lib.Precast | None = None,
   ):
     """Compiles nothing yet: jax.jit does at the first call.
 
@@ -37,8 +39,11 @@ class Steps:
       config: the run's config (batch sizes, seed, the device loop).
       mesh: from `sharding.create_mesh`.
       state_sharding: the train state's NamedShardings.
-      step_fn: `step_fn(state, batch) -> (state, metrics)`, one update.
+      step_fn: `step_fn(state, batch, forward_params=None) -> (state,
+        metrics)`, one update.
       eval_fn: `eval_fn(state, batch) -> sums`, one eval batch.
+      precast: the leaves the device loop casts in the update
+        (`training.precast`); the host path casts in the forward pass.
     """
     self.replicated = jax.NamedSharding(mesh, jax.P())
     self.data_sharding = jax.NamedSharding(mesh, jax.P(sharding.DATA))
@@ -66,6 +71,7 @@ class Steps:
           state_sharding=state_sharding,
           replicated=self.replicated,
           data_sharding=self.data_sharding,
+          precast=precast,
       )
 
   def put(self, splits):

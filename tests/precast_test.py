@@ -1,0 +1,135 @@
+"""The device loop's cast in the update (`training.precast`) changes no number.
+
+Tiny S-FC, S-LOCAL and D-FC with bf16 compute and float32 weights, on 512
+images of real CIFAR-10: blocks of steps with the weights cast in the update
+give the train state, bit for bit, of blocks whose forward pass casts them.
+"""
+
+from cli_runs import assert_bitwise_equal
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from beta_lasso import train
+from beta_lasso.data import datasets
+from beta_lasso.training import precast
+from beta_lasso.training import sharding
+from configs import dfc
+from configs import sfc_beta_lasso
+from configs import slocal
+
+STEPS = 6
+
+
+def _config(module):
+  config = module.get_config('cpu')
+  config.update(
+      dict(
+          alpha=1,
+          batch_size=64,
+          train_split='train[:512]',
+          eval_split='test[:100]',
+          num_epochs=2.0,
+          half_precision=True,
+          device_loop=True,
+          steps_per_dispatch=STEPS,
+          augment='crop_flip_cutout',
+      )
+  )
+  return config
+
+
+def _run(config, cast_in_update: bool):
+  """The state after STEPS steps from step 0, and the Steps that ran them."""
+  splits = train.load_splits(config)
+  durations = train.Durations.of(config, len(splits.train[1]))
+  info = datasets.with_stats(
+      datasets.base_info(config), config, splits.train[0], None
+  )
+  augment, normalize, _ = train.input_fns(config, info, None, jnp.bfloat16)
+  model = train.create_model(config, info.num_classes, jnp.bfloat16)
+  mesh = sharding.create_mesh(config)
+  sharded = train.create_train_state(
+      config, model, mesh, info.image_shape, jnp.bfloat16, durations
+  )
+  steps = train.compile_steps(
+      config,
+      model,
+      mesh,
+      sharded,
+      augment,
+      normalize,
+      info.image_shape,
+      jnp.bfloat16,
+      cast_in_update=cast_in_update,
+  )
+  train_split = steps.put(splits).train
+  state, metrics = steps.on_device.train(sharded.state, *train_split, STEPS)
+  return jax.device_get(state), jax.device_get(metrics), steps
+
+
+@pytest.mark.parametrize(
+    'module', [sfc_beta_lasso, slocal, dfc], ids=lambda m: m.__name__
+)
+def test_cast_in_update_follows_the_forward_cast_bit_for_bit(module):
+  config = _config(module)
+  reference, reference_metrics, _ = _run(config, cast_in_update=False)
+  state, metrics, steps = _run(config, cast_in_update=True)
+  # The fast path did cast: every kernel of the model, no BatchNorm leaf.
+  mask = steps.on_device.precast.mask
+  cast = {
+      '/'.join(str(k.key) for k in path)
+      for path, m in jax.tree_util.tree_flatten_with_path(mask)[0]
+      if m
+  }
+  assert {p for p in cast if p.endswith('/kernel')} == {
+      '/'.join(str(k.key) for k in path)
+      for path, _ in jax.tree_util.tree_flatten_with_path(state.params)[0]
+      if path[-1].key == 'kernel'
+  }
+  assert not any('bn' in p for p in cast)
+  assert int(state.step) == STEPS
+  assert_bitwise_equal(state, reference)
+  assert_bitwise_equal(metrics, reference_metrics)
+  # beta-LASSO zeroed weights on the way: the zero patterns are compared too.
+  if config.optimizer == 'beta_lasso':
+    assert np.mean(state.params['layer1']['kernel'] == 0) > 0
+
+
+def test_find_takes_only_leaves_the_forward_pass_only_casts():
+  def forward(params, x):
+    # 'cast' is only cast; 'f32' is read in float32; 'both' is cast and read;
+    # 'bf16' is already bf16; 'unused' is not read.
+    y = x @ params['cast'].astype(jnp.bfloat16)
+    y = y + params['f32'].sum() + params['both'].sum()
+    y = y * params['both'].astype(jnp.bfloat16).sum()
+    return y * params['bf16'].sum()
+
+  params = {
+      'cast': jnp.ones((3, 3)),
+      'f32': jnp.ones((3,)),
+      'both': jnp.ones((3,)),
+      'bf16': jnp.ones((3,), jnp.bfloat16),
+      'unused': jnp.ones((3,)),
+  }
+  mask = precast.find(
+      forward, params, jnp.ones((2, 3), jnp.bfloat16), dtype=jnp.bfloat16
+  )
+  assert mask == {
+      'cast': True,
+      'f32': False,
+      'both': False,
+      'bf16': False,
+      'unused': False,
+  }
+  copy = precast.Precast(mask, jnp.bfloat16).copy(params)
+  assert copy['cast'].dtype == jnp.bfloat16 and copy['f32'] is None
+  merged = precast.Precast(mask, jnp.bfloat16).forward_params(params, copy)
+  assert merged['cast'].dtype == jnp.bfloat16
+  assert merged['f32'] is params['f32']
+  # In float32 compute only the bf16 leaf, which is only promoted, is.
+  mask = precast.find(
+      forward, params, jnp.ones((2, 3), jnp.bfloat16), dtype=jnp.float32
+  )
+  assert [k for k, m in mask.items() if m] == ['bf16']
