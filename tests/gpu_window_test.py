@@ -10,6 +10,8 @@ from cli_runs import REPO
 from cli_runs import child_env
 import pytest
 
+from beta_lasso.data import data_file
+
 _JPEG_BUNDLE = REPO.parent / 'shared' / 'data' / 'cifar10_jpeg.npz'
 
 
@@ -18,10 +20,13 @@ _JPEG_BUNDLE = REPO.parent / 'shared' / 'data' / 'cifar10_jpeg.npz'
 )
 def test_window_profiles_then_runs_the_campaign(tmp_path):
   out = tmp_path / 'out'
+  # The window carries the bundle packed (launch/README.md).
+  packed = tmp_path / 'cifar10_jpeg.npz'
+  data_file.pack_jpeg_bundle(str(_JPEG_BUNDLE), str(packed))
   env = child_env(
       OUT=str(out),
       WINDOW_SECONDS='300',
-      DATA_FILE=str(_JPEG_BUNDLE),
+      DATA_FILE=str(packed),
       WHEELS=str(tmp_path / 'no_wheels'),
       RESUME_FROM=str(tmp_path / 'no_earlier_window'),
       WORKDIR_ROOT=str(tmp_path / 'runs'),

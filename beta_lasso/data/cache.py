@@ -8,6 +8,12 @@ numpy alone: no TensorFlow, no TFDS. Any TFDS image classification dataset of
 one image shape works (e.g. `--dataset=mnist`); its number of classes is kept
 in the file. The file's layout, and its reader, are in
 `beta_lasso.data.data_file`.
+
+  python -m beta_lasso.data.cache --jpeg_bundle=cifar10_jpeg.npz --out=small.npz
+
+instead repacks a JPEG bundle with the bytes its JPEGs share (their header)
+stored once: the same JPEGs byte for byte, 18 MB instead of 56 for CIFAR-10,
+for hosts that receive the data over a small transfer budget.
 """
 
 import os
@@ -35,6 +41,12 @@ def _define_flags():
       'TFDS data dir (default: ' 'TFDS_DATA_DIR or ~/tensorflow_datasets).',
   )
   flags.DEFINE_list('splits', ['train', 'test'], 'Splits to write.')
+  flags.DEFINE_string(
+      'jpeg_bundle',
+      None,
+      'A JPEG bundle (data file) to repack losslessly with its shared JPEG '
+      'header stored once, instead of reading TFDS.',
+  )
   flags.mark_flag_as_required('out')
 
 
@@ -53,6 +65,15 @@ def main(argv):
     raise data_file.DataFileError(
         f'--out={args.out} is a folder; give the ' '.npz file to write'
     )
+  if args.jpeg_bundle:
+    lengths = data_file.pack_jpeg_bundle(args.jpeg_bundle, args.out)
+    shared = ', '.join(f'{s} {p} + {t}' for s, (p, t) in lengths.items())
+    print(
+        f'Wrote {args.out}: {os.path.getsize(args.out) / 2**20:.1f} MiB '
+        f'(from {os.path.getsize(args.jpeg_bundle) / 2**20:.1f}); bytes '
+        f'shared by every JPEG, stored once: {shared}'
+    )
+    return
   flag = f'--dataset={args.dataset}'
   try:
     input_pipeline.check_dataset(args.dataset, args.data_dir)
