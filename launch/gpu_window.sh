@@ -13,9 +13,8 @@
 # bundle, packed by `beta_lasso.data.cache --jpeg_bundle`), and
 # ml-collections, the one package such a machine may lack, is installed from
 # wheels in $WHEELS if there are any. The campaign resumes from $RESUME_FROM
-# (results/paper) when
-# it holds an earlier window's files. PROFILE_ARGS and PAPER_ARGS shrink both
-# for a CPU test (tests/gpu_window_test.py), e.g.
+# (results/paper) when it holds an earlier window's files. PROFILE_ARGS and
+# PAPER_ARGS shrink both for a CPU test (tests/gpu_window_test.py), e.g.
 #   PROFILE_ARGS='--alpha=1 --profile_steps=2' \
 #   PAPER_ARGS='--alpha=1 --epochs=1 --only=table2_beta50'
 set -uo pipefail
