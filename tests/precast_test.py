@@ -5,6 +5,11 @@ images of real CIFAR-10: blocks of steps with the weights cast in the update
 give the train state, bit for bit, of blocks whose forward pass casts them.
 """
 
+import os
+import subprocess
+import sys
+
+from cli_runs import REPO
 from cli_runs import assert_bitwise_equal
 import jax
 import jax.numpy as jnp
@@ -66,7 +71,7 @@ def _run(config, cast_in_update: bool):
   )
   train_split = steps.put(splits).train
   state, metrics = steps.on_device.train(sharded.state, *train_split, STEPS)
-  return jax.device_get(state), jax.device_get(metrics), steps
+  return state, jax.device_get(metrics), steps
 
 
 @pytest.mark.parametrize(
@@ -76,6 +81,7 @@ def test_cast_in_update_follows_the_forward_cast_bit_for_bit(module):
   config = _config(module)
   reference, reference_metrics, _ = _run(config, cast_in_update=False)
   state, metrics, steps = _run(config, cast_in_update=True)
+  state, reference = jax.device_get((state, reference))
   # The fast path did cast: every kernel of the model, no BatchNorm leaf.
   mask = steps.on_device.precast.mask
   cast = {
@@ -133,3 +139,40 @@ def test_find_takes_only_leaves_the_forward_pass_only_casts():
       forward, params, jnp.ones((2, 3), jnp.bfloat16), dtype=jnp.float32
   )
   assert [k for k, m in mask.items() if m] == ['bf16']
+
+
+def _sharded_checks():
+  """Under 8 devices: the cast follows the reference with sharded kernels."""
+  assert jax.device_count() == 8
+  config = _config(sfc_beta_lasso)
+  config.mesh_model, config.shard_min_weights = 4, 1000
+  reference, _, _ = _run(config, cast_in_update=False)
+  state, _, _ = _run(config, cast_in_update=True)
+  kernel = state.params['layer1']['kernel']
+  # Each device holds a quarter of the kernel: the copy was cast on shards.
+  assert {s.data.size for s in kernel.addressable_shards} == {kernel.size // 4}
+  assert_bitwise_equal(*jax.device_get((state, reference)))
+  print('sharded precast checks passed')
+
+
+def test_cast_in_update_with_kernels_split_over_four_devices():
+  env = dict(
+      os.environ,
+      JAX_PLATFORMS='cpu',
+      XLA_FLAGS='--xla_force_host_platform_device_count=8',
+  )
+  script = (
+      'import sys; sys.path.insert(0, "tests"); import precast_test; '
+      'precast_test._sharded_checks()'
+  )
+  result = subprocess.run(
+      [sys.executable, '-c', script],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'sharded precast checks passed' in result.stdout
