@@ -72,6 +72,7 @@ from beta_lasso.report import filters as filters_lib
 from beta_lasso.training import loading
 from launch import packing
 from launch import planning
+from launch import recipe as recipe_lib
 from launch import sweep as sweep_lib
 
 
@@ -211,17 +212,6 @@ CampaignError = packing.CampaignError
 # ----------------------------------------------------------------------------
 # The queue as runs.
 # ----------------------------------------------------------------------------
-def recipe(
-    augment: str = 'fast_autoaugment', half_precision: bool = True
-) -> dict:
-  """What every row sets on top of its config: the paper's recipe, on device."""
-  return {
-      'augment': augment,
-      'half_precision': half_precision,
-      'device_loop': True,
-  }
-
-
 def plan(
     workdir_root: str,
     rows: Sequence[Row],
@@ -552,7 +542,7 @@ def main(argv):
   planned = plan(
       args.workdir_root,
       QUEUE,
-      recipe_overrides=recipe(args.augment, args.half_precision),
+      recipe_overrides=recipe_lib.recipe(args.augment, args.half_precision),
       alpha=args.alpha,
       width=args.width,
       epochs=args.epochs,

@@ -17,6 +17,7 @@ import pytest
 
 from launch import packing
 from launch import paper
+from launch import recipe
 
 pytestmark = IGNORE_UNFINISHED_RESTORES
 
@@ -37,7 +38,7 @@ def test_the_queue_is_the_issues_order_with_the_papers_recipe():
       'table2_beta1',
       'table2_sgd',
   ]
-  planned = paper.plan('/r', paper.QUEUE, recipe_overrides=paper.recipe())
+  planned = paper.plan('/r', paper.QUEUE, recipe_overrides=recipe.recipe())
   by_name = {row.name: (run, config) for row, run, config in planned}
   run, config = by_name['table2_beta50']
   assert config.optimizer == 'beta_lasso' and config.beta == 50.0
@@ -63,7 +64,7 @@ def test_a_dense_run_starts_only_when_it_fits(monkeypatch, tmp_path):
   planned = paper.plan(
       str(tmp_path),
       [paper.QUEUE[3], paper.QUEUE[1]],
-      recipe_overrides=paper.recipe(),
+      recipe_overrides=recipe.recipe(),
   )
   started = []
   monkeypatch.setattr(

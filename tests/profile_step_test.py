@@ -26,6 +26,7 @@ def test_profile_times_counts_and_traces(tmp_path):
   # Training's step (weights cast in the update) and the reference beside it.
   assert result['step_ms'] == result['step_ms_cast_in_update']
   assert result['step_ms_forward_cast'] > 0
+  assert result['augment'] == 'fast_autoaugment'  # What the campaign trains.
   # 45,000 images in whole batches of 64.
   assert result['epoch_s'] == result['step_ms'] * 703 / 1e3
   assert any(f.endswith('.xplane.pb') for f in result['trace_files'])
