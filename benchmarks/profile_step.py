@@ -19,8 +19,9 @@ then:
    forward pass casting them, alternately; then one eval (test and
    validation accuracy, non-zeros, layer-1 locality) and one layer-1
    locality measure alone;
-3. records `--profile_steps` steps under `jax.profiler.trace` into
-   `OUT/trace/` (read it with TensorBoard's profile plugin or xprof).
+3. records `--profile_steps` steps of each way under `jax.profiler.trace`
+   into `OUT/trace/cast_in_update/` and `OUT/trace/forward_cast/` (read them
+   with TensorBoard's profile plugin or xprof), before the eval is timed.
 
 `OUT/profile.json` holds every number; the last line printed is its summary.
 `--alpha=2 --profile_steps=3` runs it on a laptop CPU in under a minute.
@@ -247,6 +248,22 @@ def main(argv=None) -> dict:
     result['mfu_vendor'] = result['floor']['flops'] / (step_ms / 1e3) / vendor
   save(out, result)
 
+  # The profile: the same blocks, `profile_steps` steps of each variant,
+  # before the evals, so that a window cut short still brings it back.
+  trace_dir = out / 'trace'
+  for name in variants:
+    with jax.profiler.trace(str(trace_dir / name)):
+      left = args.profile_steps
+      while left > 0:
+        n = min(block, left)
+        state, metrics = variants[name].on_device.train(state, *placed.train, n)
+        jax.block_until_ready((state, metrics))
+        left -= n
+  result['trace_files'] = sorted(
+      str(p.relative_to(out)) for p in trace_dir.rglob('*') if p.is_file()
+  )
+  save(out, result)
+
   evaluator = evaluation.Evaluator(
       steps,
       model=config.model,
@@ -259,20 +276,6 @@ def main(argv=None) -> dict:
   )
   result['locality_s'] = _best_seconds(
       lambda: evaluator.locality(state.params), 2
-  )
-  save(out, result)
-
-  # The profile: the same blocks, `profile_steps` steps of them.
-  trace_dir = out / 'trace'
-  with jax.profiler.trace(str(trace_dir)):
-    left = args.profile_steps
-    while left > 0:
-      n = min(block, left)
-      state, metrics = steps.on_device.train(state, *placed.train, n)
-      jax.block_until_ready((state, metrics))
-      left -= n
-  result['trace_files'] = sorted(
-      str(p.relative_to(out)) for p in trace_dir.rglob('*') if p.is_file()
   )
   save(out, result)
   floor = result['floor']

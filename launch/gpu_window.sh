@@ -7,7 +7,8 @@
 # Everything that must outlive the machine is written under $OUT, in at most
 # 8 files: window.log, profile.json, trace.tar.gz (jax.profiler's trace of 20
 # steps) and the campaign's packed files (at most 5), which go into
-# results/paper/ for the next window to carry on from.
+# results/paper/ for the next window to carry on from. PROFILE_SECONDS=0
+# gives the whole window to the campaign.
 #
 # The machine needs no TensorFlow: CIFAR-10 is read from $DATA_FILE (the JPEG
 # bundle, packed by `beta_lasso.data.cache --jpeg_bundle`), and
@@ -42,13 +43,17 @@ command -v nvidia-smi > /dev/null &&
   nvidia-smi --query-gpu=name,memory.total --format=csv >> "$log" 2>&1
 
 # 1. The profile (its own process: the campaign's runs need the memory).
-profile="$(mktemp -d)"
-echo "== profile ($(date -u +%T))" >> "$log"
-timeout "$PROFILE_SECONDS" python3 -m benchmarks.profile_step \
-    --out="$profile" --data_file="$DATA_FILE" $PROFILE_ARGS >> "$log" 2>&1
-echo "profile rc=$?" >> "$log"
-[ -f "$profile/profile.json" ] && cp "$profile/profile.json" "$OUT/"
-[ -d "$profile/trace" ] && tar -czf "$OUT/trace.tar.gz" -C "$profile" trace
+# PROFILE_SECONDS=0 skips it: a later window of the same code spends all of
+# its time on the campaign.
+if [ "$PROFILE_SECONDS" -gt 0 ]; then
+  profile="$(mktemp -d)"
+  echo "== profile ($(date -u +%T))" >> "$log"
+  timeout "$PROFILE_SECONDS" python3 -m benchmarks.profile_step \
+      --out="$profile" --data_file="$DATA_FILE" $PROFILE_ARGS >> "$log" 2>&1
+  echo "profile rc=$?" >> "$log"
+  [ -f "$profile/profile.json" ] && cp "$profile/profile.json" "$OUT/"
+  [ -d "$profile/trace" ] && tar -czf "$OUT/trace.tar.gz" -C "$profile" trace
+fi
 
 # 2. The campaign, in what is left of the window.
 left=$(( WINDOW_SECONDS - ($(date +%s) - start) ))

@@ -61,3 +61,24 @@ def test_window_profiles_then_runs_the_campaign(tmp_path):
   assert campaign['runs']['table2_beta50']['status'] == 'finished'
   assert 'campaign rc=0' in log
   assert os.path.getsize(out / 'trace.tar.gz') < 16 * 2**20
+
+  # A later window: no profile, the campaign carries on from what came back.
+  later = tmp_path / 'later'
+  env.update(
+      OUT=str(later), PROFILE_SECONDS='0', RESUME_FROM=str(out / 'paper')
+  )
+  run = subprocess.run(
+      ['bash', 'launch/gpu_window.sh'],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+      check=False,
+  )
+  log = (later / 'window.log').read_text()
+  assert run.returncode == 0, log[-3000:]
+  assert '== profile' not in log and not (later / 'profile.json').exists()
+  campaign = json.loads((later / 'paper' / 'campaign.json').read_text())
+  assert campaign['runs']['table2_beta50']['status'] == 'finished'
+  assert len(campaign['windows']) == 2, campaign['windows']

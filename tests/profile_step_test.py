@@ -29,5 +29,10 @@ def test_profile_times_counts_and_traces(tmp_path):
   assert result['augment'] == 'fast_autoaugment'  # What the campaign trains.
   # 45,000 images in whole batches of 64.
   assert result['epoch_s'] == result['step_ms'] * 703 / 1e3
-  assert any(f.endswith('.xplane.pb') for f in result['trace_files'])
+  # One trace of each way of casting.
+  for name in ('cast_in_update', 'forward_cast'):
+    assert any(
+        f.startswith(f'trace/{name}/') and f.endswith('.xplane.pb')
+        for f in result['trace_files']
+    ), result['trace_files']
   assert json.loads((tmp_path / 'profile.json').read_text()) == result
