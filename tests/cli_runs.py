@@ -68,6 +68,28 @@ def child_env(**extra) -> dict:
   return env
 
 
+def run_python(*args: str, env=None, timeout=TIMEOUT):
+  """`python ARGS` in the repository root; a CompletedProcess with text."""
+  return subprocess.run(
+      [sys.executable, *args],
+      cwd=REPO,
+      env=env or child_env(),
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+      check=False,
+  )
+
+
+def run_on_devices(script: str, count: int = 8):
+  """`python -c script` with `count` CPU devices (XLA's host platform)."""
+  env = child_env(
+      JAX_PLATFORMS='cpu',
+      XLA_FLAGS=f'--xla_force_host_platform_device_count={count}',
+  )
+  return run_python('-c', script, env=env)
+
+
 def start_run(workdir: pathlib.Path, *extra: str, env=None) -> subprocess.Popen:
   """Starts `python -m beta_lasso.main`; output goes to files beside workdir."""
   # Files, not pipes: nobody reads a pipe while the run goes on.

@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 from cli_runs import IMPORT_NOISE
+from cli_runs import run_python
 import generated_datasets
 import numpy as np
 import pytest
@@ -66,19 +67,11 @@ def test_the_jpeg_bundle_decodes_to_the_tfds_images():
 @pytest.mark.skipif(not _JPEG_BUNDLE.exists(), reason='no JPEG bundle')
 def test_a_packed_jpeg_bundle_holds_the_same_jpegs_in_a_third(tmp_path):
   out = tmp_path / 'packed.npz'
-  proc = subprocess.run(
-      [
-          sys.executable,
-          '-m',
-          'beta_lasso.data.cache',
-          f'--jpeg_bundle={_JPEG_BUNDLE}',
-          f'--out={out}',
-      ],
-      cwd=REPO,
-      capture_output=True,
-      text=True,
-      timeout=300,
-      check=False,
+  proc = run_python(
+      '-m',
+      'beta_lasso.data.cache',
+      f'--jpeg_bundle={_JPEG_BUNDLE}',
+      f'--out={out}',
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'stored once: test 623 + 2, train 623 + 2' in proc.stdout
@@ -146,25 +139,17 @@ def test_bad_splits_are_named(data_file, split, message):
 
 def test_training_without_tensorflow(data_file, tmp_path):
   workdir = tmp_path / 'run'
-  proc = subprocess.run(
-      [
-          sys.executable,
-          'tests/without_tensorflow.py',
-          'beta_lasso.main',
-          '--config=configs/sfc.py:cpu',
-          '--config.alpha=2',
-          '--config.batch_size=128',
-          '--config.eval_batch_size=250',
-          '--config.num_epochs=2',
-          '--config.eval_every_epochs=1',
-          f'--config.data_file={data_file}',
-          f'--workdir={workdir}',
-      ],
-      cwd=REPO,
-      capture_output=True,
-      text=True,
-      timeout=300,
-      check=False,
+  proc = run_python(
+      'tests/without_tensorflow.py',
+      'beta_lasso.main',
+      '--config=configs/sfc.py:cpu',
+      '--config.alpha=2',
+      '--config.batch_size=128',
+      '--config.eval_batch_size=250',
+      '--config.num_epochs=2',
+      '--config.eval_every_epochs=1',
+      f'--config.data_file={data_file}',
+      f'--workdir={workdir}',
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'tensorflow' not in proc.stderr.lower()
@@ -183,20 +168,13 @@ def test_training_without_tensorflow(data_file, tmp_path):
 
 
 def test_a_missing_data_file_is_one_line(tmp_path):
-  proc = subprocess.run(
-      [
-          sys.executable,
-          '-m',
-          'beta_lasso.main',
-          '--config=configs/sfc.py:cpu',
-          f'--config.data_file={tmp_path}/nope.npz',
-          f'--workdir={tmp_path}/w',
-      ],
-      cwd=REPO,
-      capture_output=True,
-      text=True,
+  proc = run_python(
+      '-m',
+      'beta_lasso.main',
+      '--config=configs/sfc.py:cpu',
+      f'--config.data_file={tmp_path}/nope.npz',
+      f'--workdir={tmp_path}/w',
       timeout=120,
-      check=False,
   )
   assert proc.returncode != 0
   assert (
@@ -209,20 +187,12 @@ def test_a_missing_data_file_is_one_line(tmp_path):
 
 def test_the_cache_command_writes_what_tfds_reads(tmp_path):
   out = tmp_path / 'cifar10_test.npz'
-  proc = subprocess.run(
-      [
-          sys.executable,
-          '-m',
-          'beta_lasso.data.cache',
-          '--dataset=cifar10',
-          f'--out={out}',
-          '--splits=test[:300]',
-      ],
-      cwd=REPO,
-      capture_output=True,
-      text=True,
-      timeout=300,
-      check=False,
+  proc = run_python(
+      '-m',
+      'beta_lasso.data.cache',
+      '--dataset=cifar10',
+      f'--out={out}',
+      '--splits=test[:300]',
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f'Wrote {out}: test[:300] 300 examples' in proc.stdout
@@ -465,44 +435,28 @@ def test_a_dataset_outside_the_table_trains_and_reports_from_its_data_file(
   from beta_lasso.training import loading
   # pylint: enable=g-import-not-at-top
   out = tmp_path / 'gray28.npz'
-  proc = subprocess.run(
-      [
-          sys.executable,
-          '-m',
-          'beta_lasso.data.cache',
-          '--dataset=gray28_digits',
-          f'--data_dir={generated_data_dir}',
-          f'--out={out}',
-      ],
-      cwd=REPO,
-      capture_output=True,
-      text=True,
-      timeout=300,
-      check=False,
+  proc = run_python(
+      '-m',
+      'beta_lasso.data.cache',
+      '--dataset=gray28_digits',
+      f'--data_dir={generated_data_dir}',
+      f'--out={out}',
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
   shape, classes, train_size, _ = generated_datasets.SHAPES['gray28_digits']
   assert data_file_lib.describe(str(out)).num_classes == classes
   workdir = tmp_path / 'run'
-  proc = subprocess.run(
-      [
-          sys.executable,
-          'tests/without_tensorflow.py',
-          'beta_lasso.main',
-          '--config=configs/sfc.py:cpu',
-          '--config.dataset=gray28_digits',
-          '--config.alpha=1',
-          '--config.batch_size=100',
-          '--config.eval_batch_size=100',
-          '--config.num_epochs=2',
-          f'--config.data_file={out}',
-          f'--workdir={workdir}',
-      ],
-      cwd=REPO,
-      capture_output=True,
-      text=True,
-      timeout=300,
-      check=False,
+  proc = run_python(
+      'tests/without_tensorflow.py',
+      'beta_lasso.main',
+      '--config=configs/sfc.py:cpu',
+      '--config.dataset=gray28_digits',
+      '--config.alpha=1',
+      '--config.batch_size=100',
+      '--config.eval_batch_size=100',
+      '--config.num_epochs=2',
+      f'--config.data_file={out}',
+      f'--workdir={workdir}',
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.loads((workdir / 'results.json').read_text())

@@ -15,6 +15,22 @@ from beta_lasso.data import data_file
 _JPEG_BUNDLE = REPO.parent / 'shared' / 'data' / 'cifar10_jpeg.npz'
 
 
+def _window(env: dict, out) -> str:
+  """Runs the window script; its log, once it exited 0."""
+  run = subprocess.run(
+      ['bash', 'launch/gpu_window.sh'],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+      check=False,
+  )
+  log = (out / 'window.log').read_text()
+  assert run.returncode == 0, log[-3000:]
+  return log
+
+
 @pytest.mark.skipif(
     not _JPEG_BUNDLE.exists(), reason='needs the shared CIFAR-10 JPEG bundle'
 )
@@ -40,17 +56,7 @@ def test_window_profiles_then_runs_the_campaign(tmp_path):
           ' --nohalf_precision --startup_seconds=5'
       ),
   )
-  run = subprocess.run(
-      ['bash', 'launch/gpu_window.sh'],
-      cwd=REPO,
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=600,
-      check=False,
-  )
-  log = (out / 'window.log').read_text()
-  assert run.returncode == 0, log[-3000:]
+  log = _window(env, out)
   files = [p for p in out.rglob('*') if p.is_file()]
   assert len(files) <= 8  # What a window can bring back.
   profile = json.loads((out / 'profile.json').read_text())
@@ -67,17 +73,7 @@ def test_window_profiles_then_runs_the_campaign(tmp_path):
   env.update(
       OUT=str(later), PROFILE_SECONDS='0', RESUME_FROM=str(out / 'paper')
   )
-  run = subprocess.run(
-      ['bash', 'launch/gpu_window.sh'],
-      cwd=REPO,
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=600,
-      check=False,
-  )
-  log = (later / 'window.log').read_text()
-  assert run.returncode == 0, log[-3000:]
+  log = _window(env, later)
   assert '== profile' not in log and not (later / 'profile.json').exists()
   campaign = json.loads((later / 'paper' / 'campaign.json').read_text())
   assert campaign['runs']['table2_beta50']['status'] == 'finished'

@@ -5,12 +5,8 @@ images of real CIFAR-10: blocks of steps with the weights cast in the update
 give the train state, bit for bit, of blocks whose forward pass casts them.
 """
 
-import os
-import subprocess
-import sys
-
-from cli_runs import REPO
 from cli_runs import assert_bitwise_equal
+from cli_runs import run_on_devices
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -156,23 +152,9 @@ def _sharded_checks():
 
 
 def test_cast_in_update_with_kernels_split_over_four_devices():
-  env = dict(
-      os.environ,
-      JAX_PLATFORMS='cpu',
-      XLA_FLAGS='--xla_force_host_platform_device_count=8',
-  )
-  script = (
+  result = run_on_devices(
       'import sys; sys.path.insert(0, "tests"); import precast_test; '
       'precast_test._sharded_checks()'
-  )
-  result = subprocess.run(
-      [sys.executable, '-c', script],
-      cwd=REPO,
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=300,
-      check=False,
   )
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'sharded precast checks passed' in result.stdout

@@ -5,10 +5,8 @@ count is fixed when JAX starts, and the rest of the suite runs on one.
 """
 
 import functools
-import os
-import subprocess
-import sys
 
+from cli_runs import run_on_devices
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -18,7 +16,6 @@ import pytest
 from beta_lasso.training import sharding
 from beta_lasso.training import validation
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = {'data': 2, 'model': 4}
 
 
@@ -193,22 +190,9 @@ def _eight_device_checks(workdir):
 
 
 def test_eight_devices_shard_big_kernels(tmp_path):
-  env = dict(
-      os.environ,
-      JAX_PLATFORMS='cpu',
-      XLA_FLAGS='--xla_force_host_platform_device_count=8',
-  )
-  script = (
+  result = run_on_devices(
       'import sys; sys.path.insert(0, "tests"); import sharding_test; '
       f'sharding_test._eight_device_checks({str(tmp_path)!r})'
-  )
-  result = subprocess.run(
-      [sys.executable, '-c', script],
-      cwd=REPO,
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=300,
   )
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'eight-device checks passed' in result.stdout
