@@ -42,9 +42,6 @@ sys.path.insert(0, str(REPO))
 from beta_lasso import models
 from beta_lasso import pytree
 from beta_lasso import train
-from beta_lasso.data import datasets
-from beta_lasso.training import evaluation
-from beta_lasso.training import sharding
 from configs import sfc_beta_lasso
 from launch import full_scale
 from launch import recipe
@@ -117,10 +114,9 @@ def save(out: pathlib.Path, result: dict):
   (out / 'profile.json').write_text(json.dumps(result, indent=1))
 
 
-def build(args):
-  """The run's config, splits, durations, dataset info, model and state."""
+def paper_config(args):
+  """Table 2's config with the paper's recipe, as the campaign trains it."""
   config = sfc_beta_lasso.get_config()
-  # What the campaign trains: the paper's recipe on Table 2's config.
   config.update(
       recipe.recipe(**({'augment': args.augment} if args.augment else {}))
   )
@@ -129,17 +125,7 @@ def build(args):
   config.steps_per_dispatch = args.steps_per_dispatch
   if args.data_file:
     config.data_file = args.data_file
-  splits = train.load_splits(config)
-  durations = train.Durations.of(config, len(splits.train[1]))
-  info = datasets.with_stats(
-      datasets.base_info(config), config, splits.train[0], None
-  )
-  model = train.create_model(config, info.num_classes, jnp.bfloat16)
-  mesh = sharding.create_mesh(config)
-  sharded = train.create_train_state(
-      config, model, mesh, info.image_shape, jnp.bfloat16, durations
-  )
-  return config, splits, durations, info, model, mesh, sharded
+  return config
 
 
 def main(argv=None) -> dict:
@@ -179,30 +165,27 @@ def main(argv=None) -> dict:
       flush=True,
   )
 
-  config, splits, durations, info, model, mesh, sharded = build(args)
+  config = paper_config(args)
   result['augment'] = config.augment
-  augment, normalize, permutation = train.input_fns(
-      config, info, str(out / 'workdir'), jnp.bfloat16
-  )
+  pieces = train.build(config)
   # What training runs (the weights cast in the update, `training.precast`)
   # and the reference whose forward pass casts them, timed side by side.
   variants = {
-      name: train.compile_steps(
+      'cast_in_update': pieces.steps,
+      'forward_cast': train.compile_steps(
           config,
-          model,
-          mesh,
-          sharded,
-          augment,
-          normalize,
-          info.image_shape,
-          jnp.bfloat16,
-          cast_in_update=cast,
-      )
-      for name, cast in (('cast_in_update', True), ('forward_cast', False))
+          pieces.model,
+          pieces.mesh,
+          pieces.sharded,
+          pieces.augment,
+          pieces.normalize,
+          pieces.info.image_shape,
+          pieces.dtype,
+          cast_in_update=False,
+      ),
   }
-  steps = variants['cast_in_update']
-  placed = steps.put(splits)
-  state = sharded.state
+  steps, placed, durations = pieces.steps, pieces.splits, pieces.durations
+  state = pieces.sharded.state
   weights = pytree.count_weights(state.params)
   first_layer = models.first_layer_name(config.model)
   result['weights'] = weights
@@ -264,12 +247,7 @@ def main(argv=None) -> dict:
   )
   save(out, result)
 
-  evaluator = evaluation.Evaluator(
-      steps,
-      model=config.model,
-      image_shape=info.image_shape,
-      permutation=permutation,
-  )
+  evaluator = pieces.evaluator
   evaluator(state, placed.test, placed.val)  # Compiles.
   result['eval_s'] = _best_seconds(
       lambda: evaluator(state, placed.test, placed.val), 2

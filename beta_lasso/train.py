@@ -2,7 +2,8 @@
 
 Reads top to bottom: the optimizer, the update and eval steps, the input
 (`load_splits`), the sharded train state (`create_train_state`), the steps
-compiled for the mesh (`compile_steps`, run by `training.steps`), the loop
+compiled for the mesh (`compile_steps`, run by `training.steps`), all of them
+from a config (`build`, which benchmarks and tests use too), the loop
 (`train_loop`, with `training.evaluation` for what an eval records) and the
 whole run (`train_and_evaluate`), which the pieces above make short.
 Everything random (data order, augmentation, dropout) is a function of (seed,
@@ -471,6 +472,85 @@ def compile_steps(
   )
 
 
+class Pieces(NamedTuple):
+  """A run before its loop: what `build` makes of a config."""
+
+  splits: Splits  # Where the steps read them: on device with the device loop.
+  info: Any  # datasets.DatasetInfo, statistics included.
+  durations: Durations
+  dtype: Any  # The computation dtype.
+  model: Any
+  mesh: Any
+  sharded: ShardedState  # At step 0.
+  augment: Any  # From `input_fns`.
+  normalize: Any
+  permutation: Any  # The pixel permutation of a `permute_pixels` run, or None.
+  steps: steps_lib.Steps
+  evaluator: evaluation.Evaluator
+
+
+def build(
+    config: ml_collections.ConfigDict,
+    workdir: str | None = None,
+    *,
+    cast_in_update: bool = True,
+) -> Pieces:
+  """The data, model, state at step 0, compiled steps and evaluator of a run.
+
+  Args:
+    config: a validated config.
+    workdir: the run's, whose dataset statistics and pixel permutation a
+      resumed run keeps; None for a run that saves nothing (benchmarks).
+    cast_in_update: as in `compile_steps`.
+  """
+  mesh = sharding.create_mesh(config)
+  splits = load_splits(config)
+  train_images, train_labels = splits.train
+  saved_dataset = workdir_lib.read_dataset(workdir) if workdir else None
+  info = datasets.with_stats(
+      datasets.base_info(config), config, train_images, saved_dataset
+  )
+  durations = Durations.of(config, len(train_labels))
+  dtype = jnp.bfloat16 if config.half_precision else jnp.float32
+  augment, normalize, permutation = input_fns(config, info, workdir, dtype)
+  model = create_model(config, info.num_classes, dtype)
+  image_shape = train_images.shape[1:]
+  sharded = create_train_state(
+      config, model, mesh, image_shape, dtype, durations
+  )
+  steps = compile_steps(
+      config,
+      model,
+      mesh,
+      sharded,
+      augment,
+      normalize,
+      image_shape,
+      dtype,
+      cast_in_update=cast_in_update,
+  )
+  evaluator = evaluation.Evaluator(
+      steps,
+      model=config.model,
+      image_shape=info.image_shape,
+      permutation=permutation,
+  )
+  return Pieces(
+      splits=steps.put(splits),
+      info=info,
+      durations=durations,
+      dtype=dtype,
+      model=model,
+      mesh=mesh,
+      sharded=sharded,
+      augment=augment,
+      normalize=normalize,
+      permutation=permutation,
+      steps=steps,
+      evaluator=evaluator,
+  )
+
+
 # ----------------------------------------------------------------------------
 # The loop.
 # ----------------------------------------------------------------------------
@@ -645,7 +725,7 @@ def train_and_evaluate(
   validation.validate_config(config)
   compact.check_config(config)
   workdir_lib.check_config(workdir, config, allow_change=allow_config_change)
-  info = datasets.base_info(config)
+  datasets.base_info(config)  # A bad dataset or data file: before the workdir.
   checkpoints = checkpointing.Checkpointer(
       epath.Path(workdir) / workdir_lib.CHECKPOINTS_DIR,
       config.max_checkpoints_to_keep,
@@ -659,8 +739,8 @@ def train_and_evaluate(
         saved=checkpoints.saved_extras().get('config'),
     )
 
-  # --- Mesh: ('data', 'model') over every device of every process. ---
-  mesh = sharding.create_mesh(config)
+  # --- Mesh, input, model, the state at step 0, steps and evaluation. ---
+  pieces = build(config, workdir)
   logging.info(
       'Process %d of %d, %d local / %d global devices',
       jax.process_index(),
@@ -668,23 +748,8 @@ def train_and_evaluate(
       jax.local_device_count(),
       jax.device_count(),
   )
-
-  # --- Input. ---
-  splits = load_splits(config)
-  train_images, train_labels = splits.train
-  info = datasets.with_stats(
-      info, config, train_images, workdir_lib.read_dataset(workdir)
-  )
-  durations = Durations.of(config, len(train_labels))
-  dtype = jnp.bfloat16 if config.half_precision else jnp.float32
-  augment, normalize, permutation = input_fns(config, info, workdir, dtype)
-
-  # --- Model, optimizer and state. ---
-  model = create_model(config, info.num_classes, dtype)
-  sharded = create_train_state(
-      config, model, mesh, train_images.shape[1:], dtype, durations
-  )
-  weights = optim.count_weights(sharded.state.params)
+  durations, splits, info = pieces.durations, pieces.splits, pieces.info
+  weights = optim.count_weights(pieces.sharded.state.params)
   logging.info(
       'Model %s, alpha %s: %s kernel weights %s',
       config.model,
@@ -694,7 +759,7 @@ def train_and_evaluate(
   )
 
   # --- Checkpoints: resume from the latest complete one. ---
-  state, history, extras = checkpoints.restore_latest(sharded.state)
+  state, history, extras = checkpoints.restore_latest(pieces.sharded.state)
   initial_step = int(state.step)
   if initial_step:
     logging.info(
@@ -703,29 +768,9 @@ def train_and_evaluate(
   # The run has started: only now is the workdir's config recorded.
   workdir_lib.save_config(workdir, config)
   workdir_lib.write_dataset(workdir, datasets.describe(info, config))
-  if permutation is not None:
-    workdir_lib.save_pixel_permutation(workdir, permutation)
+  if pieces.permutation is not None:
+    workdir_lib.save_pixel_permutation(workdir, pieces.permutation)
   clock = WallClock(extras.get('wall_seconds', 0.0), start_time)
-
-  # --- Steps and evaluation. ---
-  steps = compile_steps(
-      config,
-      model,
-      mesh,
-      sharded,
-      augment,
-      normalize,
-      train_images.shape[1:],
-      dtype,
-  )
-  # From here on the splits are where the steps read them.
-  splits = steps.put(splits)
-  evaluator = evaluation.Evaluator(
-      steps,
-      model=config.model,
-      image_shape=info.image_shape,
-      permutation=permutation,
-  )
 
   # --- Metrics and progress. ---
   writer, report_progress = writers.create(
@@ -746,10 +791,10 @@ def train_and_evaluate(
       config=config,
       workdir=workdir,
       durations=durations,
-      steps=steps,
-      evaluator=evaluator,
+      steps=pieces.steps,
+      evaluator=pieces.evaluator,
       splits=splits,
-      schedule=sharded.schedule,
+      schedule=pieces.sharded.schedule,
       checkpoints=checkpoints,
       history=history,
       writer=writer,
@@ -762,6 +807,7 @@ def train_and_evaluate(
 
   # --- Results. ---
   writer.flush()
+  evaluator = pieces.evaluator
   if last_eval is None:  # Resumed after the final step: evaluate once more.
     last_eval = evaluator(state, splits.test, splits.val)
   # The training error of the final network, as the MDL bounds need it: the
@@ -773,7 +819,7 @@ def train_and_evaluate(
       **selection.results(history),
       train_accuracy=train_accuracy,
       train_loss=train_loss,
-      train_examples=len(train_labels),
+      train_examples=len(splits.train[1]),
       nnz=last_eval['nnz'],
       locality=(
           results_lib.Locality.from_json(last_eval['locality'])

@@ -13,9 +13,7 @@ import numpy as np
 import pytest
 
 from beta_lasso import train
-from beta_lasso.data import datasets
 from beta_lasso.training import precast
-from beta_lasso.training import sharding
 from configs import dfc
 from configs import sfc_beta_lasso
 from configs import slocal
@@ -43,31 +41,11 @@ def _config(module):
 
 def _run(config, cast_in_update: bool):
   """The state after STEPS steps from step 0, and the Steps that ran them."""
-  splits = train.load_splits(config)
-  durations = train.Durations.of(config, len(splits.train[1]))
-  info = datasets.with_stats(
-      datasets.base_info(config), config, splits.train[0], None
+  pieces = train.build(config, cast_in_update=cast_in_update)
+  state, metrics = pieces.steps.on_device.train(
+      pieces.sharded.state, *pieces.splits.train, STEPS
   )
-  augment, normalize, _ = train.input_fns(config, info, None, jnp.bfloat16)
-  model = train.create_model(config, info.num_classes, jnp.bfloat16)
-  mesh = sharding.create_mesh(config)
-  sharded = train.create_train_state(
-      config, model, mesh, info.image_shape, jnp.bfloat16, durations
-  )
-  steps = train.compile_steps(
-      config,
-      model,
-      mesh,
-      sharded,
-      augment,
-      normalize,
-      info.image_shape,
-      jnp.bfloat16,
-      cast_in_update=cast_in_update,
-  )
-  train_split = steps.put(splits).train
-  state, metrics = steps.on_device.train(sharded.state, *train_split, STEPS)
-  return state, jax.device_get(metrics), steps
+  return state, jax.device_get(metrics), pieces.steps
 
 
 @pytest.mark.parametrize(

@@ -13,12 +13,10 @@ import pytest
 
 from beta_lasso import optim
 from beta_lasso import train
-from beta_lasso.data import datasets
 from beta_lasso.data import input_pipeline
 from beta_lasso.metrics import locality
 from beta_lasso.training import evaluation
 from beta_lasso.training import results as results_lib
-from beta_lasso.training import sharding
 from configs import sconv
 from configs import sfc_beta_lasso
 
@@ -195,32 +193,15 @@ def test_load_splits_reads_each_split_once(monkeypatch):
 
 
 def _evaluator(config):
-  """(state, evaluator, splits, model) of a fresh model of `config`."""
-  splits = train.load_splits(config)
-  durations = train.Durations.of(config, len(splits.train[1]))
-  info = datasets.with_stats(
-      datasets.base_info(config), config, splits.train[0], None
+  """(state, evaluator, splits, model, normalize) of a fresh model."""
+  pieces = train.build(config)
+  return (
+      pieces.sharded.state,
+      pieces.evaluator,
+      pieces.splits,
+      pieces.model,
+      pieces.normalize,
   )
-  _, normalize, _ = train.input_fns(config, info, None, jnp.float32)
-  model = train.create_model(config, info.num_classes, jnp.float32)
-  mesh = sharding.create_mesh(config)
-  sharded = train.create_train_state(
-      config, model, mesh, (32, 32, 3), jnp.float32, durations
-  )
-  steps = train.compile_steps(
-      config,
-      model,
-      mesh,
-      sharded,
-      lambda x, _: x,
-      normalize,
-      (32, 32, 3),
-      jnp.float32,
-  )
-  evaluator = evaluation.Evaluator(
-      steps, model=config.model, image_shape=(32, 32, 3)
-  )
-  return sharded.state, evaluator, splits, model, normalize
 
 
 def test_evaluator_on_a_fresh_sfc():
