@@ -33,7 +33,6 @@ to `compact_sizes.jsonl` in the workdir.
 """
 
 import json
-import os
 from typing import Any
 import zipfile
 
@@ -47,6 +46,7 @@ import orbax.checkpoint as ocp
 
 from beta_lasso import errors
 from beta_lasso.training import checkpointing
+from beta_lasso.training import loading
 from beta_lasso.training import selection
 from beta_lasso.training import validation
 from beta_lasso.training import workdir as workdir_lib
@@ -81,20 +81,6 @@ class CompactError(errors.UserError, ValueError):
 # ----------------------------------------------------------------------------
 # Reading a checkpoint as it is on disk.
 # ----------------------------------------------------------------------------
-def _steps(workdir) -> list[int]:
-  directory = epath.Path(workdir) / workdir_lib.CHECKPOINTS_DIR
-  if not directory.exists():
-    return []
-  # A save in progress is '<step>.orbax-checkpoint-tmp...', not all digits.
-  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
-
-
-def _resolved(path) -> epath.Path:
-  # orbax's PyTreeCheckpointer.metadata finds no tree metadata under a
-  # relative path or one through a symbolic link.
-  return epath.Path(os.path.realpath(path))
-
-
 def read_checkpoint(workdir, step: int) -> tuple[Any, dict]:
   """(state tree of host numpy arrays, the checkpoint's JSON item) of `step`.
 
@@ -102,17 +88,8 @@ def read_checkpoint(workdir, step: int) -> tuple[Any, dict]:
   ({'params': ..., 'batch_stats': ..., 'opt_state': [...], 'step': ...}), empty
   optimizer states as None.
   """
-  folder = _resolved(
-      epath.Path(workdir) / workdir_lib.CHECKPOINTS_DIR / str(step)
-  )
-  with ocp.PyTreeCheckpointer() as checkpointer:
-    metadata = checkpointer.metadata(folder / 'state').item_metadata.tree
-    tree = checkpointer.restore(
-        folder / 'state',
-        restore_args=jax.tree.map(
-            lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata
-        ),
-    )
+  folder = epath.Path(workdir) / workdir_lib.CHECKPOINTS_DIR / str(step)
+  tree = loading.read_tree(folder / 'state', lambda metadata: metadata)
   with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
     saved = checkpointer.restore(folder / 'history')
   return tree, saved
@@ -333,7 +310,7 @@ def compact(workdir, out, *, max_file_bytes: int = MAX_FILE_BYTES) -> dict:
     CompactError: no checkpoint, a checkpoint that does not match its
       fingerprint, or an optimizer with per-weight state.
   """
-  steps = _steps(workdir)
+  steps = loading.checkpoint_steps(workdir)
   if not steps:
     raise CompactError(f'no finished checkpoint in {workdir}/checkpoints')
   step = steps[-1]
@@ -455,7 +432,7 @@ def restore(directory, workdir) -> dict:
   """
   manifest, tree, permutation = read(directory)
   workdir = epath.Path(workdir)
-  if _steps(workdir):
+  if loading.checkpoint_steps(workdir):
     raise CompactError(
         f'{workdir} already holds checkpoints; restore into a ' 'new --workdir'
     )

@@ -78,7 +78,7 @@ def checkpoint_steps(workdir) -> list[int]:
   return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
 
 
-def _read_tree(path: epath.Path, select) -> Any:
+def read_tree(path: epath.Path, select) -> Any:
   """Restores the part `select(metadata)` of an orbax PyTree as numpy.
 
   Raises:
@@ -127,7 +127,7 @@ def _state_paths(workdir, step: int | None) -> list[epath.Path]:
 
 
 def _read_newest(workdir, step: int | None, select) -> tuple[Any, int]:
-  """(`_read_tree` of the first state of `_state_paths` that reads, its step).
+  """(`read_tree` of the first state of `_state_paths` that reads, its step).
 
   Raises:
     FileNotFoundError: no checkpoint, or none of step `step`.
@@ -136,7 +136,7 @@ def _read_newest(workdir, step: int | None, select) -> tuple[Any, int]:
   failed = []
   for path in _state_paths(workdir, step):
     try:
-      return _read_tree(path, select), int(path.parent.name)
+      return read_tree(path, select), int(path.parent.name)
     except checkpointing.CheckpointError as e:
       if step is not None:  # The one asked for: no other stands in.
         raise
