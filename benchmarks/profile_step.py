@@ -167,7 +167,7 @@ def main(argv=None) -> dict:
 
   config = paper_config(args)
   result['augment'] = config.augment
-  pieces = train.build(config)
+  pieces = train.build(config, cast_in_update=True)
   # What training runs (the weights cast in the update, `training.precast`)
   # and the reference whose forward pass casts them, timed side by side.
   variants = {

@@ -136,3 +136,10 @@ def test_cast_in_update_with_kernels_split_over_four_devices():
   )
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'sharded precast checks passed' in result.stdout
+
+
+def test_the_cast_in_update_is_off_by_default_on_the_cpu():
+  # XLA on the CPU keeps the cast a pass of its own (BENCHMARKS.md).
+  assert jax.default_backend() == 'cpu'
+  pieces = train.build(_config(sfc_beta_lasso))
+  assert pieces.steps.on_device.precast == precast.NONE
