@@ -33,6 +33,9 @@ start=$(date +%s)
 mkdir -p "$OUT"
 log="$OUT/window.log"
 export PYTHONUNBUFFERED=1
+# One compilation cache for the window: the campaign's Table 2 run compiles
+# the very programs the profile compiled (same config, shapes and seed).
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$WORKDIR_ROOT/jax_cache}
 
 if compgen -G "$WHEELS/*.whl" > /dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
