@@ -125,6 +125,24 @@ def test_a_packed_jpeg_bundle_holds_the_same_jpegs_in_a_third(tmp_path):
     data_file_lib.pack_jpeg_bundle(str(cache), str(tmp_path / 'x.npz'))
 
 
+def test_packing_keeps_every_image_and_an_empty_split(tmp_path):
+  bundle, packed = tmp_path / 'bundle.npz', tmp_path / 'packed.npz'
+  np.savez(
+      bundle,
+      **_jpeg_arrays(),
+      test_jpeg=np.zeros(0, np.uint8),
+      test_offsets=np.zeros(1, np.int64),
+      test_labels=np.zeros(0, np.int32),
+  )
+  lengths = data_file_lib.pack_jpeg_bundle(str(bundle), str(packed))
+  assert lengths['test'] == (0, 0) and lengths['train'][0] > 0
+  np.testing.assert_array_equal(
+      data_file_lib.load_split(str(packed), 'train[1:]')[0],
+      data_file_lib.load_split(str(bundle), 'train[1:]')[0],
+  )
+  assert data_file_lib.describe(str(packed)).splits == {'train': 4, 'test': 0}
+
+
 @pytest.mark.parametrize(
     'split, message',
     [

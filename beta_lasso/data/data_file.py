@@ -470,9 +470,10 @@ def pack_jpeg_bundle(path: str, out: str) -> dict[str, tuple[int, int]]:
           np.int32 if bounds[-1] < 2**31 else np.int64
       )
       arrays[f'{name}_labels'] = _read(path, data, f'{name}_labels')
-      arrays[f'{name}_jpeg_prefix'] = np.frombuffer(images[0][:head], np.uint8)
+      first = images[0] if images else b''
+      arrays[f'{name}_jpeg_prefix'] = np.frombuffer(first[:head], np.uint8)
       arrays[f'{name}_jpeg_suffix'] = np.frombuffer(
-          images[0][len(images[0]) - tail :] if tail else b'', np.uint8
+          first[len(first) - tail :] if tail else b'', np.uint8
       )
       lengths[name] = (head, tail)
     # Anything else the file holds (label names, num_classes) travels too.
