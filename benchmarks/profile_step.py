@@ -21,7 +21,10 @@ then:
    locality measure alone;
 3. records `--profile_steps` steps of each way under `jax.profiler.trace`
    into `OUT/trace/cast_in_update/` and `OUT/trace/forward_cast/` (read them
-   with TensorBoard's profile plugin or xprof), before the eval is timed.
+   with TensorBoard's profile plugin or xprof), before the eval is timed;
+4. last, writes each way's optimized HLO into `OUT/trace/hlo/` and says in
+   `cast_fused` whether one fusion writes layer 1's kernel in float32 and
+   bfloat16 (the update and the cast in one pass).
 
 `OUT/profile.json` holds every number; the last line printed is its summary.
 `--alpha=2 --profile_steps=3` runs it on a laptop CPU in under a minute.
@@ -107,6 +110,20 @@ def step_floor(
       'memory_ms': 1e3 * moved / bytes_per_s,
       'floor_ms': 1e3 * (flops / flops_per_s + moved / bytes_per_s),
   }
+
+
+def fuses_cast(hlo: str, shape: tuple[int, ...]) -> bool:
+  """Whether one fusion of `hlo` writes a kernel of `shape` in float32 and
+  in bfloat16: the update and the cast for the next forward pass in one
+  pass (training.precast)."""
+  dims = ','.join(str(d) for d in shape)
+  for line in hlo.splitlines():
+    if ' fusion(' not in line:
+      continue
+    outputs = line.split(' fusion(')[0]
+    if f'f32[{dims}]' in outputs and f'bf16[{dims}]' in outputs:
+      return True
+  return False
 
 
 def save(out: pathlib.Path, result: dict):
@@ -256,6 +273,18 @@ def main(argv=None) -> dict:
       lambda: evaluator.locality(state.params), 2
   )
   save(out, result)
+
+  # Last, as it may compile again: the programs XLA made of each way, and
+  # whether the update and the cast became one pass over layer 1's kernel.
+  hlo_dir = trace_dir / 'hlo'
+  hlo_dir.mkdir(parents=True, exist_ok=True)
+  kernel_shape = state.params[first_layer]['kernel'].shape
+  result['cast_fused'] = {}
+  for name, variant in variants.items():
+    hlo = variant.on_device.compiled_text(state, *placed.train)
+    (hlo_dir / f'{name}.txt').write_text(hlo)
+    result['cast_fused'][name] = fuses_cast(hlo, kernel_shape)
+  save(out, result)
   floor = result['floor']
   print(
       json.dumps(
@@ -270,6 +299,7 @@ def main(argv=None) -> dict:
               'epoch_s': round(result['epoch_s'], 3),
               'eval_s': round(result['eval_s'], 3),
               'locality_s': round(result['locality_s'], 3),
+              'cast_fused': result['cast_fused'],
           }
       )
   )

@@ -36,3 +36,27 @@ def test_profile_times_counts_and_traces(tmp_path):
         for f in result['trace_files']
     ), result['trace_files']
   assert json.loads((tmp_path / 'profile.json').read_text()) == result
+  # Each way's program, and whether the update and the cast are one pass:
+  # XLA on the CPU keeps them apart (why the cast in the update is off on the
+  # CPU by default, BENCHMARKS.md).
+  for name in ('cast_in_update', 'forward_cast'):
+    assert 'fusion(' in (tmp_path / 'trace' / 'hlo' / f'{name}.txt').read_text()
+  assert result['cast_fused'] == {
+      'cast_in_update': False,
+      'forward_cast': False,
+  }
+
+
+def test_fuses_cast_finds_one_fusion_writing_both_dtypes():
+  fused = (
+      '%fusion.3 = (f32[3072,256]{1,0}, bf16[3072,256]{1,0}) '
+      'fusion(f32[3072,256]{1,0} %p, bf16[3072,256]{1,0} %g), kind=kLoop'
+  )
+  apart = (
+      '%fusion.1 = f32[3072,256]{1,0} fusion(f32[3072,256]{1,0} %p), '
+      'kind=kLoop\n%fusion.2 = bf16[3072,256]{1,0} fusion(f32[3072,256]{1,0} '
+      '%fusion.1), kind=kLoop'
+  )
+  assert profile_step.fuses_cast(fused, (3072, 256))
+  assert not profile_step.fuses_cast(apart, (3072, 256))
+  assert not profile_step.fuses_cast(fused, (3072, 512))

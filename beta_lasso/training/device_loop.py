@@ -256,6 +256,18 @@ class DeviceLoop:
     )
     return state, jax.tree.map(lambda x: x[:num_steps], stacked)
 
+  def compiled_text(self, state, images, labels) -> str:
+    """The optimized HLO of a block of train steps, as XLA compiled it.
+
+    After the first `train`: compiling again is a lookup where JAX's
+    persistent compilation cache is on.
+    """
+    return (
+        self._train.lower(state, self._order, images, labels, self.max_steps)
+        .compile()
+        .as_text()
+    )
+
   def eval_totals(self, state, images, labels):
     """`eval_step`'s sums over a whole resident split, as device arrays."""
     return self._eval(state, images, labels)
